@@ -1,0 +1,38 @@
+"""Result files shared by the experiments: per-epoch CSV and, with matplotlib, curves."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from ..io import save_bytes
+
+
+def write_history(out: Path, history: list[dict]) -> None:
+    """`history.csv` (one row per epoch) and, if matplotlib is installed, `curves.png`."""
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(history[0]))
+    writer.writeheader()
+    writer.writerows(history)
+    save_bytes(out / "history.csv", text.getvalue().encode())
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    epochs = [row["epoch"] for row in history]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
+    left.plot(epochs, [row["loss"] for row in history], marker="o")
+    left.set(xlabel="epoch", ylabel="training loss")
+    for key in ("train_accuracy", "test_accuracy"):
+        right.plot(epochs, [row[key] for row in history], marker="o", label=key.replace("_", " "))
+    right.set(xlabel="epoch", ylabel="accuracy")
+    right.legend()
+    figure.tight_layout()
+    image = io.BytesIO()
+    figure.savefig(image, format="png", dpi=100)
+    plt.close(figure)
+    save_bytes(out / "curves.png", image.getvalue())

@@ -1,0 +1,90 @@
+"""`lance-ref train`: train a zoo model on a dataset and write results, history and checkpoint."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import random
+from ..checkpoint import save_checkpoint
+from ..data import DataLoader, load_dataset, normalize, random_crop
+from ..io import save_json
+from ..nn import build_model
+from ..optim import SGD, CosineAnnealingLR
+from ..tensor import float_dtype
+from ..train import accuracy, train_epoch
+from .report import write_history
+
+
+@dataclass
+class TrainConfig:
+    """Every choice of a training run; stored in results.json so the run can be repeated."""
+
+    model: str = "small-cnn"
+    dataset: str = "mnist5k"
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    crop_padding: int = 2
+    seed: int = 0
+    dtype: str = "float32"
+
+    def check(self) -> None:
+        if self.crop_padding < 0:
+            raise ValueError(f"crop_padding must be >= 0, got {self.crop_padding}")
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        float_dtype(self.dtype, "dtype")
+
+
+def run(config: TrainConfig, out: str | Path, show: bool = True) -> dict:
+    """Train per `config`; write `out`/results.json, history.csv and model.npz; return the results."""
+    config.check()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    dtype = np.dtype(config.dtype)
+    train, test = load_dataset(config.dataset)
+    random.manual_seed(config.seed)
+    model = build_model(
+        config.model, num_classes=len(train.classes), in_channels=train.images.shape[1],
+        image_size=train.images.shape[2], dtype=dtype,
+    )
+    optimizer = SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    schedule = CosineAnnealingLR(optimizer, T_max=config.epochs)
+    loader = DataLoader(
+        train.images, train.labels, config.batch_size, shuffle=True, seed=config.seed,
+        transform=lambda x, rng: normalize(random_crop(x, config.crop_padding, rng), train.mean, train.std, dtype),
+    )
+    test_images = normalize(test.images, train.mean, train.std, dtype)
+    start, history, first_ledger = time.perf_counter(), [], None
+    for epoch in range(1, config.epochs + 1):
+        result = train_epoch(model, optimizer, loader, label=f"epoch {epoch}/{config.epochs}", show=show)
+        schedule.step()
+        first_ledger = first_ledger or result.ledger
+        test_accuracy = accuracy(model, test_images, test.labels)
+        history.append(
+            dict(epoch=epoch, loss=result.loss, train_accuracy=result.accuracy,
+                 test_accuracy=test_accuracy, seconds=result.seconds)
+        )
+    results = dict(
+        command="train",
+        config=asdict(config),
+        test_accuracy=history[-1]["test_accuracy"],
+        epochs=history,
+        wall_seconds=time.perf_counter() - start,
+        activation_bytes_per_step=first_ledger.bytes(),
+        activation_bytes_by_layer=first_ledger.by_layer(),
+        parameters=int(sum(p.data.size for p in model.parameters())),
+        train_size=len(train),
+        test_size=len(test),
+    )
+    save_checkpoint(out / "model.npz", model, optimizer, meta=dict(epoch=config.epochs, seed=config.seed))
+    save_json(out / "results.json", results)
+    write_history(out, history)
+    return results

@@ -1,0 +1,145 @@
+"""Max, average and adaptive average pooling (specs/pool.md).
+
+Pooling loops over the kh*kw kernel taps, each a strided view over all outputs at once.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..tensor import Function
+from .windows import channels_last_zeros, output_size, pair, padded, tap
+
+
+def _geometry(x_shape, kernel_size, stride, padding, dilation, ceil_mode):
+    """Checked pooling geometry with the extra right/bottom padding that ceil_mode may need."""
+    if len(x_shape) != 4:
+        raise ValueError(f"pooling expects input of shape (N, C, H, W), got {x_shape}")
+    kernel = pair(kernel_size, "kernel_size", 1)
+    stride = kernel if stride is None else pair(stride, "stride", 1)
+    padding = pair(padding, "padding", 0)
+    dilation = pair(dilation, "dilation", 1)
+    if any(2 * p > k for p, k in zip(padding, kernel)):
+        raise ValueError(f"padding {padding} must be at most half of kernel_size {kernel}")
+    out_hw = tuple(
+        output_size(n, k, s, p, d, ceil_mode)
+        for n, k, s, p, d in zip(x_shape[2:], kernel, stride, padding, dilation)
+    )
+    if min(out_hw) < 1:
+        raise ValueError(f"pooling: input {x_shape[2:]} is too small for kernel_size {kernel}")
+    extra = tuple(
+        max(0, (o - 1) * s + d * (k - 1) + 1 - (n + 2 * p))
+        for o, s, d, k, n, p in zip(out_hw, stride, dilation, kernel, x_shape[2:], padding)
+    )
+    return kernel, stride, padding, dilation, out_hw, extra
+
+
+class MaxPool2d(Function):
+    """y[n,c,h',w'] = max_{i,j} x_pad[n,c,s*h'+d*i,s*w'+d*j]; the gradient goes to the first
+    maximum of each window, as torch (specs/pool.md#max_pool2d)."""
+
+    def forward(self, x, kernel, stride, padding, dilation, out_hw, extra):
+        source = padded(x, padding[0], padding[1], padding[0] + extra[0], padding[1] + extra[1], -np.inf)
+        best, best_tap = None, None
+        for t, (i, j) in enumerate(np.ndindex(*kernel)):
+            values = tap(source, i, j, out_hw, stride, dilation)
+            if best is None:
+                best, best_tap = values.copy(), np.zeros(values.shape, dtype=np.min_scalar_type(kernel[0] * kernel[1]))
+            else:
+                better = (values > best) | np.isnan(values)  # NaN wins, as in torch
+                best[better], best_tap[better] = values[better], t
+        self.save(best_tap)
+        self.shape, self.geometry = x.shape, (kernel, stride, padding, dilation, out_hw, extra)
+        return best
+
+    def backward(self, grad):
+        (best_tap,) = self.saved_arrays
+        kernel, stride, padding, dilation, out_hw, extra = self.geometry
+        (n, c, h, w), (ph, pw) = self.shape, padding
+        full = channels_last_zeros(n, c, h + 2 * ph + extra[0], w + 2 * pw + extra[1], grad.dtype)
+        for t, (i, j) in enumerate(np.ndindex(*kernel)):
+            tap(full, i, j, out_hw, stride, dilation)[...] += np.where(best_tap == t, grad, 0)
+        return (full[:, :, ph : ph + h, pw : pw + w],)
+
+
+class AvgPool2d(Function):
+    """y = sum over the window / divisor (specs/pool.md#avg_pool2d)."""
+
+    def forward(self, x, kernel, stride, padding, out_hw, extra, divisor):
+        source = padded(x, padding[0], padding[1], padding[0] + extra[0], padding[1] + extra[1])
+        total = sum(tap(source, i, j, out_hw, stride, (1, 1)) for i, j in np.ndindex(*kernel))
+        self.shape, self.geometry, self.divisor = x.shape, (kernel, stride, padding, out_hw, extra), divisor
+        return total / divisor
+
+    def backward(self, grad):
+        kernel, stride, padding, out_hw, extra = self.geometry
+        (n, c, h, w), (ph, pw) = self.shape, padding
+        full = channels_last_zeros(n, c, h + 2 * ph + extra[0], w + 2 * pw + extra[1], grad.dtype)
+        share = grad / self.divisor
+        for i, j in np.ndindex(*kernel):
+            tap(full, i, j, out_hw, stride, (1, 1))[...] += share
+        return (full[:, :, ph : ph + h, pw : pw + w],)
+
+
+def _avg_divisor(size, kernel, stride, padding, out, count_include_pad, dtype):
+    """torch's divisor along one axis: the window clipped to the padded input, or to the input."""
+    start = np.arange(out) * stride - padding
+    end = np.minimum(start + kernel, size + padding)
+    if count_include_pad:
+        return (end - start).astype(dtype)
+    return (np.minimum(end, size) - np.maximum(start, 0)).astype(dtype)
+
+
+class AdaptiveAvgPool2d(Function):
+    """y[n,c] = A_h x[n,c] A_w^T with torch's adaptive windows (specs/pool.md#adaptive_avg_pool2d)."""
+
+    def forward(self, x, a_h, a_w):
+        self.a_h, self.a_w = a_h, a_w  # constants of the geometry, like a kernel size
+        return np.einsum("ph,nchw,qw->ncpq", a_h, x, a_w, optimize=True)
+
+    def backward(self, grad):
+        a_h, a_w = self.a_h, self.a_w
+        return (np.einsum("ph,ncpq,qw->nchw", a_h, grad, a_w, optimize=True),)
+
+
+def adaptive_weights(size: int, out: int, dtype) -> np.ndarray:
+    """A (out, size) averaging matrix over windows [floor(i*size/out), ceil((i+1)*size/out))."""
+    i = np.arange(out)
+    start, end = (i * size) // out, -((-(i + 1) * size) // out)
+    cols = np.arange(size)
+    inside = (cols >= start[:, None]) & (cols < end[:, None])
+    return (inside / (end - start)[:, None]).astype(dtype)
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False):
+    """torch.nn.functional.max_pool2d (stride defaults to kernel_size)."""
+    geometry = _geometry(input.shape, kernel_size, stride, padding, dilation, ceil_mode)
+    kernel, stride, padding, dilation, out_hw, extra = geometry
+    return MaxPool2d.apply(
+        input, kernel=kernel, stride=stride, padding=padding, dilation=dilation, out_hw=out_hw, extra=extra
+    )
+
+
+def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode: bool = False, count_include_pad: bool = True):
+    """torch.nn.functional.avg_pool2d (stride defaults to kernel_size)."""
+    kernel, stride, padding, _, out_hw, extra = _geometry(input.shape, kernel_size, stride, padding, 1, ceil_mode)
+    dtype = input.dtype
+    d_h, d_w = (
+        _avg_divisor(n, k, s, p, o, count_include_pad, dtype)
+        for n, k, s, p, o in zip(input.shape[2:], kernel, stride, padding, out_hw)
+    )
+    return AvgPool2d.apply(
+        input, kernel=kernel, stride=stride, padding=padding, out_hw=out_hw, extra=extra,
+        divisor=np.outer(d_h, d_w),
+    )
+
+
+def adaptive_avg_pool2d(input, output_size):
+    """torch.nn.functional.adaptive_avg_pool2d; None in `output_size` keeps that side."""
+    if len(input.shape) != 4:
+        raise ValueError(f"adaptive_avg_pool2d expects input of shape (N, C, H, W), got {input.shape}")
+    sizes = (output_size, output_size) if np.isscalar(output_size) or output_size is None else tuple(output_size)
+    sizes = tuple(n if o is None else o for n, o in zip(input.shape[2:], sizes))
+    pair(sizes, "output_size", 1)
+    a_h, a_w = (adaptive_weights(n, o, input.dtype) for n, o in zip(input.shape[2:], sizes))
+    return AdaptiveAvgPool2d.apply(input, a_h=a_h, a_w=a_w)

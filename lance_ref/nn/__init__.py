@@ -1,0 +1,24 @@
+"""Modules, layers and the model zoo with torch.nn's semantics and names (specs/nn.md)."""
+
+from . import init
+from .layers import (
+    AdaptiveAvgPool2d,
+    AvgPool2d,
+    BatchNorm1d,
+    BatchNorm2d,
+    Conv2d,
+    Dropout,
+    Flatten,
+    Identity,
+    LeakyReLU,
+    Linear,
+    MaxPool2d,
+    ModuleList,
+    ReLU,
+    ReLU6,
+    Sequential,
+    Sigmoid,
+    Tanh,
+)
+from .module import IncompatibleKeys, Module, Parameter
+from .zoo import MODELS, AlexNetGPM, MobileNetV2, ResNet18Reduced, SmallCNN, build_model

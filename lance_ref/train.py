@@ -1,0 +1,65 @@
+"""Minibatch training and evaluation of a classifier (the loop behind `lance-ref train`)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import functional as F
+from . import memory
+from .autograd import no_grad
+from .optim import clip_grad_norm_
+from .progress import Progress
+from .tensor import Tensor
+
+
+@dataclass
+class EpochResult:
+    """What one training epoch measured."""
+
+    loss: float
+    accuracy: float
+    seconds: float
+    ledger: memory.Ledger  # what backward kept in the epoch's first step
+
+
+def train_epoch(model, optimizer, loader, clip_grad_norm: float | None = None, label: str = "", show: bool = True) -> EpochResult:
+    """One pass over `loader` with cross-entropy loss; the first step's graph goes to the ledger."""
+    model.train()
+    start, ledger = time.perf_counter(), None
+    total_loss, correct, seen = 0.0, 0, 0
+    bar = Progress(loader, label=label, enabled=show)
+    for x, y in bar:
+        logits = model(Tensor(x))
+        loss = F.cross_entropy(logits, y)
+        if ledger is None:
+            ledger = memory.ledger(loss, model.parameters())
+        optimizer.zero_grad()
+        loss.backward()
+        if clip_grad_norm is not None:
+            clip_grad_norm_(model.parameters(), clip_grad_norm)
+        optimizer.step()
+        total_loss += loss.item() * len(y)
+        correct += int((logits.data.argmax(axis=1) == y).sum())
+        seen += len(y)
+        bar.set(loss=total_loss / seen, acc=correct / seen)
+    return EpochResult(total_loss / seen, correct / seen, time.perf_counter() - start, ledger)
+
+
+def predict(model, images: np.ndarray, batch_size: int = 500, **forward_options) -> np.ndarray:
+    """Logits for already-normalised `images`, in eval mode and without recording a graph."""
+    was_training = model.training
+    model.eval()
+    try:
+        with no_grad():
+            outputs = [model(Tensor(images[i : i + batch_size]), **forward_options).data for i in range(0, len(images), batch_size)]
+    finally:
+        model.train(was_training)
+    return np.concatenate(outputs)
+
+
+def accuracy(model, images: np.ndarray, labels: np.ndarray, batch_size: int = 500, **forward_options) -> float:
+    """Top-1 accuracy on already-normalised `images`."""
+    return float((predict(model, images, batch_size, **forward_options).argmax(axis=1) == labels).mean())

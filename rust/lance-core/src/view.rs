@@ -1,0 +1,184 @@
+use crate::LanceError;
+
+/// A read-only strided view of a 4-D array.
+///
+/// Element `[i0, i1, i2, i3]` is `data[offset + i0*strides[0] + i1*strides[1] + i2*strides[2] +
+/// i3*strides[3]]`. Strides count elements (not bytes) and may be zero or negative, so NumPy views
+/// (transposed, sliced with steps, reversed) map onto a view without copying. The constructor
+/// checks once that every element lies inside `data`; kernels can then index freely.
+#[derive(Debug, Clone, Copy)]
+pub struct View4<'a, T> {
+    pub(crate) data: &'a [T],
+    pub(crate) offset: usize,
+    pub(crate) shape: [usize; 4],
+    pub(crate) strides: [isize; 4],
+}
+
+impl<'a, T> View4<'a, T> {
+    /// A view of `data` whose element `[0, 0, 0, 0]` is `data[offset]`.
+    ///
+    /// Fails if the element count overflows or any element falls outside `data`. An empty view
+    /// (a zero in `shape`) reads nothing and is always valid.
+    pub fn new(
+        data: &'a [T],
+        offset: usize,
+        shape: [usize; 4],
+        strides: [isize; 4],
+    ) -> Result<Self, LanceError> {
+        if numel(shape)? > 0 {
+            let (low, high) = offset_range(shape, strides)?;
+            let base = isize::try_from(offset).map_err(|_| LanceError::SizeOverflow)?;
+            let lowest = base.checked_add(low).ok_or(LanceError::SizeOverflow)?;
+            let highest = base.checked_add(high).ok_or(LanceError::SizeOverflow)?;
+            if lowest < 0 || highest as usize >= data.len() {
+                return Err(LanceError::OutOfBounds {
+                    lowest,
+                    highest,
+                    len: data.len(),
+                });
+            }
+        }
+        Ok(Self {
+            data,
+            offset,
+            shape,
+            strides,
+        })
+    }
+
+    /// A C-contiguous (row-major) view; `data` must hold exactly `prod(shape)` elements.
+    pub fn c_contiguous(data: &'a [T], shape: [usize; 4]) -> Result<Self, LanceError> {
+        let expected = numel(shape)?;
+        if data.len() != expected {
+            return Err(LanceError::BufferLength {
+                expected,
+                got: data.len(),
+            });
+        }
+        let mut strides = [0; 4];
+        let mut step = 1_usize;
+        for axis in (0..4).rev() {
+            strides[axis] = isize::try_from(step).map_err(|_| LanceError::SizeOverflow)?;
+            step = step
+                .checked_mul(shape[axis])
+                .ok_or(LanceError::SizeOverflow)?;
+        }
+        Self::new(data, 0, shape, strides)
+    }
+
+    pub fn shape(&self) -> [usize; 4] {
+        self.shape
+    }
+
+    pub fn strides(&self) -> [isize; 4] {
+        self.strides
+    }
+
+    /// Number of elements, `prod(shape)` (checked by the constructor).
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+}
+
+/// `prod(shape)`, or `SizeOverflow`.
+pub fn numel(shape: [usize; 4]) -> Result<usize, LanceError> {
+    shape
+        .iter()
+        .try_fold(1_usize, |acc, &dim| acc.checked_mul(dim))
+        .ok_or(LanceError::SizeOverflow)
+}
+
+/// The lowest and highest element offsets, relative to element `[0, 0, 0, 0]`, that a non-empty
+/// array with this shape and these strides reaches (`low <= 0 <= high`).
+pub fn offset_range(shape: [usize; 4], strides: [isize; 4]) -> Result<(isize, isize), LanceError> {
+    let mut low = 0_isize;
+    let mut high = 0_isize;
+    for (&dim, &stride) in shape.iter().zip(&strides) {
+        let last = isize::try_from(dim.saturating_sub(1)).map_err(|_| LanceError::SizeOverflow)?;
+        let reach = last.checked_mul(stride).ok_or(LanceError::SizeOverflow)?;
+        if reach < 0 {
+            low = low.checked_add(reach).ok_or(LanceError::SizeOverflow)?;
+        } else {
+            high = high.checked_add(reach).ok_or(LanceError::SizeOverflow)?;
+        }
+    }
+    Ok((low, high))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contiguous_strides_are_row_major() {
+        let data = [0.0_f32; 120];
+        let view = View4::c_contiguous(&data, [2, 3, 4, 5]).unwrap();
+        assert_eq!(view.strides(), [60, 20, 5, 1]);
+        assert_eq!(view.numel(), 120);
+    }
+
+    #[test]
+    fn negative_strides_reach_below_the_first_element() {
+        assert_eq!(offset_range([2, 3, 1, 4], [-12, 4, 7, -1]), Ok((-15, 8)));
+        let data = [0.0_f64; 24];
+        // A fully reversed 2x3x1x4 array: element [0,0,0,0] is the last one in memory.
+        assert!(View4::new(&data, 23, [2, 3, 1, 4], [-12, -4, -4, -1]).is_ok());
+        assert_eq!(
+            View4::new(&data, 22, [2, 3, 1, 4], [-12, -4, -4, -1]).unwrap_err(),
+            LanceError::OutOfBounds {
+                lowest: -1,
+                highest: 22,
+                len: 24
+            }
+        );
+    }
+
+    #[test]
+    fn views_past_the_end_are_rejected() {
+        let data = [0.0_f32; 10];
+        assert_eq!(
+            View4::new(&data, 1, [1, 1, 2, 5], [0, 0, 5, 1]).unwrap_err(),
+            LanceError::OutOfBounds {
+                lowest: 1,
+                highest: 10,
+                len: 10
+            }
+        );
+        assert_eq!(
+            View4::c_contiguous(&data, [1, 1, 3, 4]).unwrap_err(),
+            LanceError::BufferLength {
+                expected: 12,
+                got: 10
+            }
+        );
+    }
+
+    #[test]
+    fn empty_views_are_valid_anywhere() {
+        let data: [f32; 0] = [];
+        assert!(View4::new(&data, 99, [3, 0, 2, 2], [-5, 1, 1, 1]).is_ok());
+        assert!(View4::c_contiguous(&data, [3, 0, 2, 2]).is_ok());
+    }
+
+    #[test]
+    fn overflowing_sizes_and_strides_are_errors() {
+        let data = [0.0_f32; 4];
+        assert_eq!(numel([usize::MAX, 2, 1, 1]), Err(LanceError::SizeOverflow));
+        assert_eq!(
+            View4::new(&data, 0, [usize::MAX, 2, 1, 1], [1, 1, 1, 1]).unwrap_err(),
+            LanceError::SizeOverflow
+        );
+        assert_eq!(
+            View4::new(&data, 0, [3, 1, 1, 1], [isize::MAX, 1, 1, 1]).unwrap_err(),
+            LanceError::SizeOverflow
+        );
+        assert_eq!(
+            View4::new(&data, 0, [2, 2, 1, 1], [isize::MAX, isize::MAX, 1, 1]).unwrap_err(),
+            LanceError::SizeOverflow
+        );
+        assert_eq!(
+            View4::new(&data, usize::MAX, [1, 1, 1, 1], [1, 1, 1, 1]).unwrap_err(),
+            LanceError::SizeOverflow
+        );
+    }
+}

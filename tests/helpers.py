@@ -1,0 +1,73 @@
+"""Shared test tools: finite-difference gradient checks and array strategies with any layout."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import strategies as st
+
+from lance_ref import Tensor, no_grad
+
+
+def numerical_vjp(fn, arrays, index, v, eps=1e-6):
+    """<v, d fn / d arrays[index]> by central differences, element by element."""
+    x = arrays[index]
+    grad = np.zeros(x.shape, dtype=np.float64)
+
+    def value(shifted):
+        with no_grad():
+            args = [Tensor(a) for a in arrays]
+            args[index] = Tensor(shifted)
+            return float((fn(*args).data * v).sum())
+
+    for position in np.ndindex(x.shape):
+        plus, minus = x.copy(), x.copy()
+        plus[position] += eps
+        minus[position] -= eps
+        grad[position] = (value(plus) - value(minus)) / (2 * eps)
+    return grad
+
+
+def gradcheck(fn, *arrays, wrt=None, eps=1e-6, rtol=1e-6, atol=1e-8, seed=20261121):
+    """Check the engine's VJP of `fn` against central differences in float64.
+
+    `arrays` are float64 ndarrays (any layout); `wrt` lists the argument indices to check
+    (default all). A random upstream gradient v makes this a full Jacobian test.
+    """
+    wrt = range(len(arrays)) if wrt is None else wrt
+    tensors = [Tensor(a, requires_grad=i in wrt) for i, a in enumerate(arrays)]
+    out = fn(*tensors)
+    assert out.dtype == np.float64
+    v = np.random.default_rng(seed).standard_normal(out.shape)
+    out.backward(v)
+    for i in wrt:
+        expected = numerical_vjp(fn, list(arrays), i, v, eps)
+        got = tensors[i].grad
+        assert got is not None, f"argument {i} received no gradient"
+        assert got.shape == arrays[i].shape
+        np.testing.assert_allclose(got, expected, rtol=rtol, atol=atol, err_msg=f"argument {i}")
+
+
+@st.composite
+def arrays(draw, shape, dtype=np.float64, low=-2.0, high=2.0, layouts=True):
+    """A float array of `shape` in a drawn memory layout: contiguous, permuted, strided or flipped."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    shape = tuple(shape)
+    values = rng.uniform(low, high, size=shape).astype(dtype)
+    if not layouts or not shape:
+        return values
+    layout = draw(st.sampled_from(["contiguous", "permuted", "strided", "flipped"]))
+    if layout == "permuted":
+        order = draw(st.permutations(range(len(shape))))
+        store = np.ascontiguousarray(values.transpose(order))
+        return store.transpose(np.argsort(order))
+    if layout == "strided":
+        store = np.zeros(shape[:-1] + (2 * shape[-1],), dtype=dtype)
+        store[..., ::2] = values
+        return store[..., ::2]
+    if layout == "flipped":
+        return np.ascontiguousarray(values[..., ::-1])[..., ::-1]
+    return values
+
+
+def shapes(min_dims=1, max_dims=4, min_side=1, max_side=5):
+    return st.lists(st.integers(min_side, max_side), min_size=min_dims, max_size=max_dims).map(tuple)

@@ -1,0 +1,175 @@
+"""2-D convolution (specs/conv.md): geometry, im2col/col2im, conv2d and its VJPs."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import lance_ref as L
+from lance_ref import functional as F
+from lance_ref.functional.conv import col2im, im2col
+from lance_ref.functional.windows import output_size
+from helpers import arrays, gradcheck
+
+
+def torch_output_size(size, k, s, p, d):
+    return (size + 2 * p - d * (k - 1) - 1) // s + 1
+
+
+@st.composite
+def geometry(draw):
+    """Per-dimension kernel, stride, padding, dilation and an input side giving >= 1 output."""
+    kernel, stride, padding, dilation, size = [], [], [], [], []
+    for _ in range(2):
+        k, s = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+        p, d = draw(st.integers(0, 2)), draw(st.integers(1, 2))
+        kernel.append(k), stride.append(s), padding.append(p), dilation.append(d)
+        size.append(draw(st.integers(max(1, d * (k - 1) + 1 - 2 * p), d * (k - 1) + 3)))
+    return tuple(kernel), tuple(stride), tuple(padding), tuple(dilation), tuple(size)
+
+
+@st.composite
+def conv_case(draw):
+    """(input shape, weight shape, conv2d keywords): one group, depthwise or general grouping."""
+    kind = draw(st.sampled_from(["one", "depthwise", "general"]))
+    kernel, stride, padding, dilation, size = draw(geometry())
+    if kind == "one":
+        groups, c, o = 1, draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    elif kind == "depthwise":
+        c = groups = draw(st.integers(1, 3))
+        o = c * draw(st.integers(1, 2))
+    else:
+        groups = 2
+        c, o = 2 * draw(st.integers(1, 2)), 2 * draw(st.integers(1, 2))
+    x_shape = (draw(st.integers(1, 2)), c) + size
+    w_shape = (o, c // groups) + kernel
+    return x_shape, w_shape, dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+
+
+def conv2d_reference(x, w, b, stride, padding, dilation, groups):
+    """A direct sum over explicit windows, one output position and group at a time."""
+    (n, c, h, wd), (o, cg, kh, kw) = x.shape, w.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (padding[0],) * 2, (padding[1],) * 2))
+    oh = torch_output_size(h, kh, stride[0], padding[0], dilation[0])
+    ow = torch_output_size(wd, kw, stride[1], padding[1], dilation[1])
+    og = o // groups
+    y = np.zeros((n, o, oh, ow))
+    for i in range(oh):
+        for j in range(ow):
+            rows = i * stride[0] + dilation[0] * np.arange(kh)
+            cols = j * stride[1] + dilation[1] * np.arange(kw)
+            patch = xp[:, :, rows[:, None], cols[None, :]]
+            for g in range(groups):
+                y[:, g * og : (g + 1) * og, i, j] = np.einsum(
+                    "ncij,ocij->no", patch[:, g * cg : (g + 1) * cg], w[g * og : (g + 1) * og]
+                )
+    return y if b is None else y + b[None, :, None, None]
+
+
+# --- geometry -------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "args, expected",
+    [((7, 3, 2, 1, 1), 4), ((5, 3, 1, 0, 2), 1), ((4, 3, 1, 0, 2), 0), ((8, 2, 3, 0, 1), 3)],
+)
+def test_output_size_is_torch_formula(args, expected):
+    assert output_size(*args) == expected
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [((5, 2, 2, 0, 1), 3), ((6, 3, 2, 1, 1), 4), ((5, 2, 2, 1, 1), 3), ((4, 2, 2, 0, 1), 2)],
+)
+def test_output_size_ceil_mode_drops_a_window_starting_in_the_right_padding(args, expected):
+    assert output_size(*args, ceil_mode=True) == expected
+
+
+# --- im2col ---------------------------------------------------------------------------------
+@settings(max_examples=50)
+@given(geometry(), st.integers(1, 2), st.integers(1, 2), st.integers(1, 2), st.data())
+def test_im2col_layout_and_col2im_is_its_adjoint(geo, n, groups, per_group, data):
+    kernel, stride, padding, dilation, size = geo
+    out_hw = tuple(torch_output_size(*a) for a in zip(size, kernel, stride, padding, dilation))
+    x = data.draw(arrays((n, groups * per_group) + size))
+    cols = im2col(x, kernel, padding, stride, dilation, out_hw, groups)
+    xp = np.pad(x, ((0, 0), (0, 0), (padding[0],) * 2, (padding[1],) * 2))
+    for g, b, i, j, u, v, c in np.ndindex(groups, n, *out_hw, *kernel, per_group):
+        row, col = (b * out_hw[0] + i) * out_hw[1] + j, (u * kernel[1] + v) * per_group + c
+        pixel = xp[b, g * per_group + c, stride[0] * i + dilation[0] * u, stride[1] * j + dilation[1] * v]
+        assert cols[g, row, col] == pixel
+    dcols = data.draw(arrays(cols.shape))
+    back = col2im(dcols, x.shape, kernel, padding, stride, dilation, out_hw, groups)
+    np.testing.assert_allclose((cols * dcols).sum(), (x * back).sum(), rtol=1e-12, atol=1e-12)
+
+
+# --- conv2d ---------------------------------------------------------------------------------
+@settings(max_examples=100)
+@given(conv_case(), st.booleans(), st.data())
+def test_conv2d_gradients(case, with_bias, data):
+    x_shape, w_shape, params = case
+    x, w = data.draw(arrays(x_shape)), data.draw(arrays(w_shape))
+    if with_bias:
+        gradcheck(lambda *t: F.conv2d(*t, **params), x, w, data.draw(arrays(w_shape[:1])))
+    else:
+        gradcheck(lambda *t: F.conv2d(*t, **params), x, w)
+
+
+@settings(max_examples=100)
+@given(conv_case(), st.booleans(), st.data())
+def test_conv2d_matches_direct_sum(case, with_bias, data):
+    x_shape, w_shape, params = case
+    x, w = data.draw(arrays(x_shape)), data.draw(arrays(w_shape))
+    b = data.draw(arrays(w_shape[:1])) if with_bias else None
+    y = F.conv2d(L.tensor(x), L.tensor(w), None if b is None else L.tensor(b), **params)
+    np.testing.assert_allclose(y.data, conv2d_reference(x, w, b, **params), rtol=1e-12, atol=1e-12)
+
+
+def test_conv2d_hand_example():
+    x = L.tensor(np.arange(16.0).reshape(1, 1, 4, 4))
+    y = F.conv2d(x, L.tensor(np.ones((1, 1, 2, 2))), L.tensor(np.array([1.0])), stride=2)
+    np.testing.assert_array_equal(y.data, [[[[11, 19], [43, 51]]]])
+
+
+def test_conv2d_depthwise_keeps_channels_apart():
+    x = np.stack([np.ones((3, 3)), 2 * np.ones((3, 3))])[None]
+    w = np.stack([np.ones((1, 2, 2)), -np.ones((1, 2, 2))])
+    y = F.conv2d(L.tensor(x), L.tensor(w), groups=2)
+    np.testing.assert_array_equal(y.data[0, 0], 4)
+    np.testing.assert_array_equal(y.data[0, 1], -8)
+
+
+def test_float32_matches_float64():
+    rng = np.random.default_rng(0)
+    x, w, b = rng.standard_normal((2, 4, 7, 6)), rng.standard_normal((6, 2, 3, 2)), rng.standard_normal(6)
+    params = dict(stride=(2, 1), padding=(1, 2), dilation=(1, 2), groups=2)
+    results = []
+    for dtype in (np.float32, np.float64):
+        ts = [L.tensor(a.astype(dtype), requires_grad=True) for a in (x, w, b)]
+        y = F.conv2d(*ts, **params)
+        y.backward(np.ones(y.shape, dtype))
+        assert y.dtype == dtype and all(t.grad.dtype == dtype for t in ts)
+        results.append([y.data] + [t.grad for t in ts])
+    for a32, a64 in zip(*results):
+        np.testing.assert_allclose(a32, a64, rtol=1e-5, atol=1e-5 * np.abs(a64).max())
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, kwargs, message",
+    [
+        ((1, 2, 5, 5), (3, 2, 3, 3), dict(stride=0), "stride must be"),
+        ((1, 2, 5, 5), (3, 2, 3, 3), dict(stride=(1, -1)), "stride must be"),
+        ((1, 2, 5, 5), (3, 2, 3, 3), dict(padding=-1), "padding must be"),
+        ((1, 2, 5, 5), (3, 2, 3, 3), dict(dilation=0), "dilation must be"),
+        ((1, 2, 5, 5), (3, 2, 3, 3), dict(padding="same"), "padding must be"),
+        ((1, 2, 5, 5), (3, 2, 3, 3), dict(groups=0), "groups must be"),
+        ((1, 4, 5, 5), (3, 2, 3, 3), dict(groups=2), "groups=2"),
+        ((1, 3, 5, 5), (3, 1, 3, 3), dict(groups=2), "groups=2"),
+        ((1, 2, 5, 5), (3, 3, 3, 3), dict(), "groups=1"),
+        ((2, 5, 5), (3, 2, 3, 3), dict(), "input must have shape"),
+        ((1, 2, 5, 5), (3, 2, 3), dict(), "weight must have shape"),
+        ((1, 2, 2, 2), (3, 2, 3, 3), dict(), "smaller than the dilated kernel"),
+        ((1, 2, 5, 5), (3, 2, 3, 3), dict(bias=np.ones(2)), "bias must have shape"),
+    ],
+)
+def test_bad_arguments_raise(x_shape, w_shape, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        F.conv2d(L.tensor(np.ones(x_shape)), L.tensor(np.ones(w_shape)), **kwargs)

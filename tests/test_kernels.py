@@ -1,0 +1,187 @@
+"""Kernels (specs/kernels.md): the Rust port equals the NumPy reference exactly, on any layout."""
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import lance_ref
+from lance_ref import kernels
+from lance_ref.kernels import BACKEND_ENV, reference
+
+RUST_BUILT = importlib.util.find_spec("lance_ref._core") is not None
+AUTO_BACKEND = "rust" if RUST_BUILT else "numpy"
+
+
+@pytest.fixture(scope="module")
+def core():
+    return pytest.importorskip("lance_ref._core")
+
+
+@st.composite
+def strided_4d(draw):
+    """A random 4-D float32/float64 array with sides 1..7, stored in a drawn axis order and
+    viewed with drawn steps (negative steps reverse an axis), so it is rarely contiguous."""
+    shape = draw(st.tuples(*[st.integers(1, 7)] * 4))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    memory_order = draw(st.permutations(range(4)))
+    steps = draw(st.tuples(*[st.sampled_from([1, 2, 3, -1, -2])] * 4))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    store = rng.standard_normal([shape[a] * abs(steps[a]) for a in memory_order]).astype(dtype)
+    x = store.transpose(np.argsort(memory_order))[tuple(slice(None, None, s) for s in steps)]
+    assert x.shape == shape
+    return x
+
+
+def assert_same(got, want, err_msg=""):
+    assert got.flags.c_contiguous, err_msg
+    np.testing.assert_array_equal(got, want, err_msg=err_msg, strict=True)
+
+
+# --- the NumPy reference ---
+
+
+def test_reference_small_example_by_hand():
+    x = np.arange(8, dtype=np.float64).reshape(2, 2, 1, 2)
+    expected = np.array([[0, 1, 4, 5], [2, 3, 6, 7]], dtype=np.float64)
+    assert_same(reference.unfold(x, 1), expected)
+
+
+@pytest.mark.parametrize("shape", [(5,), (3, 4), (2, 3, 4), (2, 1, 3, 2, 2)])
+def test_reference_any_ndim_and_a_fresh_array(shape):
+    x = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
+    for mode in range(len(shape)):
+        out = reference.unfold(x, mode)
+        assert out.shape == (shape[mode], x.size // shape[mode])
+        assert_same(out, np.moveaxis(x, mode, 0).reshape(shape[mode], -1))
+        assert not np.shares_memory(out, x)
+
+
+def test_reference_errors():
+    with pytest.raises(TypeError, match="x"):
+        reference.unfold(np.zeros((2, 2), dtype=np.int64), 0)
+    with pytest.raises(TypeError, match="x"):
+        reference.unfold([[1.0, 2.0]], 0)
+    for mode in (2, -1):
+        with pytest.raises(ValueError, match="mode"):
+            reference.unfold(np.zeros((2, 2)), mode)
+
+
+# --- the Rust kernel against the reference ---
+
+
+@settings(max_examples=60)
+@given(x=strided_4d(), mode=st.integers(0, 3))
+def test_rust_unfold_equals_reference(core, x, mode):
+    assert_same(core.unfold(x, mode), reference.unfold(x, mode))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_rust_unfold_odd_layouts(core, dtype):
+    values = np.arange(2 * 3 * 4 * 5, dtype=dtype).reshape(2, 3, 4, 5)
+    # A field of a structured array: unaligned, strides not a multiple of the item size.
+    record = np.zeros(values.shape, dtype=[("pad", "u1"), ("v", dtype)])
+    record["v"] = values
+    read_only = values.copy()
+    read_only.flags.writeable = False
+    layouts = {
+        "broadcast": np.broadcast_to(values[:, :1], values.shape),
+        "structured field": record["v"],
+        "read-only": read_only,
+        "fortran": np.asfortranarray(values),
+    }
+    for name, x in layouts.items():
+        for mode in range(4):
+            assert_same(core.unfold(x, mode), reference.unfold(x, mode), f"{name}, mode {mode}")
+
+
+def test_rust_unfold_empty_and_fresh(core):
+    x = np.zeros((2, 0, 3, 1), dtype=np.float32)
+    assert_same(core.unfold(x, 2), reference.unfold(x, 2))
+    x = np.ones((3, 1, 2, 2))
+    out = core.unfold(x, 0)
+    assert not np.shares_memory(out, x)
+
+
+def test_rust_unfold_errors(core):
+    with pytest.raises(TypeError, match="x"):
+        core.unfold(np.zeros((2, 2, 2, 2), dtype=np.int64), 0)
+    with pytest.raises(TypeError, match="x"):
+        core.unfold(np.zeros((2, 2, 2, 2), dtype=np.dtype(np.float64).newbyteorder()), 0)
+    with pytest.raises(TypeError, match="x"):
+        core.unfold([[[[1.0]]]], 0)
+    with pytest.raises(ValueError, match="x"):
+        core.unfold(np.zeros((2, 2, 2)), 0)
+    for mode in (4, -1):
+        with pytest.raises(ValueError, match="mode"):
+            core.unfold(np.zeros((2, 2, 2, 2)), mode)
+
+
+def test_rust_module_version(core):
+    assert core.__version__ == lance_ref.__version__
+
+
+# --- dispatch and backend choice ---
+
+
+@pytest.mark.parametrize("shape", [(2, 3), (2, 3, 4, 2)])
+def test_dispatching_unfold_equals_reference(shape):
+    x = np.random.default_rng(0).standard_normal(shape)[..., ::-1]
+    for mode in range(len(shape)):
+        assert_same(kernels.unfold(x, mode), reference.unfold(x, mode))
+    with pytest.raises(TypeError, match="x"):
+        kernels.unfold(x.astype(np.int32), 0)
+
+
+def backend_in_subprocess(value):
+    """Run `kernels.backend()` in a fresh interpreter with LANCE_REF_BACKEND=value (None: unset)."""
+    env = {k: v for k, v in os.environ.items() if k != BACKEND_ENV}
+    if value is not None:
+        env[BACKEND_ENV] = value
+    code = "from lance_ref import kernels; print(kernels.backend())"
+    # `python -c` imports from its working directory first: run it where the lance_ref that
+    # these tests import lives (the source tree or site-packages).
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(lance_ref.__file__).parent.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_backend_matches_this_process():
+    forced_numpy = os.environ.get(BACKEND_ENV) == "numpy"
+    assert kernels.backend() == ("numpy" if forced_numpy else AUTO_BACKEND)
+
+
+@pytest.mark.parametrize(
+    "value, expected", [(None, AUTO_BACKEND), ("", AUTO_BACKEND), ("numpy", "numpy")]
+)
+def test_backend_env_choice(value, expected):
+    result = backend_in_subprocess(value)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == expected
+
+
+def test_backend_env_rust():
+    result = backend_in_subprocess("rust")
+    if RUST_BUILT:
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip() == "rust"
+    else:
+        assert result.returncode != 0
+        assert "ImportError" in result.stderr and "lance_ref._core" in result.stderr
+
+
+def test_backend_env_invalid():
+    result = backend_in_subprocess("fortran")
+    assert result.returncode != 0
+    assert "ValueError" in result.stderr and BACKEND_ENV in result.stderr
