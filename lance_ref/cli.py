@@ -7,6 +7,7 @@ import sys
 from dataclasses import fields
 
 from . import __version__
+from .allocator import keep_freed_memory
 from .experiments import supervised
 
 
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    keep_freed_memory()
     try:
         return args.handler(args)
     except (ValueError, TypeError, FileNotFoundError) as error:

@@ -43,51 +43,87 @@ def merge_groups(m: np.ndarray) -> np.ndarray:
     return m.transpose(1, 0, 2).reshape(m.shape[1], -1)
 
 
+def channel_rows(a: np.ndarray, groups: int) -> np.ndarray:
+    """(N, C, H, W) -> (G, N*H*W, C/G): one row of channels per pixel, split by group."""
+    return a.transpose(0, 2, 3, 1).reshape(-1, groups, a.shape[1] // groups).transpose(1, 0, 2)
+
+
+def grouped_rows(weight: np.ndarray, groups: int) -> np.ndarray:
+    """W as (G, O/G, kh*kw*C/G), rows in the (i, j, c) column order of im2col."""
+    return weight.transpose(0, 2, 3, 1).reshape(groups, weight.shape[0] // groups, -1)
+
+
+def flipped_transpose(weight: np.ndarray, groups: int) -> np.ndarray:
+    """W~[g C/G + c, o', i, j] = W[g O/G + o', c, kh-1-i, kw-1-j], shape (C, O/G, kh, kw)."""
+    o, cg, kh, kw = weight.shape
+    per_group = weight.reshape(groups, o // groups, cg, kh, kw).transpose(0, 2, 1, 3, 4)
+    return per_group[..., ::-1, ::-1].reshape(groups * cg, o // groups, kh, kw)
+
+
+def conv_geometry(x_shape, kernel, stride, padding, dilation, groups) -> dict:
+    """The im2col geometry of a convolution, checking that the output is not empty."""
+    out_hw = tuple(output_size(*args) for args in zip(x_shape[2:], kernel, stride, padding, dilation))
+    if min(out_hw) < 1:
+        raise ValueError(
+            f"conv2d: input {x_shape[2:]} is smaller than the dilated kernel {kernel} "
+            f"with padding {padding} and dilation {dilation}"
+        )
+    return dict(kernel=kernel, padding=padding, stride=stride, dilation=dilation, out_hw=out_hw, groups=groups)
+
+
+def transposed_geometry(geometry: dict, grad_shape) -> dict | None:
+    """For stride 1 and p <= d(k-1): the geometry of dY -> dx as a convolution of dY padded
+    by d(k-1) - p with the flipped kernel (specs/conv.md#stride-1-backward); None otherwise."""
+    kernel, padding, dilation = geometry["kernel"], geometry["padding"], geometry["dilation"]
+    full = tuple(d * (k - 1) - p for k, p, d in zip(kernel, padding, dilation))
+    if geometry["stride"] != (1, 1) or min(full) < 0:
+        return None
+    return conv_geometry(grad_shape, kernel, (1, 1), full, dilation, geometry["groups"])
+
+
+def times_weight(cols: np.ndarray, weight: np.ndarray, batch: int, out_hw) -> np.ndarray:
+    """Y_g = cols_g W_g^T, merged and laid out as a contiguous (N, O, H', W') array."""
+    y = merge_groups(cols @ grouped_rows(weight, cols.shape[0]).transpose(0, 2, 1))
+    return np.ascontiguousarray(y.reshape(batch, *out_hw, weight.shape[0]).transpose(0, 3, 1, 2))
+
+
 class Conv2d(Function):
     """y[n,o] = b[o] + sum_{c in group(o), i, j} W[o,c,i,j] x_pad[n,c,s*h'+d*i,s*w'+d*j] (specs/conv.md#conv2d).
 
-    With cols_g = im2col(x)_g and W_g = W[group g] as (O/G, kh*kw*C/G): Y_g = cols_g W_g^T,
-    dcols_g = dY_g W_g, dW_g = dY_g^T cols_g, one GEMM each.
+    Forward: Y_g = cols_g W_g^T with cols = im2col(x). Backward with stride 1 (the common
+    case): one im2col of dY gives both dx and dW (specs/conv.md#stride-1-backward); otherwise
+    dx = col2im(dY_g W_g) and dW_g = dY_g^T im2col(x)_g.
     """
 
     def forward(self, x, weight, bias=None, *, stride, padding, dilation, groups):
-        n, c, h, w = x.shape
-        out_channels, _, kh, kw = weight.shape
-        out_hw = tuple(
-            output_size(size, k, s, p, d)
-            for size, k, s, p, d in zip((h, w), (kh, kw), stride, padding, dilation)
-        )
-        if min(out_hw) < 1:
-            raise ValueError(
-                f"conv2d: input {x.shape[2:]} is smaller than the dilated kernel {(kh, kw)} "
-                f"with padding {padding} and dilation {dilation}"
-            )
-        self.geometry = dict(
-            kernel=(kh, kw), padding=padding, stride=stride, dilation=dilation, out_hw=out_hw, groups=groups
-        )
+        self.geometry = conv_geometry(x.shape, weight.shape[2:], stride, padding, dilation, groups)
         self.input_shape = x.shape
         need_x, need_w = self.needs_input_grad[:2]
         self.save(weight if need_x else None, x if need_w else None)
-        y = merge_groups(im2col(x, **self.geometry) @ self.grouped(weight).transpose(0, 2, 1))
-        y = y.reshape(n, out_hw[0], out_hw[1], out_channels).transpose(0, 3, 1, 2)
+        y = times_weight(im2col(x, **self.geometry), weight, x.shape[0], self.geometry["out_hw"])
         return y + bias.reshape(1, -1, 1, 1) if bias is not None else y
-
-    def grouped(self, weight):
-        """W as (G, O/G, kh*kw*C/G) in the (i, j, c) column order of im2col."""
-        groups = self.geometry["groups"]
-        return weight.transpose(0, 2, 3, 1).reshape(groups, weight.shape[0] // groups, -1)
 
     def backward(self, grad):
         weight, x = self.saved_arrays
         groups = self.geometry["groups"]
-        rows = grad.transpose(0, 2, 3, 1).reshape(-1, groups, grad.shape[1] // groups).transpose(1, 0, 2)
+        kh, kw = self.geometry["kernel"]
+        transposed = transposed_geometry(self.geometry, grad.shape)
         grad_x = grad_w = None
-        if weight is not None:
-            grad_x = col2im(rows @ self.grouped(weight), self.input_shape, **self.geometry)
-        if x is not None:
-            grad_w = rows.transpose(0, 2, 1) @ im2col(x, **self.geometry)  # (G, O/G, kh*kw*C/G)
-            kh, kw = self.geometry["kernel"]
-            grad_w = grad_w.reshape(grad.shape[1], kh, kw, -1).transpose(0, 3, 1, 2)
+        if transposed is not None:
+            cols = im2col(grad, **transposed)  # (G, N*H*W, kh*kw*O/G), taps in flipped order
+            if weight is not None:
+                grad_x = times_weight(cols, flipped_transpose(weight, groups), grad.shape[0], self.input_shape[2:])
+            if x is not None:
+                flipped = channel_rows(x, groups).transpose(0, 2, 1) @ cols  # (G, C/G, kh*kw*O/G)
+                grad_w = flipped.reshape(groups, -1, kh, kw, grad.shape[1] // groups)[:, :, ::-1, ::-1]
+                grad_w = grad_w.transpose(0, 4, 1, 2, 3).reshape(grad.shape[1], -1, kh, kw)
+        else:
+            rows = channel_rows(grad, groups)
+            if weight is not None:
+                grad_x = col2im(rows @ grouped_rows(weight, groups), self.input_shape, **self.geometry)
+            if x is not None:
+                grad_w = rows.transpose(0, 2, 1) @ im2col(x, **self.geometry)  # (G, O/G, kh*kw*C/G)
+                grad_w = grad_w.reshape(grad.shape[1], kh, kw, -1).transpose(0, 3, 1, 2)
         return grad_x, grad_w, grad.sum(axis=(0, 2, 3))
 
 

@@ -15,40 +15,41 @@ def _channel_view(v, ndim):
 class BatchNorm(Function):
     """y = gamma * (x - mu) / sqrt(var + eps) + beta, per channel of axis 1 (specs/norm.md#batch_norm).
 
-    With `use_batch_stats`, mu and var are the batch's (biased var); otherwise `mean`, `var` are
-    the running statistics given. `weight`/`bias` may be absent (affine=False).
+    `mean`, `var` are the batch's statistics (biased var) when `use_batch_stats`, so the VJP
+    differentiates through them; otherwise they are running statistics, constants.
+    `weight`/`bias` may be absent (affine=False).
     """
 
     def forward(self, x, weight=None, bias=None, *, mean, var, eps, use_batch_stats):
-        axes = (0,) + tuple(range(2, x.ndim))
-        if use_batch_stats:
-            mean = x.mean(axis=axes)
-            var = x.var(axis=axes)
         inv_std = 1 / np.sqrt(var + x.dtype.type(eps))
         x_hat = (x - _channel_view(mean, x.ndim)) * _channel_view(inv_std, x.ndim)
         need_w = len(self.needs_input_grad) > 1 and self.needs_input_grad[1]
-        self.axes, self.use_batch_stats = axes, use_batch_stats
+        self.use_batch_stats = use_batch_stats
         self.save(x_hat if use_batch_stats or need_w else None, inv_std, weight)
         y = x_hat if weight is None else x_hat * _channel_view(weight, x.ndim)
         return y if bias is None else y + _channel_view(bias, x.ndim)
 
     def backward(self, grad):
         x_hat, inv_std, weight = self.saved_arrays
-        ndim, axes = grad.ndim, self.axes
+        ndim, axes = grad.ndim, _reduced_axes(grad.ndim)
         scale = inv_std if weight is None else inv_std * weight
         grad_weight = (grad * x_hat).sum(axis=axes) if x_hat is not None else None
         grad_bias = grad.sum(axis=axes)
         if self.use_batch_stats:
             count = grad.size // grad.shape[1]
-            correction = grad_bias / count, (grad * x_hat).sum(axis=axes) / count
             grad_x = _channel_view(scale, ndim) * (
                 grad
-                - _channel_view(correction[0], ndim)
-                - x_hat * _channel_view(correction[1], ndim)
+                - _channel_view(grad_bias / count, ndim)
+                - x_hat * _channel_view(grad_weight / count, ndim)
             )
         else:
             grad_x = grad * _channel_view(scale, ndim)
         return grad_x, grad_weight, grad_bias
+
+
+def _reduced_axes(ndim: int) -> tuple:
+    """Every axis but the channel axis 1."""
+    return (0,) + tuple(range(2, ndim))
 
 
 def batch_norm(
@@ -69,7 +70,7 @@ def batch_norm(
     x = input.data if isinstance(input, Tensor) else np.asarray(input)
     if x.ndim < 2:
         raise ValueError(f"batch_norm expects input of shape (N, C, *), got {x.shape}")
-    channels, axes = x.shape[1], (0,) + tuple(range(2, x.ndim))
+    channels, axes = x.shape[1], _reduced_axes(x.ndim)
     for name, v in (("running_mean", running_mean), ("running_var", running_var)):
         if v is not None and v.shape != (channels,):
             raise ValueError(f"{name} must have shape ({channels},), got {v.shape}")
@@ -81,22 +82,26 @@ def batch_norm(
             raise ValueError(
                 f"batch_norm in training needs more than 1 value per channel, got input {x.shape}"
             )
+        mean = x.mean(axis=axes)
+        var = np.square(x - _channel_view(mean, x.ndim)).mean(axis=axes)
         if running_mean is not None:
             running_mean *= 1 - momentum
-            running_mean += momentum * x.mean(axis=axes)
+            running_mean += momentum * mean
         if running_var is not None:
             running_var *= 1 - momentum
-            running_var += momentum * x.var(axis=axes, ddof=1)
+            running_var += momentum * var * (count / (count - 1))
     elif running_mean is None or running_var is None:
         raise ValueError("batch_norm in eval mode needs running_mean and running_var")
+    else:
+        mean, var = running_mean, running_var
     params = [p for p in (weight, bias) if p is not None]
     if len(params) == 1 and weight is None:
         raise ValueError("batch_norm with a bias needs a weight (affine=True has both)")
     return BatchNorm.apply(
         input,
         *params,
-        mean=running_mean,
-        var=running_var,
+        mean=mean,
+        var=var,
         eps=eps,
         use_batch_stats=training,
     )

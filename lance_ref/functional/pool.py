@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..tensor import Function
-from .windows import channels_last_zeros, output_size, pair, padded, tap
+from .windows import output_size, pair, tap
 
 
 def _geometry(x_shape, kernel_size, stride, padding, dilation, ceil_mode):
@@ -39,15 +39,15 @@ class MaxPool2d(Function):
     maximum of each window, as torch (specs/pool.md#max_pool2d)."""
 
     def forward(self, x, kernel, stride, padding, dilation, out_hw, extra):
-        source = padded(x, padding[0], padding[1], padding[0] + extra[0], padding[1] + extra[1], -np.inf)
-        best, best_tap = None, None
-        for t, (i, j) in enumerate(np.ndindex(*kernel)):
-            values = tap(source, i, j, out_hw, stride, dilation)
-            if best is None:
-                best, best_tap = values.copy(), np.zeros(values.shape, dtype=np.min_scalar_type(kernel[0] * kernel[1]))
-            else:
-                better = (values > best) | np.isnan(values)  # NaN wins, as in torch
-                best[better], best_tap[better] = values[better], t
+        source = pad_window_input(x, padding, extra, -np.inf)
+        taps = (tap(source, i, j, out_hw, stride, dilation) for i, j in np.ndindex(*kernel))
+        best = next(taps).copy()
+        best_tap = np.zeros(best.shape, dtype=np.min_scalar_type(kernel[0] * kernel[1]))
+        for t, values in enumerate(taps, start=1):
+            better = values > best
+            better |= np.isnan(values)  # NaN wins, as in torch
+            best_tap[better] = t
+            np.maximum(best, values, out=best)
         self.save(best_tap)
         self.shape, self.geometry = x.shape, (kernel, stride, padding, dilation, out_hw, extra)
         return best
@@ -55,30 +55,47 @@ class MaxPool2d(Function):
     def backward(self, grad):
         (best_tap,) = self.saved_arrays
         kernel, stride, padding, dilation, out_hw, extra = self.geometry
-        (n, c, h, w), (ph, pw) = self.shape, padding
-        full = channels_last_zeros(n, c, h + 2 * ph + extra[0], w + 2 * pw + extra[1], grad.dtype)
+        full = window_grad_buffer(self.shape, padding, extra, grad.dtype)
         for t, (i, j) in enumerate(np.ndindex(*kernel)):
             tap(full, i, j, out_hw, stride, dilation)[...] += np.where(best_tap == t, grad, 0)
-        return (full[:, :, ph : ph + h, pw : pw + w],)
+        return (unpad(full, self.shape, padding),)
 
 
 class AvgPool2d(Function):
     """y = sum over the window / divisor (specs/pool.md#avg_pool2d)."""
 
     def forward(self, x, kernel, stride, padding, out_hw, extra, divisor):
-        source = padded(x, padding[0], padding[1], padding[0] + extra[0], padding[1] + extra[1])
+        source = pad_window_input(x, padding, extra, 0.0)
         total = sum(tap(source, i, j, out_hw, stride, (1, 1)) for i, j in np.ndindex(*kernel))
         self.shape, self.geometry, self.divisor = x.shape, (kernel, stride, padding, out_hw, extra), divisor
         return total / divisor
 
     def backward(self, grad):
         kernel, stride, padding, out_hw, extra = self.geometry
-        (n, c, h, w), (ph, pw) = self.shape, padding
-        full = channels_last_zeros(n, c, h + 2 * ph + extra[0], w + 2 * pw + extra[1], grad.dtype)
+        full = window_grad_buffer(self.shape, padding, extra, grad.dtype)
         share = grad / self.divisor
         for i, j in np.ndindex(*kernel):
             tap(full, i, j, out_hw, stride, (1, 1))[...] += share
-        return (full[:, :, ph : ph + h, pw : pw + w],)
+        return (unpad(full, self.shape, padding),)
+
+
+def pad_window_input(x, padding, extra, fill):
+    """x padded by `padding` on each side plus `extra` (ceil_mode) at the bottom/right; x itself if no padding."""
+    (ph, pw), (eh, ew) = padding, extra
+    if not (ph or pw or eh or ew):
+        return x
+    return np.pad(x, ((0, 0), (0, 0), (ph, ph + eh), (pw, pw + ew)), constant_values=fill)
+
+
+def window_grad_buffer(shape, padding, extra, dtype):
+    """Zeros of the padded input's shape, to scatter window gradients into."""
+    (n, c, h, w), (ph, pw), (eh, ew) = shape, padding, extra
+    return np.zeros((n, c, h + 2 * ph + eh, w + 2 * pw + ew), dtype=dtype)
+
+
+def unpad(full, shape, padding):
+    (ph, pw), (h, w) = padding, shape[2:]
+    return full[:, :, ph : ph + h, pw : pw + w]
 
 
 def _avg_divisor(size, kernel, stride, padding, out, count_include_pad, dtype):

@@ -1,7 +1,7 @@
 """Sliding-window geometry shared by convolution and pooling (specs/conv.md#geometry).
 
-Arrays are NCHW logically; internal buffers are allocated channels-last (NHWC memory) and
-viewed as NCHW, so that the im2col copy reads whole channel vectors and needs no transpose.
+Arrays are NCHW. The padded input that im2col reads is allocated channels-last (NHWC memory,
+viewed as NCHW), so the im2col copy reads whole channel vectors.
 """
 
 from __future__ import annotations
