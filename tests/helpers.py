@@ -71,3 +71,16 @@ def arrays(draw, shape, dtype=np.float64, low=-2.0, high=2.0, layouts=True):
 
 def shapes(min_dims=1, max_dims=4, min_side=1, max_side=5):
     return st.lists(st.integers(min_side, max_side), min_size=min_dims, max_size=max_dims).map(tuple)
+
+
+def assert_float32_matches_float64(fn, x, rtol=1e-5, atol=1e-6):
+    """`fn` and its VJP (upstream ones) agree in float32 and float64, and keep the dtype."""
+    results = []
+    for dtype in (np.float32, np.float64):
+        t = Tensor(x.astype(dtype), requires_grad=True)
+        y = fn(t)
+        y.backward(np.ones(y.shape, dtype))
+        assert y.dtype == t.grad.dtype == dtype
+        results.append((y.data, t.grad))
+    for a32, a64 in zip(*results):
+        np.testing.assert_allclose(a32, a64, rtol=rtol, atol=atol)

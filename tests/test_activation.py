@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 import lance_ref as L
 from lance_ref import functional as F
-from helpers import arrays, gradcheck, shapes
+from helpers import arrays, assert_float32_matches_float64, gradcheck, shapes
 
 # name -> (op, NumPy reference, input range)
 ACTIVATIONS = {
@@ -58,15 +58,7 @@ def test_sigmoid_does_not_overflow():
 def test_float32_matches_float64(name):
     op, _, bound = ACTIVATIONS[name]
     x = np.random.default_rng(1).uniform(-bound, bound, (4, 5))
-    results = []
-    for dtype in (np.float32, np.float64):
-        t = L.tensor(x.astype(dtype), requires_grad=True)
-        y = op(t)
-        y.backward(np.ones(y.shape, dtype))
-        assert y.dtype == t.grad.dtype == dtype
-        results.append((y.data, t.grad))
-    for a32, a64 in zip(*results):
-        np.testing.assert_allclose(a32, a64, rtol=1e-5, atol=1e-7)
+    assert_float32_matches_float64(op, x, atol=1e-7)
 
 
 # --- dropout --------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 import lance_ref as L
 from lance_ref import functional as F
-from helpers import arrays, gradcheck, shapes
+from helpers import arrays, assert_float32_matches_float64, gradcheck, shapes
 
 REDUCE = {"mean": np.mean, "sum": np.sum, "none": lambda v: v}
 
@@ -98,15 +98,7 @@ def test_mse_loss_values():
 )
 def test_float32_matches_float64(loss):
     x = np.random.default_rng(0).standard_normal((3, 4))
-    results = []
-    for dtype in (np.float32, np.float64):
-        t = L.tensor(x.astype(dtype), requires_grad=True)
-        y = loss(t)
-        y.backward(np.ones(y.shape, dtype))
-        assert y.dtype == t.grad.dtype == dtype
-        results.append((y.data, t.grad))
-    for a32, a64 in zip(*results):
-        np.testing.assert_allclose(a32, a64, rtol=1e-5, atol=1e-6)
+    assert_float32_matches_float64(loss, x, atol=1e-6)
 
 
 @pytest.mark.parametrize(
