@@ -87,49 +87,56 @@ def times_weight(cols: np.ndarray, weight: np.ndarray, batch: int, out_hw) -> np
     return np.ascontiguousarray(y.reshape(batch, *out_hw, weight.shape[0]).transpose(0, 3, 1, 2))
 
 
-class Conv2d(Function):
-    """y[n,o] = b[o] + sum_{c in group(o), i, j} W[o,c,i,j] x_pad[n,c,s*h'+d*i,s*w'+d*j] (specs/conv.md#conv2d).
+def conv2d_forward(x, weight, geometry) -> np.ndarray:
+    """y = conv2d(x, W) without bias: Y_g = cols_g W_g^T with cols = im2col(x) (specs/conv.md#conv2d)."""
+    return times_weight(im2col(x, **geometry), weight, x.shape[0], geometry["out_hw"])
 
-    Forward: Y_g = cols_g W_g^T with cols = im2col(x). Backward with stride 1 (the common
-    case): one im2col of dY gives both dx and dW (specs/conv.md#stride-1-backward); otherwise
-    dx = col2im(dY_g W_g) and dW_g = dY_g^T im2col(x)_g.
+
+def conv2d_grads(grad, weight, x, input_shape, geometry) -> tuple:
+    """(dx, dW) for dY = `grad`; dx is None when `weight` is None, dW when `x` is None.
+
+    Stride 1 (the common case): one im2col of dY gives both (specs/conv.md#stride-1-backward);
+    otherwise dx = col2im(dY_g W_g) and dW_g = dY_g^T im2col(x)_g (specs/conv.md#conv2d).
     """
+    groups, (kh, kw) = geometry["groups"], geometry["kernel"]
+    transposed = transposed_geometry(geometry, grad.shape)
+    grad_x = grad_w = None
+    if transposed is not None:
+        cols = im2col(grad, **transposed)  # (G, N*H*W, kh*kw*O/G), taps in flipped order
+        if weight is not None:
+            grad_x = times_weight(cols, flipped_transpose(weight, groups), grad.shape[0], input_shape[2:])
+        if x is not None:
+            flipped = channel_rows(x, groups).transpose(0, 2, 1) @ cols  # (G, C/G, kh*kw*O/G)
+            grad_w = flipped.reshape(groups, -1, kh, kw, grad.shape[1] // groups)[:, :, ::-1, ::-1]
+            grad_w = grad_w.transpose(0, 4, 1, 2, 3).reshape(grad.shape[1], -1, kh, kw)
+    else:
+        rows = channel_rows(grad, groups)
+        if weight is not None:
+            grad_x = col2im(rows @ grouped_rows(weight, groups), input_shape, **geometry)
+        if x is not None:
+            grad_w = rows.transpose(0, 2, 1) @ im2col(x, **geometry)  # (G, O/G, kh*kw*C/G)
+            grad_w = grad_w.reshape(grad.shape[1], kh, kw, -1).transpose(0, 3, 1, 2)
+    return grad_x, grad_w
+
+
+class Conv2d(Function):
+    """y[n,o] = b[o] + sum_{c in group(o), i, j} W[o,c,i,j] x_pad[n,c,s*h'+d*i,s*w'+d*j] (specs/conv.md#conv2d)."""
 
     def forward(self, x, weight, bias=None, *, stride, padding, dilation, groups):
         self.geometry = conv_geometry(x.shape, weight.shape[2:], stride, padding, dilation, groups)
         self.input_shape = x.shape
         need_x, need_w = self.needs_input_grad[:2]
         self.save(weight if need_x else None, x if need_w else None)
-        y = times_weight(im2col(x, **self.geometry), weight, x.shape[0], self.geometry["out_hw"])
+        y = conv2d_forward(x, weight, self.geometry)
         return y + bias.reshape(1, -1, 1, 1) if bias is not None else y
 
     def backward(self, grad):
         weight, x = self.saved_arrays
-        groups = self.geometry["groups"]
-        kh, kw = self.geometry["kernel"]
-        transposed = transposed_geometry(self.geometry, grad.shape)
-        grad_x = grad_w = None
-        if transposed is not None:
-            cols = im2col(grad, **transposed)  # (G, N*H*W, kh*kw*O/G), taps in flipped order
-            if weight is not None:
-                grad_x = times_weight(cols, flipped_transpose(weight, groups), grad.shape[0], self.input_shape[2:])
-            if x is not None:
-                flipped = channel_rows(x, groups).transpose(0, 2, 1) @ cols  # (G, C/G, kh*kw*O/G)
-                grad_w = flipped.reshape(groups, -1, kh, kw, grad.shape[1] // groups)[:, :, ::-1, ::-1]
-                grad_w = grad_w.transpose(0, 4, 1, 2, 3).reshape(grad.shape[1], -1, kh, kw)
-        else:
-            rows = channel_rows(grad, groups)
-            if weight is not None:
-                grad_x = col2im(rows @ grouped_rows(weight, groups), self.input_shape, **self.geometry)
-            if x is not None:
-                grad_w = rows.transpose(0, 2, 1) @ im2col(x, **self.geometry)  # (G, O/G, kh*kw*C/G)
-                grad_w = grad_w.reshape(grad.shape[1], kh, kw, -1).transpose(0, 3, 1, 2)
-        return grad_x, grad_w, grad.sum(axis=(0, 2, 3))
+        return (*conv2d_grads(grad, weight, x, self.input_shape, self.geometry), grad.sum(axis=(0, 2, 3)))
 
 
-def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups: int = 1):
-    """torch.nn.functional.conv2d: input (N, C, H, W), weight (O, C/groups, kh, kw), bias (O,)."""
-    x_shape, w_shape = input.shape, weight.shape
+def conv2d_params(x_shape, w_shape, bias_shape, stride, padding, dilation, groups) -> dict:
+    """Checked conv2d hyperparameters (stride, padding, dilation as pairs; groups) for these shapes."""
     if len(x_shape) != 4:
         raise ValueError(f"conv2d: input must have shape (N, C, H, W), got {x_shape}")
     if len(w_shape) != 4:
@@ -141,13 +148,19 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups: in
             f"conv2d: with groups={groups}, input channels {x_shape[1]} and weight {w_shape} "
             f"do not match (expected weight (O, {x_shape[1] // groups}, kh, kw) with O divisible by {groups})"
         )
-    if bias is not None and bias.shape != w_shape[:1]:
-        raise ValueError(f"conv2d: bias must have shape {w_shape[:1]}, got {bias.shape}")
-    params = dict(
+    if bias_shape is not None and bias_shape != w_shape[:1]:
+        raise ValueError(f"conv2d: bias must have shape {w_shape[:1]}, got {bias_shape}")
+    return dict(
         stride=pair(stride, "stride", 1),
         padding=pair(padding, "padding", 0),
         dilation=pair(dilation, "dilation", 1),
         groups=int(groups),
     )
+
+
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups: int = 1):
+    """torch.nn.functional.conv2d: input (N, C, H, W), weight (O, C/groups, kh, kw), bias (O,)."""
+    bias_shape = None if bias is None else bias.shape
+    params = conv2d_params(input.shape, weight.shape, bias_shape, stride, padding, dilation, groups)
     inputs = (input, weight) if bias is None else (input, weight, bias)
     return Conv2d.apply(*inputs, **params)
