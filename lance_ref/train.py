@@ -48,6 +48,24 @@ def train_epoch(model, optimizer, loader, clip_grad_norm: float | None = None, l
     return EpochResult(total_loss / seen, correct / seen, time.perf_counter() - start, ledger)
 
 
+def fit(model, optimizer, loader, test_images, test_labels, epochs: int, schedule=None,
+        clip_grad_norm: float | None = None, show: bool = True) -> tuple[list, memory.Ledger]:
+    """Train for `epochs`, testing after each; returns the per-epoch history and the ledger of
+    the first step."""
+    history, first_ledger = [], None
+    for epoch in range(1, epochs + 1):
+        result = train_epoch(model, optimizer, loader, clip_grad_norm, label=f"epoch {epoch}/{epochs}", show=show)
+        if schedule is not None:
+            schedule.step()
+        first_ledger = first_ledger or result.ledger
+        history.append(
+            dict(epoch=epoch, loss=result.loss, train_accuracy=result.accuracy,
+                 test_accuracy=accuracy(model, test_images, test_labels), seconds=result.seconds,
+                 steps=len(loader))
+        )
+    return history, first_ledger
+
+
 def predict(model, images: np.ndarray, batch_size: int = 500, **forward_options) -> np.ndarray:
     """Logits for already-normalised `images`, in eval mode and without recording a graph."""
     was_training = model.training

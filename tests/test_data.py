@@ -606,3 +606,15 @@ def test_batching_bad_arguments(kwargs, error, match):
         data.DataLoader(np.zeros((10, 2)), np.arange(10), 3, seed=-1)
     with pytest.raises(TypeError, match="seed"):
         data.DataLoader(np.zeros((10, 2)), np.arange(10), 3, seed=None)
+
+
+def test_resize_matches_torch_bilinear_on_a_known_case():
+    from lance_ref.data import resize
+
+    x = (np.arange(16, dtype=np.uint8) * 10).reshape(1, 1, 4, 4)
+    np.testing.assert_array_equal(resize(x, 4), x)
+    np.testing.assert_array_equal(resize(x, 2)[0, 0], [[25, 45], [105, 125]])  # 2x2 means
+    grey_as_rgb = resize(x, 8, channels=3)
+    assert grey_as_rgb.shape == (1, 3, 8, 8) and (grey_as_rgb[:, 0] == grey_as_rgb[:, 2]).all()
+    with pytest.raises(ValueError, match="size"):
+        resize(x, 0)

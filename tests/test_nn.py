@@ -357,3 +357,21 @@ def test_owner_names_refresh_when_the_tree_changes():
     # a submodule called on its own is the root of that call
     assert owners_of(net.block(batch(dtype=np.float32)))["conv"] == "Conv2d"
     assert owners_of(net(batch(dtype=np.float32)))["block.conv"] == "Conv2d"
+
+
+def test_keep_eval_pins_a_module_through_train():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2))
+    model[1].keep_eval()
+    model.train()
+    assert model.training and model[0].training and not model[1].training
+    model[1].keep_eval(False)
+    model.train()
+    assert model[1].training
+
+
+def test_get_submodule():
+    model = nn.Sequential(nn.Sequential(nn.Linear(2, 2)))
+    assert model.get_submodule("0.0") is model[0][0]
+    assert model.get_submodule("") is model
+    with pytest.raises(AttributeError, match="no submodule '1'"):
+        model.get_submodule("0.1")

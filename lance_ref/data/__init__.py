@@ -11,11 +11,11 @@ from .dataset import Dataset, channel_stats, split_per_class, subset_by_classes
 from .loader import DataLoader, batches
 from .mnist import MNIST_MEAN, MNIST_STD, load_mnist5k, load_mnist_idx
 from .npz import load_npz
-from .transforms import normalize, random_crop, random_flip
+from .transforms import normalize, random_crop, random_flip, resize
 
 __all__ = [
     "CIFAR100_MEAN", "CIFAR100_STD", "CIFAR10_MEAN", "CIFAR10_STD", "DATASET_SPECS", "DataLoader",
     "Dataset", "MNIST_MEAN", "MNIST_STD", "batches", "channel_stats", "load_cifar", "load_dataset",
-    "load_mnist5k", "load_mnist_idx", "load_npz", "normalize", "random_crop", "random_flip",
+    "load_mnist5k", "load_mnist_idx", "load_npz", "normalize", "random_crop", "random_flip", "resize",
     "split_per_class", "subset_by_classes",
 ]

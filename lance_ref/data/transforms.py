@@ -89,3 +89,29 @@ def random_flip(batch: np.ndarray, rng: np.random.Generator, p: float = 0.5) -> 
     out = batch.copy()
     out[flip] = batch[flip, ..., ::-1]
     return out
+
+
+def _bilinear_weights(size: int, out: int) -> np.ndarray:
+    """(out, size) linear-interpolation matrix, half-pixel centres (torch's align_corners=False)."""
+    centres = np.clip((np.arange(out) + 0.5) * size / out - 0.5, 0, size - 1)
+    low = np.floor(centres).astype(np.int64)
+    high = np.minimum(low + 1, size - 1)
+    weights = np.zeros((out, size))
+    np.add.at(weights, (np.arange(out), low), 1 - (centres - low))
+    np.add.at(weights, (np.arange(out), high), centres - low)
+    return weights
+
+
+def resize(images: np.ndarray, size: int, channels: int | None = None) -> np.ndarray:
+    """Bilinear resize of (N, C, H, W) images to (size, size), optionally repeating a single
+    channel `channels` times (grey digits as RGB); keeps uint8 images uint8 (rounded)."""
+    _check_batch(images)
+    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+        raise ValueError(f"size must be a positive int, got {size!r}")
+    if channels is not None and images.shape[1] not in (1, channels):
+        raise ValueError(f"cannot repeat {images.shape[1]} channels into {channels}")
+    rows, cols = _bilinear_weights(images.shape[2], size), _bilinear_weights(images.shape[3], size)
+    out = np.einsum("ph,nchw,qw->ncpq", rows, images.astype(np.float64), cols, optimize=True)
+    if channels is not None:
+        out = np.broadcast_to(out, (out.shape[0], channels, size, size))
+    return np.rint(out).clip(0, 255).astype(np.uint8) if images.dtype == np.uint8 else out.astype(images.dtype)

@@ -15,7 +15,7 @@ from ..io import save_json
 from ..nn import build_model
 from ..optim import SGD, CosineAnnealingLR
 from ..tensor import float_dtype
-from ..train import accuracy, train_epoch
+from ..train import fit
 from .report import write_history
 
 
@@ -43,6 +43,14 @@ class TrainConfig:
         float_dtype(self.dtype, "dtype")
 
 
+def make_loader(dataset, batch_size: int, seed: int, dtype, crop_padding: int = 0, drop_last: bool = False) -> DataLoader:
+    """Shuffled, seeded minibatches of `dataset`, randomly cropped then normalised to `dtype`."""
+    def transform(x, rng):
+        return normalize(random_crop(x, crop_padding, rng) if crop_padding else x, dataset.mean, dataset.std, dtype)
+
+    return DataLoader(dataset.images, dataset.labels, batch_size, shuffle=True, seed=seed, drop_last=drop_last, transform=transform)
+
+
 def run(config: TrainConfig, out: str | Path, show: bool = True) -> dict:
     """Train per `config`; write `out`/results.json, history.csv and model.npz; return the results."""
     config.check()
@@ -56,22 +64,12 @@ def run(config: TrainConfig, out: str | Path, show: bool = True) -> dict:
         image_size=train.images.shape[2], dtype=dtype,
     )
     optimizer = SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    schedule = CosineAnnealingLR(optimizer, T_max=config.epochs)
-    loader = DataLoader(
-        train.images, train.labels, config.batch_size, shuffle=True, seed=config.seed,
-        transform=lambda x, rng: normalize(random_crop(x, config.crop_padding, rng), train.mean, train.std, dtype),
+    loader = make_loader(train, config.batch_size, config.seed, dtype, config.crop_padding)
+    start = time.perf_counter()
+    history, first_ledger = fit(
+        model, optimizer, loader, normalize(test.images, train.mean, train.std, dtype), test.labels,
+        config.epochs, CosineAnnealingLR(optimizer, T_max=config.epochs), show=show,
     )
-    test_images = normalize(test.images, train.mean, train.std, dtype)
-    start, history, first_ledger = time.perf_counter(), [], None
-    for epoch in range(1, config.epochs + 1):
-        result = train_epoch(model, optimizer, loader, label=f"epoch {epoch}/{config.epochs}", show=show)
-        schedule.step()
-        first_ledger = first_ledger or result.ledger
-        test_accuracy = accuracy(model, test_images, test.labels)
-        history.append(
-            dict(epoch=epoch, loss=result.loss, train_accuracy=result.accuracy,
-                 test_accuracy=test_accuracy, seconds=result.seconds)
-        )
     results = dict(
         command="train",
         config=asdict(config),

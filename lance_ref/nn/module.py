@@ -164,6 +164,16 @@ class Module:
             if child is not None:
                 yield from child.named_modules(f"{prefix}.{name}" if prefix else name, memo)
 
+    def get_submodule(self, name: str) -> Module:
+        """The descendant with dotted name `name` ("" is this module), as torch."""
+        module = self
+        for part in name.split(".") if name else ():
+            child = module._modules.get(part)
+            if child is None:
+                raise AttributeError(f"{type(module).__name__} has no submodule {part!r} (looking up {name!r})")
+            module = child
+        return module
+
     def modules(self) -> Iterator[Module]:
         return (module for _, module in self.named_modules())
 
@@ -252,9 +262,18 @@ class Module:
 
     # --- modes, gradients, dtype -----------------------------------------------------------
     def train(self, mode: bool = True) -> Module:
-        """Set `training` on this module and every descendant (BatchNorm, Dropout read it)."""
+        """Set `training` on this module and every descendant (BatchNorm, Dropout read it);
+        modules pinned by `keep_eval()` stay in eval mode."""
         for module in self.modules():
-            object.__setattr__(module, "training", bool(mode))
+            object.__setattr__(module, "training", bool(mode) and not module.__dict__.get("_keep_eval", False))
+        return self
+
+    def keep_eval(self, flag: bool = True) -> Module:
+        """Pin this module and its descendants in eval mode whatever `train()` says (or unpin
+        them): a frozen BatchNorm keeps using its running statistics (specs/nn.md#freezing)."""
+        for module in self.modules():
+            object.__setattr__(module, "_keep_eval", bool(flag))
+            object.__setattr__(module, "training", module.training and not flag)
         return self
 
     def eval(self) -> Module:
