@@ -8,7 +8,7 @@ from dataclasses import fields
 
 from . import __version__
 from .allocator import keep_freed_memory
-from .experiments import supervised
+from .experiments import finetune, supervised
 
 
 def _add_config_arguments(parser: argparse.ArgumentParser, config_class) -> None:
@@ -18,38 +18,52 @@ def _add_config_arguments(parser: argparse.ArgumentParser, config_class) -> None
         parser.add_argument(flag, type=type(field.default), default=field.default, help=f"(default: {field.default})")
 
 
-def _train(args) -> int:
-    config = supervised.TrainConfig(**{f.name: getattr(args, f.name) for f in fields(supervised.TrainConfig)})
-    results = supervised.run(config, args.out, show=not args.quiet)
-    last = results["epochs"][-1]
-    print(
-        f"{config.model} on {config.dataset}: test accuracy {results['test_accuracy']:.4f} "
-        f"(loss {last['loss']:.4f}) in {results['wall_seconds']:.1f} s; "
-        f"activation bytes per step {results['activation_bytes_per_step']:,}; results in {args.out}/"
-    )
-    return 0
+def _summary(results: dict) -> str:
+    """One line: the result's headline figures."""
+    config = results["config"]
+    line = f"{config['model']} on {config['dataset']}: test accuracy {results['test_accuracy']:.4f}"
+    if results["command"] == "finetune":
+        ratio = results["full_activation_bytes"] / max(results["activation_bytes"], 1)
+        line += (
+            f" ({config['method']}, last {config['last_n']} conv layers, eps {config['eps']}); activation bytes "
+            f"{results['activation_bytes']:,} vs {results['full_activation_bytes']:,} for full backprop ({ratio:.1f}x); "
+            f"{results['step_seconds'] * 1e3:.1f} ms per step"
+        )
+    else:
+        line += f" in {results['wall_seconds']:.1f} s; activation bytes per step {results['activation_bytes_per_step']:,}"
+    return line
+
+
+COMMANDS = {
+    "train": (supervised.TrainConfig, supervised.run, "train a zoo model on a dataset"),
+    "finetune": (finetune.FinetuneConfig, finetune.run, "fine-tune the last layers on new classes (full, hosvd, lance)"),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lance-ref", description="lance-ref experiments without torch.")
     parser.add_argument("--version", action="version", version=f"lance-ref {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    train = commands.add_parser("train", help="train a zoo model on a dataset")
-    _add_config_arguments(train, supervised.TrainConfig)
-    train.add_argument("--out", required=True, help="folder for results.json, history.csv, model.npz")
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
-    train.set_defaults(handler=_train)
+    for name, (config_class, _, help_text) in COMMANDS.items():
+        command = commands.add_parser(name, help=help_text)
+        _add_config_arguments(command, config_class)
+        command.add_argument("--out", required=True, help="folder for results.json and the other outputs")
+        command.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     keep_freed_memory()
+    config_class, run, _ = COMMANDS[args.command]
+    config = config_class(**{f.name: getattr(args, f.name) for f in fields(config_class)})
     try:
-        return args.handler(args)
+        results = run(config, args.out, show=not args.quiet)
     except (ValueError, TypeError, FileNotFoundError) as error:
         print(f"lance-ref {args.command}: error: {error}", file=sys.stderr)
         return 2
+    print(f"{_summary(results)}; results in {args.out}/")
+    return 0
 
 
 if __name__ == "__main__":

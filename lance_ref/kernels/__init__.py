@@ -1,5 +1,9 @@
 """Tensor kernels: NumPy references (`reference`) and their Rust ports in `lance_ref._core`.
 
+Each kernel below calls the Rust function of the same name when the extension provides one and
+the arguments are in its domain (4-D float32/float64 arrays), else the NumPy reference; so far
+only `unfold` has a Rust port.
+
 The Rust extension is used when it is importable, unless the environment variable
 LANCE_REF_BACKEND is `numpy`; with LANCE_REF_BACKEND=rust a missing extension is an
 ImportError instead of a silent fallback. The variable is read once, at import.
@@ -40,12 +44,44 @@ def backend() -> str:
     return "numpy" if _core is None else "rust"
 
 
-def unfold(x: np.ndarray, mode: int) -> np.ndarray:
-    """Mode-n unfolding X_(n) (specs/kernels.md#unfold); see `reference.unfold`.
+def _kernel(name: str, rust_ok: bool):
+    """The Rust kernel `name` if the extension is loaded, has a kernel of that name and
+    `rust_ok` says the arguments suit it; otherwise the NumPy reference of that name."""
+    if rust_ok and _core is not None and hasattr(_core, name):
+        return getattr(_core, name)
+    return getattr(reference, name)
 
-    4-D float32/float64 arrays go to the Rust kernel, everything else to the NumPy reference.
-    """
-    rust_ok = isinstance(x, np.ndarray) and x.ndim == 4 and x.dtype in (np.float32, np.float64)
-    if _core is not None and rust_ok:
-        return _core.unfold(x, mode)
-    return reference.unfold(x, mode)
+
+def _float_4d(x) -> bool:
+    """The Rust kernels' domain: 4-D float32/float64 arrays (any strides)."""
+    return isinstance(x, np.ndarray) and x.ndim == 4 and x.dtype in (np.float32, np.float64)
+
+
+def unfold(x: np.ndarray, mode: int) -> np.ndarray:
+    """Mode-n unfolding X_(n) (specs/kernels.md#unfold); see `reference.unfold`."""
+    return _kernel("unfold", _float_4d(x))(x, mode)
+
+
+def fold(m: np.ndarray, mode: int, shape) -> np.ndarray:
+    """Inverse of `unfold` (specs/kernels.md#fold); see `reference.fold`."""
+    return _kernel("fold", len(shape) == 4)(m, mode, shape)
+
+
+def mode_product(x: np.ndarray, matrix: np.ndarray, mode: int) -> np.ndarray:
+    """x x_n M (specs/kernels.md#mode_product); see `reference.mode_product`."""
+    return _kernel("mode_product", _float_4d(x))(x, matrix, mode)
+
+
+def tucker_project(x: np.ndarray, factors) -> np.ndarray:
+    """Tucker core x x_n U_n^T (specs/kernels.md#tucker_project); see `reference.tucker_project`."""
+    return _kernel("tucker_project", _float_4d(x))(x, factors)
+
+
+def tucker_reconstruct(core: np.ndarray, factors) -> np.ndarray:
+    """core x_n U_n (specs/kernels.md#tucker_reconstruct); see `reference.tucker_reconstruct`."""
+    return _kernel("tucker_reconstruct", _float_4d(core))(core, factors)
+
+
+def gram(x: np.ndarray, mode: int) -> np.ndarray:
+    """X_(n) X_(n)^T (specs/kernels.md#gram); see `reference.gram`."""
+    return _kernel("gram", _float_4d(x))(x, mode)

@@ -1,0 +1,9 @@
+"""Low-rank activation compression: HOSVD with an energy threshold, LANCE calibration
+(specs/hosvd.md), weight gradients in compressed space and the layers that use them
+(specs/compressed.md)."""
+
+from .calibration import MODE_SETS, Calibrator, compressed_modes
+from .hosvd import check_eps, energy_rank, hosvd
+from .gradients import conv2d_flops, conv2d_weight_grad, linear_flops, linear_weight_grad
+from .layers import METHODS, CompressedConv2d, CompressedLinear
+from .transform import calibrate, prepare_finetune

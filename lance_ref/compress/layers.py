@@ -1,0 +1,191 @@
+"""Conv2d and Linear layers whose backward keeps a Tucker form of the input, not the input.
+
+Three methods share these layers (specs/compressed.md#methods):
+- `full`: plain backprop, the input is kept;
+- `hosvd`: the decomposition is redone at every step (Nguyen et al., NeurIPS 2024);
+- `lance`: bases fixed once by calibration, only the core is recomputed each step.
+The weight gradient is formed in compressed space (`gradients`); input and bias gradients are
+exact, since they need only W and dY.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import functional as F
+from ..functional.conv import conv2d_forward, conv2d_grads, conv2d_params, conv_geometry
+from ..kernels import tucker_project
+from ..nn import Conv2d, Linear, Module
+from ..autograd import is_grad_enabled
+from ..tensor import Function
+from .calibration import Calibrator, compressed_modes
+from .gradients import conv2d_weight_grad, linear_weight_grad
+from .hosvd import check_eps, hosvd
+
+METHODS = ("full", "hosvd", "lance")
+
+
+def factor_ranks(factors) -> list:
+    """k_n of each factor (None for a mode that is not compressed)."""
+    return [None if u is None else int(u.shape[1]) for u in factors]
+
+
+class PerStepHOSVD:
+    """`hosvd` method: a fresh HOSVD of every input (specs/hosvd.md#hosvd)."""
+
+    def __init__(self, eps: float, mode_set: str):
+        check_eps(eps)
+        compressed_modes(mode_set, 4)
+        self.eps, self.mode_set = eps, mode_set
+        self.ranks = None  # of the last input
+
+    def __call__(self, x: np.ndarray):
+        core, factors = hosvd(x, self.eps, compressed_modes(self.mode_set, x.ndim))
+        self.ranks = factor_ranks(factors)
+        return core, factors
+
+
+class FixedBases:
+    """`lance` method: bases fixed once from calibration Grams, then core = x x_n U_n^T (specs/hosvd.md#calibration)."""
+
+    def __init__(self, eps: float, mode_set: str):
+        check_eps(eps)
+        compressed_modes(mode_set, 4)
+        self.eps, self.mode_set = eps, mode_set
+        self.calibrating, self.calibrator, self.factors = False, None, None
+
+    def start_calibration(self) -> None:
+        self.calibrating, self.calibrator, self.factors = True, None, None
+
+    def observe(self, x: np.ndarray) -> None:
+        if self.calibrator is None:
+            self.calibrator = Calibrator(self.eps, compressed_modes(self.mode_set, x.ndim), x.ndim)
+        self.calibrator.update(x)
+
+    def finish_calibration(self) -> None:
+        if self.calibrator is None:
+            raise ValueError("calibration saw no batches")
+        self.factors = self.calibrator.bases()
+        self.calibrating, self.calibrator = False, None
+
+    @property
+    def ranks(self):
+        return None if self.factors is None else factor_ranks(self.factors)
+
+    def __call__(self, x: np.ndarray):
+        if self.factors is None:
+            raise RuntimeError(
+                "a LANCE layer was used before calibration; run lance_ref.compress.calibrate(model, batches) first"
+            )
+        return tucker_project(x, self.factors), self.factors
+
+
+def make_compressor(method: str, eps: float, mode_set: str):
+    """The compressor of `method` (None for full backprop)."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    return {"full": lambda: None, "hosvd": lambda: PerStepHOSVD(eps, mode_set), "lance": lambda: FixedBases(eps, mode_set)}[method]()
+
+
+class CompressedConv2dFunction(Function):
+    """conv2d whose backward keeps (core, factors) of x (specs/compressed.md#conv2d-weight-gradient)."""
+
+    def forward(self, x, weight, bias=None, *, params, compressor):
+        self.geometry = conv_geometry(x.shape, weight.shape[2:], **params)
+        self.params, self.input_shape, self.weight_shape = params, x.shape, weight.shape
+        need_x, need_w = self.needs_input_grad[:2]
+        core, factors = compressor(x) if need_w else (None, ())
+        self.save(weight if need_x else None, core, *factors)
+        y = conv2d_forward(x, weight, self.geometry)
+        return y + bias.reshape(1, -1, 1, 1) if bias is not None else y
+
+    def backward(self, grad):
+        weight, core, *factors = self.saved_arrays
+        grad_x = conv2d_grads(grad, weight, None, self.input_shape, self.geometry)[0] if weight is not None else None
+        grad_w = None
+        if core is not None:
+            grad_w = conv2d_weight_grad(core, factors, grad, self.weight_shape, **self.params)
+        return grad_x, grad_w, grad.sum(axis=(0, 2, 3))
+
+
+class CompressedLinearFunction(Function):
+    """linear whose backward keeps (core, factors) of x (specs/compressed.md#linear-weight-gradient)."""
+
+    def forward(self, x, weight, bias=None, *, compressor):
+        need_x, need_w = self.needs_input_grad[:2]
+        core, factors = compressor(x) if need_w else (None, ())
+        self.save(weight if need_x else None, core, *factors)
+        y = x @ weight.T
+        return y + bias if bias is not None else y
+
+    def backward(self, grad):
+        weight, core, *factors = self.saved_arrays
+        grad_x = grad @ weight if weight is not None else None
+        grad_w = linear_weight_grad(core, factors, grad) if core is not None else None
+        return grad_x, grad_w, grad.reshape(-1, grad.shape[-1]).sum(axis=0)
+
+
+class _Compressed(Module):
+    """Shared by the compressed layers: the wrapped layer's parameters under the same names,
+    the method's compressor, and the input shape of the last call (for memory figures)."""
+
+    def __init__(self, layer: Module, method: str, eps: float, mode_set: str):
+        super().__init__()
+        self.weight = layer.weight
+        self.register_parameter("bias", layer.bias)
+        self.method, self.eps, self.mode_set = method, eps, mode_set
+        self.compressor = make_compressor(method, eps, mode_set)
+        self.input_shape = self.input_dtype = None
+
+    def forward(self, x):
+        if is_grad_enabled():  # a training step, not evaluation
+            self.input_shape, self.input_dtype = x.shape, x.dtype
+        if isinstance(self.compressor, FixedBases) and self.compressor.calibrating:
+            self.compressor.observe(x.data)
+        if self.compressor is None:
+            return self.plain(x)
+        return self.compressed(x)
+
+    def full_activation_bytes(self) -> int:
+        """What full backprop keeps for this layer at the last input: the input itself."""
+        return int(np.prod(self.input_shape)) * np.dtype(self.input_dtype).itemsize
+
+    def ranks(self):
+        """Ranks per mode (None: not compressed) of the fixed bases or of the last HOSVD."""
+        return None if self.compressor is None else self.compressor.ranks
+
+    def extra_repr(self) -> str:
+        return f"method={self.method}, eps={self.eps}, modes={self.mode_set}"
+
+
+class CompressedConv2d(_Compressed):
+    """A Conv2d fine-tuned by `method`; weight and bias are the original layer's Parameters."""
+
+    def __init__(self, conv: Conv2d, method: str = "lance", eps: float = 0.9, mode_set: str = "all"):
+        super().__init__(conv, method, eps, mode_set)
+        self.stride, self.padding, self.dilation, self.groups = conv.stride, conv.padding, conv.dilation, conv.groups
+
+    def plain(self, x):
+        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+    def compressed(self, x):
+        bias_shape = None if self.bias is None else self.bias.shape
+        params = conv2d_params(x.shape, self.weight.shape, bias_shape, self.stride, self.padding, self.dilation, self.groups)
+        inputs = (x, self.weight) if self.bias is None else (x, self.weight, self.bias)
+        return CompressedConv2dFunction.apply(*inputs, params=params, compressor=self.compressor)
+
+
+class CompressedLinear(_Compressed):
+    """A Linear fine-tuned by `method`; inputs (B, F) or token inputs (B, L, F)."""
+
+    def __init__(self, linear: Linear, method: str = "lance", eps: float = 0.9, mode_set: str = "all"):
+        super().__init__(linear, method, eps, mode_set)
+
+    def plain(self, x):
+        return F.linear(x, self.weight, self.bias)
+
+    def compressed(self, x):
+        if x.ndim not in (2, 3) or x.shape[-1] != self.weight.shape[1]:
+            raise ValueError(f"input must have shape (B, {self.weight.shape[1]}) or (B, L, {self.weight.shape[1]}), got {x.shape}")
+        inputs = (x, self.weight) if self.bias is None else (x, self.weight, self.bias)
+        return CompressedLinearFunction.apply(*inputs, compressor=self.compressor)

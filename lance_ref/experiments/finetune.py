@@ -1,0 +1,159 @@
+"""`lance-ref finetune`: pretrain on source classes, fine-tune the last layers on target classes.
+
+Protocol (specs/compressed.md#fine-tuning-protocol): the dataset's classes are split into a
+source and a target set (mnist5k: digits 0-4 and 5-9). A model is trained on the source
+training images (or loaded from `--checkpoint`), its classifier is replaced by a fresh one for
+the target classes, the last N conv layers and the classifier are fine-tuned by the chosen
+method while everything else is frozen (BatchNorm in eval mode), and the accuracy is measured
+on the target test images.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import random
+from ..checkpoint import load_checkpoint, save_checkpoint
+from ..compress import METHODS, MODE_SETS, calibrate, prepare_finetune
+from ..compress.hosvd import check_eps
+from ..data import load_dataset, normalize, subset_by_classes
+from ..io import save_json
+from ..nn import Linear, build_model
+from ..optim import SGD, CosineAnnealingLR
+from ..tensor import float_dtype
+from ..train import fit
+from .report import write_history
+from .supervised import make_loader
+
+
+def parse_classes(spec: str) -> list:
+    """"0-4" -> [0, 1, 2, 3, 4]; "1,3,5" -> [1, 3, 5]."""
+    try:
+        if "-" in spec:
+            low, high = (int(v) for v in spec.split("-"))
+            return list(range(low, high + 1))
+        return [int(v) for v in spec.split(",")]
+    except ValueError:
+        raise ValueError(f"classes must look like '0-4' or '1,3,5', got {spec!r}") from None
+
+
+@dataclass
+class FinetuneConfig:
+    """Every choice of a fine-tuning run; stored in results.json."""
+
+    model: str = "small-cnn"
+    dataset: str = "mnist5k"
+    method: str = "lance"
+    last_n: int = 2
+    eps: float = 0.9
+    modes: str = "all"
+    source_classes: str = "0-4"
+    target_classes: str = "5-9"
+    pretrain_epochs: int = 6
+    epochs: int = 6
+    batch_size: int = 64
+    lr: float = 0.05
+    momentum: float = 0.0
+    clip: float = 2.0
+    calibration_batches: int = 100
+    seed: int = 0
+    dtype: str = "float32"
+    checkpoint: str = ""
+
+    def check(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.modes not in MODE_SETS:
+            raise ValueError(f"modes must be one of {MODE_SETS}, got {self.modes!r}")
+        check_eps(self.eps)
+        for name in ("epochs", "batch_size", "calibration_batches"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.pretrain_epochs < 1 and not self.checkpoint:
+            raise ValueError("pretrain_epochs must be >= 1 unless a checkpoint is given")
+        float_dtype(self.dtype, "dtype")
+        source, target = parse_classes(self.source_classes), parse_classes(self.target_classes)
+        if set(source) & set(target):
+            raise ValueError(f"source and target classes overlap: {sorted(set(source) & set(target))}")
+
+
+def source_model(config: FinetuneConfig, source, source_test, out: Path, show: bool):
+    """The model trained on the source classes: loaded from `config.checkpoint`, or trained
+    and saved to `out`/source_model.npz."""
+    dtype = np.dtype(config.dtype)
+    random.manual_seed(config.seed)
+    model = build_model(
+        config.model, num_classes=len(source.classes), in_channels=source.images.shape[1],
+        image_size=source.images.shape[2], dtype=dtype,
+    )
+    if config.checkpoint:
+        load_checkpoint(config.checkpoint, model)
+        return model
+    optimizer = SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    fit(
+        model, optimizer, make_loader(source, config.batch_size, config.seed, dtype, crop_padding=2),
+        normalize(source_test.images, source.mean, source.std, dtype), source_test.labels,
+        config.pretrain_epochs, CosineAnnealingLR(optimizer, T_max=config.pretrain_epochs), show=show,
+    )
+    save_checkpoint(out / "source_model.npz", model, meta=dict(classes=config.source_classes, seed=config.seed))
+    return model
+
+
+def replace_classifier(model, classes: int, dtype) -> None:
+    """A fresh classifier (the model's last Linear) for `classes` target classes."""
+    name = [n for n, m in model.named_modules() if isinstance(m, Linear)][-1]
+    old = model.get_submodule(name)
+    parent_name, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent_name), child, Linear(old.in_features, classes, bias=old.bias is not None, dtype=dtype))
+
+
+def run(config: FinetuneConfig, out: str | Path, show: bool = True) -> dict:
+    """Fine-tune per `config`; write `out`/results.json and history.csv; return the results."""
+    config.check()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    dtype = np.dtype(config.dtype)
+    train, test = load_dataset(config.dataset)
+    source_classes, target_classes = parse_classes(config.source_classes), parse_classes(config.target_classes)
+    model = source_model(
+        config, subset_by_classes(train, source_classes), subset_by_classes(test, source_classes), out, show
+    )
+    target, target_test = subset_by_classes(train, target_classes), subset_by_classes(test, target_classes)
+    random.manual_seed(config.seed + 1)
+    replace_classifier(model, len(target_classes), dtype)
+    names = prepare_finetune(model, config.last_n, config.method, config.eps, config.modes)
+    # A fixed batch-mode basis needs full batches, so every method drops the last partial one.
+    loader = make_loader(target, config.batch_size, config.seed, dtype, drop_last=True)
+    calibration_seconds = 0.0
+    if config.method == "lance":
+        batches = (x for _, (x, _) in zip(range(config.calibration_batches), loader))
+        calibration_seconds = calibrate(model, batches)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = SGD(trainable, lr=config.lr, momentum=config.momentum)
+    start = time.perf_counter()
+    history, ledger = fit(
+        model, optimizer, loader, normalize(target_test.images, target.mean, target.std, dtype), target_test.labels,
+        config.epochs, CosineAnnealingLR(optimizer, T_max=config.epochs), clip_grad_norm=config.clip, show=show,
+    )
+    layers = {name: model.get_submodule(name) for name in names}
+    results = dict(
+        command="finetune",
+        config=asdict(config),
+        test_accuracy=history[-1]["test_accuracy"],
+        activation_bytes=ledger.bytes(names),
+        full_activation_bytes=sum(layer.full_activation_bytes() for layer in layers.values()),
+        activation_bytes_by_layer={name: ledger.bytes([name]) for name in names},
+        ranks={name: layer.ranks() for name, layer in layers.items()},
+        calibration_seconds=calibration_seconds,
+        step_seconds=sum(e["seconds"] for e in history) / sum(e["steps"] for e in history),
+        wall_seconds=time.perf_counter() - start,
+        trainable_parameters=int(sum(p.data.size for p in trainable)),
+        epochs=history,
+    )
+    save_json(out / "results.json", results)
+    write_history(out, history)
+    return results

@@ -1,0 +1,139 @@
+"""Compressed layers, the fine-tuning transform, calibration and the `finetune` command."""
+
+import json
+
+import numpy as np
+import pytest
+
+import lance_ref
+import lance_ref.functional as F
+from lance_ref import Tensor, memory, nn
+from lance_ref.cli import main
+from lance_ref.compress import CompressedConv2d, CompressedLinear, calibrate, prepare_finetune
+
+
+def conv_case(groups=1, seed=0):
+    rng = np.random.default_rng(seed)
+    conv = nn.Conv2d(4, 6 if groups != 4 else 8, 3, stride=2, padding=1, dilation=1, groups=groups, dtype=np.float64)
+    x = rng.standard_normal((5, 4, 7, 6))
+    return conv, x
+
+
+def grads(layer, x):
+    x = Tensor(x, requires_grad=True)
+    out = layer(x)
+    out.backward(np.random.default_rng(1).standard_normal(out.shape))
+    return x.grad, layer.weight.grad, layer.bias.grad
+
+
+@pytest.mark.parametrize("groups", [1, 2, 4])
+def test_full_rank_hosvd_layer_gives_the_exact_gradients(groups):
+    conv, x = conv_case(groups)
+    exact = grads(conv, x)
+    conv.zero_grad()
+    compressed = CompressedConv2d(conv, "hosvd", eps=1.0, mode_set="all")
+    for got, want in zip(grads(compressed, x), exact):
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["hosvd", "lance"])
+def test_ledger_holds_exactly_core_and_factors(method):
+    conv, x = conv_case()
+    layer = CompressedConv2d(conv, method, eps=0.8, mode_set="all")
+    if method == "lance":
+        layer.compressor.start_calibration()
+        with lance_ref.no_grad():
+            layer(Tensor(x))
+        layer.compressor.finish_calibration()
+    out = layer(Tensor(x, requires_grad=True))
+    ledger = memory.ledger(out.sum(), [layer.weight, layer.bias])
+    node = out._node
+    core, *factors = node.saved_arrays[1:]
+    closed_form = (core.size + sum(u.size for u in factors if u is not None)) * 8
+    assert ledger.bytes() == closed_form
+    assert closed_form < x.nbytes
+    assert {r.op for r in ledger.records if r.kind == memory.ACTIVATION} == {"CompressedConv2dFunction"}
+
+
+def test_compressed_linear_full_rank_is_exact_for_tokens():
+    rng = np.random.default_rng(2)
+    linear = nn.Linear(5, 3, dtype=np.float64)
+    x = rng.standard_normal((4, 6, 5))
+    exact = grads(linear, x)
+    linear.zero_grad()
+    for got, want in zip(grads(CompressedLinear(linear, "hosvd", eps=1.0), x), exact):
+        np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12)
+
+
+def test_lance_layer_before_calibration_raises():
+    conv, x = conv_case()
+    layer = CompressedConv2d(conv, "lance")
+    with pytest.raises(RuntimeError, match="before calibration"):
+        layer(Tensor(x, requires_grad=True))
+
+
+def small_model():
+    lance_ref.manual_seed(0)
+    return nn.build_model("small-cnn", num_classes=3, in_channels=1, image_size=12, dtype=np.float64)
+
+
+def test_calibrate_errors():
+    model = small_model()
+    prepare_finetune(model, 2, "lance")
+    with pytest.raises(ValueError, match="no batches"):
+        calibrate(model, [])
+    bad = np.full((4, 1, 12, 12), np.nan)
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        calibrate(model, [bad])
+    with pytest.raises(ValueError, match="no layer with method 'lance'"):
+        calibrate(small_model(), [bad])
+
+
+def test_prepare_finetune_freezes_the_rest_and_keeps_names():
+    model = small_model()
+    names_before = list(model.state_dict())
+    frozen_before = {k: v.copy() for k, v in model.state_dict().items()}
+    names = prepare_finetune(model, 2, "lance", eps=0.9)
+    assert names == ["features.4", "features.8", "classifier"]
+    assert list(model.state_dict()) == names_before
+    x = np.random.default_rng(3).standard_normal((6, 1, 12, 12))
+    calibrate(model, [x])
+    optimizer = lance_ref.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    model.train()
+    F.cross_entropy(model(Tensor(x)), np.arange(6) % 3).backward()
+    optimizer.step()
+    after = model.state_dict()
+    for key, value in frozen_before.items():
+        trained = key.split(".weight")[0].split(".bias")[0] in names
+        assert np.array_equal(after[key], value) != trained, key
+    assert not any(m.training for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+
+
+def test_prepare_finetune_bad_last_n():
+    with pytest.raises(ValueError, match="last_n must be an int in 1..3"):
+        prepare_finetune(small_model(), 4, "lance")
+    with pytest.raises(ValueError, match="method must be one of"):
+        prepare_finetune(small_model(), 1, "svd")
+    with pytest.raises(ValueError, match="eps must be a real number in"):
+        prepare_finetune(small_model(), 1, "lance", eps=1.5)
+
+
+@pytest.mark.parametrize("method", ["full", "hosvd", "lance"])
+def test_finetune_command(tmp_path, method):
+    out = tmp_path / method
+    arguments = ["finetune", "--method", method, "--pretrain-epochs", "1", "--epochs", "1", "--out", str(out), "--quiet"]
+    assert main(arguments) == 0
+    results = json.loads((out / "results.json").read_text())
+    for key in ("test_accuracy", "activation_bytes", "full_activation_bytes", "ranks", "calibration_seconds", "step_seconds"):
+        assert key in results
+    if method == "full":
+        assert results["activation_bytes"] == results["full_activation_bytes"]
+    else:
+        assert results["activation_bytes"] < results["full_activation_bytes"]
+    assert (out / "source_model.npz").is_file()
+
+
+def test_finetune_bad_arguments(tmp_path, capsys):
+    assert main(["finetune", "--eps", "0", "--out", str(tmp_path), "--quiet"]) == 2
+    assert "eps must be a real number in (0, 1]" in capsys.readouterr().err
+    assert main(["finetune", "--checkpoint", str(tmp_path / "none.npz"), "--out", str(tmp_path), "--quiet"]) == 2
