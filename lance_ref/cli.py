@@ -8,18 +8,23 @@ from dataclasses import fields
 
 from . import __version__
 from .allocator import keep_freed_memory
-from .experiments import finetune, supervised
+from .experiments import finetune, supervised, sweep
 
 
 def _add_config_arguments(parser: argparse.ArgumentParser, config_class) -> None:
     """One `--option` per field of a config dataclass, typed and defaulted from it."""
     for field in fields(config_class):
-        flag = "--" + field.name.replace("_", "-")
-        parser.add_argument(flag, type=type(field.default), default=field.default, help=f"(default: {field.default})")
+        flag, help_text = "--" + field.name.replace("_", "-"), f"(default: {field.default})"
+        if isinstance(field.default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default, help=help_text)
+        else:
+            parser.add_argument(flag, type=type(field.default), default=field.default, help=help_text)
 
 
 def _summary(results: dict) -> str:
     """One line: the result's headline figures."""
+    if results["command"] == "finetune-sweep":
+        return results["table"]
     config = results["config"]
     line = f"{config['model']} on {config['dataset']}: test accuracy {results['test_accuracy']:.4f}"
     if results["command"] == "finetune":
@@ -37,6 +42,7 @@ def _summary(results: dict) -> str:
 COMMANDS = {
     "train": (supervised.TrainConfig, supervised.run, "train a zoo model on a dataset"),
     "finetune": (finetune.FinetuneConfig, finetune.run, "fine-tune the last layers on new classes (full, hosvd, lance)"),
+    "finetune-sweep": (sweep.SweepConfig, sweep.run, "fine-tune with every method and eps over several seeds"),
 }
 
 

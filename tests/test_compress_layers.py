@@ -124,7 +124,7 @@ def test_finetune_command(tmp_path, method):
     arguments = ["finetune", "--method", method, "--pretrain-epochs", "1", "--epochs", "1", "--out", str(out), "--quiet"]
     assert main(arguments) == 0
     results = json.loads((out / "results.json").read_text())
-    for key in ("test_accuracy", "activation_bytes", "full_activation_bytes", "ranks", "calibration_seconds", "step_seconds"):
+    for key in ("test_accuracy", "activation_bytes", "full_activation_bytes", "ranks", "flops", "calibration_seconds", "step_seconds"):
         assert key in results
     if method == "full":
         assert results["activation_bytes"] == results["full_activation_bytes"]
@@ -137,3 +137,12 @@ def test_finetune_bad_arguments(tmp_path, capsys):
     assert main(["finetune", "--eps", "0", "--out", str(tmp_path), "--quiet"]) == 2
     assert "eps must be a real number in (0, 1]" in capsys.readouterr().err
     assert main(["finetune", "--checkpoint", str(tmp_path / "none.npz"), "--out", str(tmp_path), "--quiet"]) == 2
+
+
+def test_finetune_sweep_runs_every_method_and_summarises(tmp_path):
+    arguments = ["finetune-sweep", "--seeds", "0", "--eps-values", "0.9", "--pretrain-epochs", "1", "--epochs", "1"]
+    assert main([*arguments, "--out", str(tmp_path), "--quiet"]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert [(r["method"], r["eps"]) for r in results["runs"]] == [("full", 1.0), ("hosvd", 0.9), ("lance", 0.9)]
+    assert {s["method"] for s in results["summary"]} == {"full", "hosvd", "lance"}
+    assert "lance" in results["table"]

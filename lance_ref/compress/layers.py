@@ -13,13 +13,13 @@ from __future__ import annotations
 import numpy as np
 
 from .. import functional as F
+from ..autograd import is_grad_enabled
 from ..functional.conv import conv2d_forward, conv2d_grads, conv2d_params, conv_geometry
 from ..kernels import tucker_project
 from ..nn import Conv2d, Linear, Module
-from ..autograd import is_grad_enabled
 from ..tensor import Function
 from .calibration import Calibrator, compressed_modes
-from .gradients import conv2d_weight_grad, linear_weight_grad
+from .gradients import conv2d_flops, conv2d_weight_grad, linear_flops, linear_weight_grad
 from .hosvd import check_eps, hosvd
 
 METHODS = ("full", "hosvd", "lance")
@@ -34,8 +34,6 @@ class PerStepHOSVD:
     """`hosvd` method: a fresh HOSVD of every input (specs/hosvd.md#hosvd)."""
 
     def __init__(self, eps: float, mode_set: str):
-        check_eps(eps)
-        compressed_modes(mode_set, 4)
         self.eps, self.mode_set = eps, mode_set
         self.ranks = None  # of the last input
 
@@ -49,8 +47,6 @@ class FixedBases:
     """`lance` method: bases fixed once from calibration Grams, then core = x x_n U_n^T (specs/hosvd.md#calibration)."""
 
     def __init__(self, eps: float, mode_set: str):
-        check_eps(eps)
-        compressed_modes(mode_set, 4)
         self.eps, self.mode_set = eps, mode_set
         self.calibrating, self.calibrator, self.factors = False, None, None
 
@@ -81,10 +77,14 @@ class FixedBases:
 
 
 def make_compressor(method: str, eps: float, mode_set: str):
-    """The compressor of `method` (None for full backprop)."""
+    """The compressor of `method` (None for full backprop), its settings checked."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    return {"full": lambda: None, "hosvd": lambda: PerStepHOSVD(eps, mode_set), "lance": lambda: FixedBases(eps, mode_set)}[method]()
+    check_eps(eps)
+    compressed_modes(mode_set, 4)
+    if method == "full":
+        return None
+    return (PerStepHOSVD if method == "hosvd" else FixedBases)(eps, mode_set)
 
 
 class CompressedConv2dFunction(Function):
@@ -154,6 +154,11 @@ class _Compressed(Module):
         """Ranks per mode (None: not compressed) of the fixed bases or of the last HOSVD."""
         return None if self.compressor is None else self.compressor.ranks
 
+    def flops(self) -> dict:
+        """FLOPs of this layer's projection, compressed and dense weight gradients at the last
+        training input (specs/compressed.md#flops)."""
+        return self.count_flops(self.ranks() or [None] * len(self.input_shape))
+
     def extra_repr(self) -> str:
         return f"method={self.method}, eps={self.eps}, modes={self.mode_set}"
 
@@ -164,6 +169,9 @@ class CompressedConv2d(_Compressed):
     def __init__(self, conv: Conv2d, method: str = "lance", eps: float = 0.9, mode_set: str = "all"):
         super().__init__(conv, method, eps, mode_set)
         self.stride, self.padding, self.dilation, self.groups = conv.stride, conv.padding, conv.dilation, conv.groups
+
+    def count_flops(self, ranks) -> dict:
+        return conv2d_flops(self.input_shape, ranks, self.weight.shape, self.stride, self.padding, self.dilation, self.groups)
 
     def plain(self, x):
         return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
@@ -180,6 +188,9 @@ class CompressedLinear(_Compressed):
 
     def __init__(self, linear: Linear, method: str = "lance", eps: float = 0.9, mode_set: str = "all"):
         super().__init__(linear, method, eps, mode_set)
+
+    def count_flops(self, ranks) -> dict:
+        return linear_flops(self.input_shape, ranks, self.weight.shape)
 
     def plain(self, x):
         return F.linear(x, self.weight, self.bias)

@@ -51,6 +51,7 @@ class FinetuneConfig:
     last_n: int = 2
     eps: float = 0.9
     modes: str = "all"
+    compress_classifier: bool = False
     source_classes: str = "0-4"
     target_classes: str = "5-9"
     pretrain_epochs: int = 6
@@ -125,7 +126,7 @@ def run(config: FinetuneConfig, out: str | Path, show: bool = True) -> dict:
     target, target_test = subset_by_classes(train, target_classes), subset_by_classes(test, target_classes)
     random.manual_seed(config.seed + 1)
     replace_classifier(model, len(target_classes), dtype)
-    names = prepare_finetune(model, config.last_n, config.method, config.eps, config.modes)
+    names = prepare_finetune(model, config.last_n, config.method, config.eps, config.modes, config.compress_classifier)
     # A fixed batch-mode basis needs full batches, so every method drops the last partial one.
     loader = make_loader(target, config.batch_size, config.seed, dtype, drop_last=True)
     calibration_seconds = 0.0
@@ -148,6 +149,7 @@ def run(config: FinetuneConfig, out: str | Path, show: bool = True) -> dict:
         full_activation_bytes=sum(layer.full_activation_bytes() for layer in layers.values()),
         activation_bytes_by_layer={name: ledger.bytes([name]) for name in names},
         ranks={name: layer.ranks() for name, layer in layers.items()},
+        flops={name: layer.flops() for name, layer in layers.items()},
         calibration_seconds=calibration_seconds,
         step_seconds=sum(e["seconds"] for e in history) / sum(e["steps"] for e in history),
         wall_seconds=time.perf_counter() - start,

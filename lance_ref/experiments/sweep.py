@@ -1,0 +1,116 @@
+"""`lance-ref finetune-sweep`: every method and eps over several seeds, as one table (and a plot).
+
+Each seed pretrains its source model once (in the `full` run) and every other run of that
+seed fine-tunes from the same checkpoint, so methods differ only in how they fine-tune.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from ..io import save_bytes, save_json
+from . import finetune
+
+
+def _numbers(text: str, kind):
+    try:
+        return [kind(v) for v in text.split(",")]
+    except ValueError:
+        raise ValueError(f"expected a comma-separated list of {kind.__name__}s, got {text!r}") from None
+
+
+@dataclass
+class SweepConfig:
+    """The grid of a sweep; the fine-tuning settings are those of `finetune`."""
+
+    model: str = "small-cnn"
+    dataset: str = "mnist5k"
+    last_n: int = 2
+    modes: str = "all"
+    eps_values: str = "0.5,0.7,0.8,0.9,0.95"
+    seeds: str = "0,1,2"
+    pretrain_epochs: int = 6
+    epochs: int = 6
+
+
+def runs(config: SweepConfig):
+    """(seed, method, eps) of every run, `full` first in each seed (it pretrains)."""
+    for seed in _numbers(config.seeds, int):
+        yield seed, "full", 1.0
+        for method in ("hosvd", "lance"):
+            for eps in _numbers(config.eps_values, float):
+                yield seed, method, eps
+
+
+def summarise(rows: list) -> list:
+    """Mean over seeds per (method, eps): accuracy (and its std), memory, step time."""
+    table = {}
+    for row in rows:
+        table.setdefault((row["method"], row["eps"]), []).append(row)
+    summary = []
+    for (method, eps), group in table.items():
+        mean = {key: float(np.mean([r[key] for r in group])) for key in ("test_accuracy", "activation_bytes", "full_activation_bytes", "step_seconds")}
+        summary.append(dict(method=method, eps=eps, seeds=len(group), accuracy_std=float(np.std([r["test_accuracy"] for r in group])), **mean))
+    return summary
+
+
+def format_table(summary: list) -> str:
+    lines = [f"{'method':<7}{'eps':>6}{'seeds':>6}{'accuracy':>10}{'+-':>7}{'act. KiB':>10}{'full KiB':>10}{'ratio':>8}{'ms/step':>9}"]
+    for s in summary:
+        lines.append(
+            f"{s['method']:<7}{s['eps'] if s['method'] != 'full' else '-':>6}{s['seeds']:>6}{s['test_accuracy']:>10.4f}"
+            f"{s['accuracy_std']:>7.4f}{s['activation_bytes'] / 1024:>10.1f}{s['full_activation_bytes'] / 1024:>10.1f}"
+            f"{s['full_activation_bytes'] / s['activation_bytes']:>8.1f}{s['step_seconds'] * 1e3:>9.1f}"
+        )
+    return "\n".join(lines)
+
+
+def plot(summary: list, out: Path) -> None:
+    """accuracy.png: accuracy against activation memory, one curve per method (needs matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for method, marker in (("full", "s"), ("hosvd", "o"), ("lance", "^")):
+        points = sorted((s["activation_bytes"] / 1024, s["test_accuracy"], s["eps"]) for s in summary if s["method"] == method)
+        axes.plot([p[0] for p in points], [p[1] for p in points], marker=marker, label=method)
+        for kib, accuracy, eps in points if method != "full" else ():
+            axes.annotate(f"{eps:g}", (kib, accuracy), fontsize=7, textcoords="offset points", xytext=(3, 3))
+    axes.set(xscale="log", xlabel="activation memory of the fine-tuned layers (KiB, per step)", ylabel="test accuracy")
+    axes.legend()
+    figure.tight_layout()
+    image = io.BytesIO()
+    figure.savefig(image, format="png", dpi=100)
+    plt.close(figure)
+    save_bytes(out / "accuracy_memory.png", image.getvalue())
+
+
+def run(config: SweepConfig, out: str | Path, show: bool = True) -> dict:
+    """Run the grid; write `out`/results.json (every run and the summary) and the plot."""
+    out = Path(out)
+    rows = []
+    base = finetune.FinetuneConfig(
+        model=config.model, dataset=config.dataset, last_n=config.last_n, modes=config.modes,
+        pretrain_epochs=config.pretrain_epochs, epochs=config.epochs,
+    )
+    for seed, method, eps in runs(config):
+        folder = out / f"seed{seed}" / (method if method == "full" else f"{method}-eps{eps:g}")
+        checkpoint = "" if method == "full" else str(out / f"seed{seed}" / "full" / "source_model.npz")
+        result = finetune.run(replace(base, seed=seed, method=method, eps=eps, checkpoint=checkpoint), folder, show=False)
+        rows.append(dict(seed=seed, method=method, eps=eps, **{k: result[k] for k in ("test_accuracy", "activation_bytes", "full_activation_bytes", "step_seconds")}))
+        if show:
+            print(f"seed {seed} {method:<5} eps {eps:<5g} accuracy {result['test_accuracy']:.4f} "
+                  f"activation bytes {result['activation_bytes']:,}", flush=True)
+    summary = summarise(rows)
+    results = dict(command="finetune-sweep", config=asdict(config), runs=rows, summary=summary, table=format_table(summary))
+    save_json(out / "results.json", results)
+    plot(summary, out)
+    return results
