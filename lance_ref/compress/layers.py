@@ -16,7 +16,7 @@ from .. import functional as F
 from ..autograd import is_grad_enabled
 from ..functional.conv import conv2d_forward, conv2d_grads, conv2d_params, conv_geometry
 from ..kernels import tucker_project
-from ..nn import Conv2d, Linear, Module
+from ..nn import Conv2d, Module
 from ..tensor import Function
 from .calibration import Calibrator, compressed_modes
 from .gradients import conv2d_flops, conv2d_weight_grad, linear_flops, linear_weight_grad
@@ -129,7 +129,7 @@ class _Compressed(Module):
     """Shared by the compressed layers: the wrapped layer's parameters under the same names,
     the method's compressor, and the input shape of the last call (for memory figures)."""
 
-    def __init__(self, layer: Module, method: str, eps: float, mode_set: str):
+    def __init__(self, layer: Module, method: str = "lance", eps: float = 0.9, mode_set: str = "all"):
         super().__init__()
         self.weight = layer.weight
         self.register_parameter("bias", layer.bias)
@@ -185,9 +185,6 @@ class CompressedConv2d(_Compressed):
 
 class CompressedLinear(_Compressed):
     """A Linear fine-tuned by `method`; inputs (B, F) or token inputs (B, L, F)."""
-
-    def __init__(self, linear: Linear, method: str = "lance", eps: float = 0.9, mode_set: str = "all"):
-        super().__init__(linear, method, eps, mode_set)
 
     def count_flops(self, ranks) -> dict:
         return linear_flops(self.input_shape, ranks, self.weight.shape)
