@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import argparse
 
-import numpy as np
-
 import lance_ref
 import lance_ref.functional as F
 from lance_ref import Tensor, memory

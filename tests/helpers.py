@@ -69,6 +69,20 @@ def arrays(draw, shape, dtype=np.float64, low=-2.0, high=2.0, layouts=True):
     return values
 
 
+@st.composite
+def grouped_channels(draw, max_channels, general_groups):
+    """(groups, in_channels, out_channels) of a conv: one group, depthwise (out a multiple of
+    in) or a general grouping with a group count drawn from `general_groups`."""
+    kind = draw(st.sampled_from(["one", "depthwise", "general"]))
+    if kind == "one":
+        return 1, draw(st.integers(1, max_channels)), draw(st.integers(1, max_channels))
+    if kind == "depthwise":
+        c = draw(st.integers(1, max_channels))
+        return c, c, c * draw(st.integers(1, 2))
+    groups = draw(st.sampled_from(general_groups))
+    return groups, groups * draw(st.integers(1, 2)), groups * draw(st.integers(1, 2))
+
+
 def shapes(min_dims=1, max_dims=4, min_side=1, max_side=5):
     return st.lists(st.integers(min_side, max_side), min_size=min_dims, max_size=max_dims).map(tuple)
 

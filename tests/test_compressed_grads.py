@@ -12,7 +12,7 @@ from lance_ref import Tensor
 from lance_ref import functional as F
 from lance_ref.compress.gradients import conv2d_flops, conv2d_weight_grad, linear_flops, linear_weight_grad
 from lance_ref.functional.windows import output_size
-from helpers import arrays
+from helpers import arrays, grouped_channels
 
 MODES = "abcd"
 
@@ -59,15 +59,7 @@ def tucker(draw, shape, full_rank=False):
 @st.composite
 def conv_case(draw):
     """(input shape, weight shape, conv2d keywords): one group, depthwise or general grouping."""
-    kind = draw(st.sampled_from(["one", "depthwise", "general"]))
-    if kind == "one":
-        groups, c, o = 1, draw(st.integers(1, 4)), draw(st.integers(1, 4))
-    elif kind == "depthwise":
-        c = groups = draw(st.integers(1, 4))
-        o = c * draw(st.integers(1, 2))
-    else:
-        groups = draw(st.integers(2, 3))
-        c, o = groups * draw(st.integers(1, 2)), groups * draw(st.integers(1, 2))
+    groups, c, o = draw(grouped_channels(max_channels=4, general_groups=[2, 3]))
     kernel, stride, padding, dilation, size = [], [], [], [], []
     for _ in range(2):
         k, s, p, d = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(0, 2)), draw(st.integers(1, 2))

@@ -9,7 +9,7 @@ import lance_ref as L
 from lance_ref import functional as F
 from lance_ref.functional.conv import col2im, im2col
 from lance_ref.functional.windows import output_size
-from helpers import arrays, gradcheck
+from helpers import arrays, gradcheck, grouped_channels
 
 
 def torch_output_size(size, k, s, p, d):
@@ -31,16 +31,8 @@ def geometry(draw):
 @st.composite
 def conv_case(draw):
     """(input shape, weight shape, conv2d keywords): one group, depthwise or general grouping."""
-    kind = draw(st.sampled_from(["one", "depthwise", "general"]))
+    groups, c, o = draw(grouped_channels(max_channels=3, general_groups=[2]))
     kernel, stride, padding, dilation, size = draw(geometry())
-    if kind == "one":
-        groups, c, o = 1, draw(st.integers(1, 3)), draw(st.integers(1, 3))
-    elif kind == "depthwise":
-        c = groups = draw(st.integers(1, 3))
-        o = c * draw(st.integers(1, 2))
-    else:
-        groups = 2
-        c, o = 2 * draw(st.integers(1, 2)), 2 * draw(st.integers(1, 2))
     x_shape = (draw(st.integers(1, 2)), c) + size
     w_shape = (o, c // groups) + kernel
     return x_shape, w_shape, dict(stride=stride, padding=padding, dilation=dilation, groups=groups)

@@ -22,21 +22,27 @@ from ..compress import METHODS, MODE_SETS, calibrate, prepare_finetune
 from ..compress.hosvd import check_eps
 from ..data import load_dataset, normalize, subset_by_classes
 from ..io import save_json
-from ..nn import Linear, build_model
+from ..nn import Linear
 from ..optim import SGD, CosineAnnealingLR
 from ..tensor import float_dtype
 from ..train import fit
 from .report import write_history
-from .supervised import make_loader
+from .supervised import make_loader, model_for
+
+
+def parse_list(text: str, kind=int) -> list:
+    """"1,3,5" -> [1, 3, 5] (values of `kind`)."""
+    try:
+        return [kind(v) for v in text.split(",")]
+    except ValueError:
+        raise ValueError(f"expected a comma-separated list of {kind.__name__}s, got {text!r}") from None
 
 
 def parse_classes(spec: str) -> list:
     """"0-4" -> [0, 1, 2, 3, 4]; "1,3,5" -> [1, 3, 5]."""
+    low, dash, high = spec.partition("-")
     try:
-        if "-" in spec:
-            low, high = (int(v) for v in spec.split("-"))
-            return list(range(low, high + 1))
-        return [int(v) for v in spec.split(",")]
+        return list(range(int(low), int(high) + 1)) if dash else parse_list(spec)
     except ValueError:
         raise ValueError(f"classes must look like '0-4' or '1,3,5', got {spec!r}") from None
 
@@ -86,11 +92,7 @@ def source_model(config: FinetuneConfig, source, source_test, out: Path, show: b
     """The model trained on the source classes: loaded from `config.checkpoint`, or trained
     and saved to `out`/source_model.npz."""
     dtype = np.dtype(config.dtype)
-    random.manual_seed(config.seed)
-    model = build_model(
-        config.model, num_classes=len(source.classes), in_channels=source.images.shape[1],
-        image_size=source.images.shape[2], dtype=dtype,
-    )
+    model = model_for(config.model, source, config.seed, dtype)
     if config.checkpoint:
         load_checkpoint(config.checkpoint, model)
         return model

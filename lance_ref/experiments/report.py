@@ -9,6 +9,26 @@ from pathlib import Path
 from ..io import save_bytes
 
 
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend, or None without the `plot` extra."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
+
+
+def save_figure(figure, path: Path) -> None:
+    """Write `figure` as a PNG atomically and release it."""
+    image = io.BytesIO()
+    figure.savefig(image, format="png", dpi=100)
+    pyplot().close(figure)
+    save_bytes(path, image.getvalue())
+
+
 def write_history(out: Path, history: list[dict]) -> None:
     """`history.csv` (one row per epoch) and, if matplotlib is installed, `curves.png`."""
     text = io.StringIO()
@@ -16,12 +36,8 @@ def write_history(out: Path, history: list[dict]) -> None:
     writer.writeheader()
     writer.writerows(history)
     save_bytes(out / "history.csv", text.getvalue().encode())
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return
     epochs = [row["epoch"] for row in history]
     figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
@@ -32,7 +48,4 @@ def write_history(out: Path, history: list[dict]) -> None:
     right.set(xlabel="epoch", ylabel="accuracy")
     right.legend()
     figure.tight_layout()
-    image = io.BytesIO()
-    figure.savefig(image, format="png", dpi=100)
-    plt.close(figure)
-    save_bytes(out / "curves.png", image.getvalue())
+    save_figure(figure, out / "curves.png")

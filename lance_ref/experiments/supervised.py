@@ -51,6 +51,15 @@ def make_loader(dataset, batch_size: int, seed: int, dtype, crop_padding: int = 
     return DataLoader(dataset.images, dataset.labels, batch_size, shuffle=True, seed=seed, drop_last=drop_last, transform=transform)
 
 
+def model_for(name: str, dataset, seed: int, dtype):
+    """The zoo model `name` sized for `dataset`'s images and classes, initialised from `seed`."""
+    random.manual_seed(seed)
+    return build_model(
+        name, num_classes=len(dataset.classes), in_channels=dataset.images.shape[1],
+        image_size=dataset.images.shape[2], dtype=dtype,
+    )
+
+
 def run(config: TrainConfig, out: str | Path, show: bool = True) -> dict:
     """Train per `config`; write `out`/results.json, history.csv and model.npz; return the results."""
     config.check()
@@ -58,11 +67,7 @@ def run(config: TrainConfig, out: str | Path, show: bool = True) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     dtype = np.dtype(config.dtype)
     train, test = load_dataset(config.dataset)
-    random.manual_seed(config.seed)
-    model = build_model(
-        config.model, num_classes=len(train.classes), in_channels=train.images.shape[1],
-        image_size=train.images.shape[2], dtype=dtype,
-    )
+    model = model_for(config.model, train, config.seed, dtype)
     optimizer = SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     loader = make_loader(train, config.batch_size, config.seed, dtype, config.crop_padding)
     start = time.perf_counter()

@@ -6,21 +6,14 @@ seed fine-tunes from the same checkpoint, so methods differ only in how they fin
 
 from __future__ import annotations
 
-import io
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from ..io import save_bytes, save_json
+from ..io import save_json
 from . import finetune
-
-
-def _numbers(text: str, kind):
-    try:
-        return [kind(v) for v in text.split(",")]
-    except ValueError:
-        raise ValueError(f"expected a comma-separated list of {kind.__name__}s, got {text!r}") from None
+from .report import pyplot, save_figure
 
 
 @dataclass
@@ -39,10 +32,10 @@ class SweepConfig:
 
 def runs(config: SweepConfig):
     """(seed, method, eps) of every run, `full` first in each seed (it pretrains)."""
-    for seed in _numbers(config.seeds, int):
+    for seed in finetune.parse_list(config.seeds, int):
         yield seed, "full", 1.0
         for method in ("hosvd", "lance"):
-            for eps in _numbers(config.eps_values, float):
+            for eps in finetune.parse_list(config.eps_values, float):
                 yield seed, method, eps
 
 
@@ -71,12 +64,8 @@ def format_table(summary: list) -> str:
 
 def plot(summary: list, out: Path) -> None:
     """accuracy.png: accuracy against activation memory, one curve per method (needs matplotlib)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return
     figure, axes = plt.subplots(figsize=(6, 4))
     for method, marker in (("full", "s"), ("hosvd", "o"), ("lance", "^")):
@@ -87,10 +76,7 @@ def plot(summary: list, out: Path) -> None:
     axes.set(xscale="log", xlabel="activation memory of the fine-tuned layers (KiB, per step)", ylabel="test accuracy")
     axes.legend()
     figure.tight_layout()
-    image = io.BytesIO()
-    figure.savefig(image, format="png", dpi=100)
-    plt.close(figure)
-    save_bytes(out / "accuracy_memory.png", image.getvalue())
+    save_figure(figure, out / "accuracy_memory.png")
 
 
 def run(config: SweepConfig, out: str | Path, show: bool = True) -> dict:
