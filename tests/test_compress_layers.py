@@ -4,12 +4,15 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import lance_ref
 import lance_ref.functional as F
 from lance_ref import Tensor, memory, nn
 from lance_ref.cli import main
 from lance_ref.compress import CompressedConv2d, CompressedLinear, calibrate, prepare_finetune
+from helpers import arrays, grouped_channels, numerical_vjp
 
 
 def conv_case(groups=1, seed=0):
@@ -53,6 +56,50 @@ def test_ledger_holds_exactly_core_and_factors(method):
     assert ledger.bytes() == closed_form
     assert closed_form < x.nbytes
     assert {r.op for r in ledger.records if r.kind == memory.ACTIVATION} == {"CompressedConv2dFunction"}
+
+
+def calibrated(layer, x):
+    """`layer`, its LANCE bases (if any) calibrated on `x`."""
+    if layer.method == "lance":
+        layer.compressor.start_calibration()
+        with lance_ref.no_grad():
+            layer(Tensor(x))
+        layer.compressor.finish_calibration()
+    return layer
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_compressed_layers_pass_gradcheck(data):
+    """Input and bias gradients are exact at any eps; at eps = 1 the weight gradient is too."""
+    method = data.draw(st.sampled_from(["hosvd", "lance"]))
+    eps = data.draw(st.sampled_from([0.5, 0.9, 1.0]))
+    mode_set = data.draw(st.sampled_from(["all", "chw"]))
+    if data.draw(st.booleans()):
+        groups, c, o = data.draw(grouped_channels(max_channels=3, general_groups=[2]))
+        k, stride, padding, dilation = (data.draw(st.integers(1, 2)) for _ in range(4))
+        layer = nn.Conv2d(c, o, k, stride=stride, padding=padding - 1, dilation=dilation, groups=groups, dtype=np.float64)
+        x = data.draw(arrays((data.draw(st.integers(1, 3)), c, *[data.draw(st.integers(3, 5)) for _ in range(2)])))
+        layer = calibrated(CompressedConv2d(layer, method, eps, mode_set), x)
+    else:
+        lead = data.draw(st.lists(st.integers(1, 3), min_size=1, max_size=2))
+        layer = nn.Linear(data.draw(st.integers(1, 4)), data.draw(st.integers(1, 3)), dtype=np.float64)
+        x = data.draw(arrays((*lead, layer.in_features)))
+        layer = calibrated(CompressedLinear(layer, method, eps, mode_set), x)
+
+    params = [x, layer.weight.data.copy(), layer.bias.data.copy()]
+
+    def forward(x, weight, bias):  # finite differences move the layer's own parameters
+        layer.weight.data[...], layer.bias.data[...] = weight.data, bias.data
+        return layer(x)
+
+    x_tensor = Tensor(x, requires_grad=True)
+    out = forward(x_tensor, *map(Tensor, params[1:]))
+    v = np.random.default_rng(0).standard_normal(out.shape)
+    out.backward(v)
+    analytic = [x_tensor.grad, layer.weight.grad, layer.bias.grad]
+    for i in (0, 1, 2) if eps == 1.0 else (0, 2):
+        np.testing.assert_allclose(analytic[i], numerical_vjp(forward, params, i, v), rtol=1e-6, atol=1e-8)
 
 
 def test_compressed_linear_full_rank_is_exact_for_tokens():
