@@ -109,7 +109,8 @@ def test_hosvd_ranks_bases_and_core(data, shape, dtype, eps):
         # Sign convention: the largest-magnitude entry of each column is positive.
         assert np.all(u[np.argmax(np.abs(u), axis=0), np.arange(k)] > 0)
     assert core.shape == tuple(s if u is None else u.shape[1] for s, u in zip(x.shape, factors))
-    np.testing.assert_array_equal(core, reference.tucker_project(x, factors))
+    want = reference.tucker_project(x, factors)  # the Rust kernel agrees to rounding (specs/kernels.md)
+    assert np.linalg.norm(core - want) <= tol * np.linalg.norm(want)
 
 
 @given(data=st.data(), shape=shapes, dtype=dtypes)

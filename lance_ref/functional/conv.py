@@ -8,21 +8,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import kernels
 from ..tensor import Function
-from .windows import output_size, pair, padded, tap, windows
+from .windows import output_size, pair, tap
 
 
 def im2col(x, kernel, padding, stride, dilation, out_hw, groups) -> np.ndarray:
-    """cols[g, (n, h', w'), (i, j, c)] = x_pad[n, g*C/G + c, s*h' + d*i, s*w' + d*j] (specs/conv.md#im2col).
-
-    The column order (i, j, c) keeps channels innermost, so on a channels-last buffer each
-    copied run is kw*C/G elements long.
-    """
-    (ph, pw), (n, c) = padding, x.shape[:2]
-    source = padded(x, ph, pw, ph, pw) if ph or pw else x
-    view = windows(source, kernel, out_hw, stride, dilation)  # (n, c, h', w', kh, kw)
-    view = view.reshape(n, groups, c // groups, *out_hw, *kernel).transpose(1, 0, 3, 4, 5, 6, 2)
-    return view.reshape(groups, n * out_hw[0] * out_hw[1], -1)
+    """cols[g, (n, h', w'), (i, j, c)] = x_pad[n, g*C/G + c, s*h' + d*i, s*w' + d*j] (specs/conv.md#im2col),
+    by the kernel of `lance_ref.kernels` for a `conv_geometry`."""
+    return kernels.im2col(x, kernel, stride, padding, dilation, groups)
 
 
 def col2im(cols, shape, kernel, padding, stride, dilation, out_hw, groups) -> np.ndarray:

@@ -1,8 +1,10 @@
 """Tensor kernels: NumPy references (`reference`) and their Rust ports in `lance_ref._core`.
 
 Each kernel below calls the Rust function of the same name when the extension provides one and
-the arguments are in its domain (4-D float32/float64 arrays), else the NumPy reference; so far
-only `unfold` has a Rust port.
+the arguments are in its domain (4-D float32/float64 tensors), else the NumPy reference. The
+Rust kernels agree with the references exactly for the copies (unfold, fold, im2col) and to
+rounding for the products (relative error within 1e-5 in float32, 1e-12 in float64; see
+specs/kernels.md).
 
 The Rust extension is used when it is importable, unless the environment variable
 LANCE_REF_BACKEND is `numpy`; with LANCE_REF_BACKEND=rust a missing extension is an
@@ -64,7 +66,7 @@ def unfold(x: np.ndarray, mode: int) -> np.ndarray:
 
 def fold(m: np.ndarray, mode: int, shape) -> np.ndarray:
     """Inverse of `unfold` (specs/kernels.md#fold); see `reference.fold`."""
-    return _kernel("fold", len(shape) == 4)(m, mode, shape)
+    return _kernel("fold", len(shape) == 4 and isinstance(m, np.ndarray) and m.ndim == 2)(m, mode, shape)
 
 
 def mode_product(x: np.ndarray, matrix: np.ndarray, mode: int) -> np.ndarray:
@@ -85,3 +87,8 @@ def tucker_reconstruct(core: np.ndarray, factors) -> np.ndarray:
 def gram(x: np.ndarray, mode: int) -> np.ndarray:
     """X_(n) X_(n)^T (specs/kernels.md#gram); see `reference.gram`."""
     return _kernel("gram", _float_4d(x))(x, mode)
+
+
+def im2col(x: np.ndarray, kernel, stride, padding, dilation, groups: int = 1) -> np.ndarray:
+    """The im2col matrix of a conv input (specs/conv.md#im2col); see `reference.im2col`."""
+    return _kernel("im2col", _float_4d(x))(x, kernel, stride, padding, dilation, groups)

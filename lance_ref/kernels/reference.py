@@ -148,3 +148,39 @@ def gram(x: np.ndarray, mode: int) -> np.ndarray:
     # BLAS computes A A^T with syrk (one triangle, mirrored); average with the transpose so the
     # result is exactly symmetric whichever routine ran.
     return (g + g.T) * 0.5
+
+
+def conv_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
+    """floor((size + 2 padding - dilation (kernel - 1) - 1) / stride) + 1, as torch."""
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def im2col(x: np.ndarray, kernel, stride, padding, dilation, groups: int = 1) -> np.ndarray:
+    """cols[g, (n, h', w'), (i, j, c)] = x_pad[n, g*C/G + c, s*h' + d*i, s*w' + d*j], zero padding
+    (specs/conv.md#im2col); `kernel`, `stride`, `padding`, `dilation` are (height, width) pairs.
+
+    Shape (G, N*H'*W', kh*kw*C/G). The column order (i, j, c) keeps channels innermost, so on a
+    channels-last buffer each copied run is kw*C/G elements long.
+    """
+    check_float(x, "x")
+    if x.ndim != 4:
+        raise ValueError(f"x must be a 4-D array (N, C, H, W), got shape {x.shape}")
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
+    n, c, h, w = x.shape
+    if c % groups:
+        raise ValueError(f"groups must divide the {c} input channels, got {groups}")
+    out_hw = conv_output_size(h, kh, sh, ph, dh), conv_output_size(w, kw, sw, pw, dw)
+    if min(out_hw) < 1:
+        raise ValueError(f"the conv output of an input of shape {x.shape} would be empty ({out_hw})")
+    source = x
+    if ph or pw:  # a zero-padded copy, channels-last so that the windows' channel runs are contiguous
+        source = np.zeros((n, h + 2 * ph, w + 2 * pw, c), dtype=x.dtype).transpose(0, 3, 1, 2)
+        source[:, :, ph : ph + h, pw : pw + w] = x
+    s_n, s_c, s_h, s_w = source.strides
+    windows = np.lib.stride_tricks.as_strided(
+        source,
+        shape=(n, groups, c // groups, *out_hw, kh, kw),
+        strides=(s_n, s_c * (c // groups), s_c, s_h * sh, s_w * sw, s_h * dh, s_w * dw),
+        writeable=False,
+    )
+    return windows.transpose(1, 0, 3, 4, 5, 6, 2).reshape(groups, n * out_hw[0] * out_hw[1], -1)

@@ -16,6 +16,8 @@ pub enum LanceError {
     },
     /// An output buffer does not have the required length.
     BufferLength { expected: usize, got: usize },
+    /// An argument does not fit the others; the message names it and says what was expected.
+    Invalid(String),
 }
 
 impl fmt::Display for LanceError {
@@ -36,6 +38,7 @@ impl fmt::Display for LanceError {
             Self::BufferLength { expected, got } => {
                 write!(f, "output buffer must hold {expected} elements, got {got}")
             }
+            Self::Invalid(message) => f.write_str(message),
         }
     }
 }

@@ -1,14 +1,29 @@
 //! LANCE tensor kernels in pure Rust, with no Python dependency, so they can be called from Rust
 //! on a board as well as through the `lance_ref._core` extension module.
 //!
-//! Arrays come in as [`View4`]s (a slice plus a shape and element strides) and go out into
-//! caller-provided row-major buffers. Every kernel validates its input and returns a
-//! [`LanceError`] instead of panicking.
+//! Arrays come in as strided views ([`View4`], [`View2`]: a slice plus a shape and element
+//! strides) and go out into caller-provided row-major buffers. Every kernel takes a [`Context`]
+//! (the SIMD instruction set and the thread count), validates its input and returns a
+//! [`LanceError`] instead of panicking. The products run on one GEMM whose micro-kernel exists
+//! for AVX2+FMA, AVX-512F, NEON and a scalar reference ([`Isa`]).
 
+mod context;
 mod error;
-mod unfold;
+mod gemm;
+mod im2col;
+mod isa;
+mod layout;
+mod parallel;
+mod simd;
+mod tucker;
 mod view;
 
+pub use context::Context;
 pub use error::LanceError;
-pub use unfold::{unfold, unfolded_shape};
-pub use view::{View4, numel, offset_range};
+pub use im2col::{ConvGeometry, im2col};
+pub use isa::{ISA_ENV, Isa};
+pub use layout::{fold, unfold, unfolded_shape};
+pub use parallel::{THREADS_ENV, num_threads, set_num_threads};
+pub use simd::Float;
+pub use tucker::{gram, mode_product, tucker_project, tucker_reconstruct};
+pub use view::{View, View2, View4, c_strides, numel, offset_range};

@@ -1,29 +1,35 @@
 use crate::LanceError;
 
-/// A read-only strided view of a 4-D array.
+/// A read-only strided view of an `N`-D array ([`View4`] for activations, [`View2`] for
+/// matrices).
 ///
-/// Element `[i0, i1, i2, i3]` is `data[offset + i0*strides[0] + i1*strides[1] + i2*strides[2] +
-/// i3*strides[3]]`. Strides count elements (not bytes) and may be zero or negative, so NumPy views
-/// (transposed, sliced with steps, reversed) map onto a view without copying. The constructor
-/// checks once that every element lies inside `data`; kernels can then index freely.
+/// Element `[i_0, ..., i_{N-1}]` is `data[offset + sum_d i_d * strides[d]]`. Strides count
+/// elements (not bytes) and may be zero or negative, so NumPy views (transposed, sliced with
+/// steps, reversed) map onto a view without copying. The constructor checks once that every
+/// element lies inside `data`; kernels can then index freely.
 #[derive(Debug, Clone, Copy)]
-pub struct View4<'a, T> {
+pub struct View<'a, T, const N: usize> {
     pub(crate) data: &'a [T],
     pub(crate) offset: usize,
-    pub(crate) shape: [usize; 4],
-    pub(crate) strides: [isize; 4],
+    pub(crate) shape: [usize; N],
+    pub(crate) strides: [isize; N],
 }
 
-impl<'a, T> View4<'a, T> {
-    /// A view of `data` whose element `[0, 0, 0, 0]` is `data[offset]`.
+/// A 4-D view, e.g. an activation (B, C, H, W).
+pub type View4<'a, T> = View<'a, T, 4>;
+/// A 2-D view, e.g. a factor matrix (I_n, k_n).
+pub type View2<'a, T> = View<'a, T, 2>;
+
+impl<'a, T, const N: usize> View<'a, T, N> {
+    /// A view of `data` whose element `[0, ..., 0]` is `data[offset]`.
     ///
     /// Fails if the element count overflows or any element falls outside `data`. An empty view
     /// (a zero in `shape`) reads nothing and is always valid.
     pub fn new(
         data: &'a [T],
         offset: usize,
-        shape: [usize; 4],
-        strides: [isize; 4],
+        shape: [usize; N],
+        strides: [isize; N],
     ) -> Result<Self, LanceError> {
         if numel(shape)? > 0 {
             let (low, high) = offset_range(shape, strides)?;
@@ -47,7 +53,7 @@ impl<'a, T> View4<'a, T> {
     }
 
     /// A C-contiguous (row-major) view; `data` must hold exactly `prod(shape)` elements.
-    pub fn c_contiguous(data: &'a [T], shape: [usize; 4]) -> Result<Self, LanceError> {
+    pub fn c_contiguous(data: &'a [T], shape: [usize; N]) -> Result<Self, LanceError> {
         let expected = numel(shape)?;
         if data.len() != expected {
             return Err(LanceError::BufferLength {
@@ -55,22 +61,14 @@ impl<'a, T> View4<'a, T> {
                 got: data.len(),
             });
         }
-        let mut strides = [0; 4];
-        let mut step = 1_usize;
-        for axis in (0..4).rev() {
-            strides[axis] = isize::try_from(step).map_err(|_| LanceError::SizeOverflow)?;
-            step = step
-                .checked_mul(shape[axis])
-                .ok_or(LanceError::SizeOverflow)?;
-        }
-        Self::new(data, 0, shape, strides)
+        Self::new(data, 0, shape, c_strides(shape)?)
     }
 
-    pub fn shape(&self) -> [usize; 4] {
+    pub fn shape(&self) -> [usize; N] {
         self.shape
     }
 
-    pub fn strides(&self) -> [isize; 4] {
+    pub fn strides(&self) -> [isize; N] {
         self.strides
     }
 
@@ -78,19 +76,42 @@ impl<'a, T> View4<'a, T> {
     pub fn numel(&self) -> usize {
         self.shape.iter().product()
     }
+
+    /// The same elements with axes `a` and `b` swapped (no copy).
+    pub fn swapped(mut self, a: usize, b: usize) -> Self {
+        self.shape.swap(a, b);
+        self.strides.swap(a, b);
+        self
+    }
+}
+
+/// Row-major strides (in elements) of `shape`, or `SizeOverflow`.
+pub fn c_strides<const N: usize>(shape: [usize; N]) -> Result<[isize; N], LanceError> {
+    let mut strides = [0; N];
+    let mut step = 1_usize;
+    for axis in (0..N).rev() {
+        strides[axis] = isize::try_from(step).map_err(|_| LanceError::SizeOverflow)?;
+        step = step
+            .checked_mul(shape[axis])
+            .ok_or(LanceError::SizeOverflow)?;
+    }
+    Ok(strides)
 }
 
 /// `prod(shape)`, or `SizeOverflow`.
-pub fn numel(shape: [usize; 4]) -> Result<usize, LanceError> {
+pub fn numel<const N: usize>(shape: [usize; N]) -> Result<usize, LanceError> {
     shape
         .iter()
         .try_fold(1_usize, |acc, &dim| acc.checked_mul(dim))
         .ok_or(LanceError::SizeOverflow)
 }
 
-/// The lowest and highest element offsets, relative to element `[0, 0, 0, 0]`, that a non-empty
+/// The lowest and highest element offsets, relative to element `[0, ..., 0]`, that a non-empty
 /// array with this shape and these strides reaches (`low <= 0 <= high`).
-pub fn offset_range(shape: [usize; 4], strides: [isize; 4]) -> Result<(isize, isize), LanceError> {
+pub fn offset_range<const N: usize>(
+    shape: [usize; N],
+    strides: [isize; N],
+) -> Result<(isize, isize), LanceError> {
     let mut low = 0_isize;
     let mut high = 0_isize;
     for (&dim, &stride) in shape.iter().zip(&strides) {

@@ -1,108 +1,414 @@
 //! The extension module `lance_ref._core`: a thin PyO3 layer over `lance-core`.
 //!
-//! Each function checks its arguments, views the NumPy input in place (any strides), releases
-//! the GIL while the `lance-core` kernel runs, and returns a new C-contiguous array.
+//! Each function checks its arguments (a `TypeError` for a wrong dtype, a `ValueError` naming the
+//! argument for a wrong shape), views the NumPy inputs in place (any strides), releases the GIL
+//! while the `lance-core` kernel runs, and returns a new C-contiguous array.
 
-use lance_core::{LanceError, View4, offset_range, unfolded_shape};
+use lance_core::{Context, ConvGeometry, Float, Isa, LanceError, View, View2, View4};
 use numpy::prelude::*;
-use numpy::{Element, PyArray, PyArray2, PyArray4, PyUntypedArray};
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use numpy::{Element, PyArray, PyArrayDyn, PyReadonlyArrayDyn, PyUntypedArray};
+use pyo3::exceptions::{PyMemoryError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::types::PySequence;
 
-/// Mode-n unfolding X_(n) of a 4-D float32 or float64 array (specs/kernels.md#unfold): a new
-/// C-contiguous array of shape (x.shape[mode], x.size // x.shape[mode]), equal to
-/// np.moveaxis(x, mode, 0).reshape(x.shape[mode], -1). x may have any strides.
-#[pyfunction]
-fn unfold<'py>(x: &Bound<'py, PyAny>, mode: isize) -> PyResult<Bound<'py, PyAny>> {
+fn value_error(err: LanceError) -> PyErr {
+    PyValueError::new_err(err.to_string())
+}
+
+/// The float type of the array argument `name`: `true` for float32, `false` for float64.
+fn is_f32(x: &Bound<'_, PyAny>, name: &str) -> PyResult<bool> {
     let py = x.py();
     let Ok(array) = x.cast::<PyUntypedArray>() else {
         let type_name = x.get_type().name()?;
         return Err(PyTypeError::new_err(format!(
-            "x must be a numpy.ndarray, got {type_name}"
+            "{name} must be a numpy.ndarray, got {type_name}"
         )));
     };
     let dtype = array.dtype();
-    let is_f32 = dtype.is_equiv_to(&f32::get_dtype(py));
-    if !is_f32 && !dtype.is_equiv_to(&f64::get_dtype(py)) {
+    if dtype.is_equiv_to(&f32::get_dtype(py)) {
+        Ok(true)
+    } else if dtype.is_equiv_to(&f64::get_dtype(py)) {
+        Ok(false)
+    } else {
+        Err(PyTypeError::new_err(format!(
+            "{name} must have dtype float32 or float64 (native byte order), got {dtype}"
+        )))
+    }
+}
+
+/// `x` as a read-only array of `T` with `ndim` dimensions. Arrays whose strides are not whole
+/// elements or whose data is misaligned (fields of structured arrays) are copied first.
+fn readonly<'py, T: Element>(
+    x: &Bound<'py, PyAny>,
+    name: &str,
+    ndim: usize,
+) -> PyResult<PyReadonlyArrayDyn<'py, T>> {
+    let Ok(array) = x.cast::<PyArrayDyn<T>>() else {
+        let dtype = x
+            .cast::<PyUntypedArray>()
+            .map(|a| a.dtype().to_string())
+            .unwrap_or_default();
         return Err(PyTypeError::new_err(format!(
-            "x must have dtype float32 or float64 (native byte order), got {dtype}"
-        )));
-    }
-    if array.ndim() != 4 {
-        return Err(PyValueError::new_err(format!(
-            "x must be a 4-D array, got {}-D",
-            array.ndim()
-        )));
-    }
-    let Some(mode) = usize::try_from(mode).ok().filter(|&m| m < 4) else {
-        return Err(PyValueError::new_err(format!(
-            "mode must satisfy 0 <= mode < 4, got {mode}"
+            "{name} has dtype {dtype} but the first array argument has {}; all arrays must share one dtype",
+            std::any::type_name::<T>()
+                .replace("f32", "float32")
+                .replace("f64", "float64")
         )));
     };
-    if is_f32 {
-        unfold_as::<f32>(array, mode)
-    } else {
-        unfold_as::<f64>(array, mode)
+    if array.ndim() != ndim {
+        return Err(PyValueError::new_err(format!(
+            "{name} must be a {ndim}-D array, got shape {:?}",
+            array.shape()
+        )));
     }
+    let itemsize = size_of::<T>() as isize;
+    let whole = array
+        .shape()
+        .iter()
+        .zip(array.strides())
+        .all(|(&n, &s)| n == 1 || s % itemsize == 0);
+    if !whole || !array.data().is_aligned() {
+        return readonly(&x.call_method0("copy")?, name, ndim);
+    }
+    Ok(array.try_readonly()?)
 }
 
-fn unfold_as<'py, T>(array: &Bound<'py, PyUntypedArray>, mode: usize) -> PyResult<Bound<'py, PyAny>>
-where
-    T: Element + Copy + Default + Send + Sync,
-{
-    let py = array.py();
-    let x = array.cast::<PyArray4<T>>()?.try_readonly()?;
-    let shape: [usize; 4] = std::array::from_fn(|axis| x.shape()[axis]);
-    let (rows, cols) = unfolded_shape(shape, mode).map_err(value_error)?;
-    if rows * cols == 0 {
-        return Ok(PyArray2::<T>::zeros(py, [rows, cols], false).into_any());
-    }
-
-    // NumPy strides are in bytes. A length-1 axis is never stepped along, and NumPy may give it
-    // any stride, so it gets 0.
+/// A strided view of a read-only array (`ndim` = N).
+fn view<'a, T: Element, const N: usize>(
+    array: &'a PyReadonlyArrayDyn<'_, T>,
+) -> PyResult<View<'a, T, N>> {
+    let shape: [usize; N] = std::array::from_fn(|d| array.shape()[d]);
     let itemsize = size_of::<T>() as isize;
-    let byte_strides = x.strides();
-    let whole_elements = (0..4).all(|axis| shape[axis] == 1 || byte_strides[axis] % itemsize == 0);
-    if !whole_elements || !x.data().is_aligned() {
-        // E.g. a field of a structured array or a buffer at an odd address: copy it first
-        // (`ndarray.copy` always allocates fresh, aligned, C-contiguous memory).
-        let copy = array.call_method0("copy")?;
-        return unfold_as::<T>(copy.cast()?, mode);
-    }
-    let strides: [isize; 4] = std::array::from_fn(|axis| {
-        if shape[axis] == 1 {
+    // A length-1 axis is never stepped along and NumPy may give it any stride: use 0.
+    let strides: [isize; N] = std::array::from_fn(|d| {
+        if shape[d] == 1 {
             0
         } else {
-            byte_strides[axis] / itemsize
+            array.strides()[d] / itemsize
         }
     });
-
-    let (low, high) = offset_range(shape, strides).map_err(value_error)?;
-    // SAFETY: x is a non-empty array, so NumPy guarantees that all its elements lie in one live
-    // allocation; elements `low..=high` (relative to element [0, 0, 0, 0], which `x.data()`
-    // points at) are the lowest and highest of them, so the slice covers memory inside that
-    // allocation. The pointer is aligned (checked above) and the read-only borrow held in `x`
-    // keeps Rust writers away until we return.
+    if lance_core::numel(shape).map_err(value_error)? == 0 {
+        return View::new(&[], 0, shape, strides).map_err(value_error);
+    }
+    let (low, high) = lance_core::offset_range(shape, strides).map_err(value_error)?;
+    // SAFETY: the array is non-empty, so NumPy guarantees all its elements lie in one live
+    // allocation; `low..=high` (relative to element [0, ..], where `data()` points) are the
+    // lowest and highest of them. The pointer is aligned (checked in `readonly`) and the
+    // read-only borrow keeps Rust writers away while the view lives.
     let data =
-        unsafe { std::slice::from_raw_parts(x.data().offset(low), (high - low + 1) as usize) };
-    let view = View4::new(data, low.unsigned_abs(), shape, strides).map_err(value_error)?;
-
-    let out = py
-        .detach(|| {
-            let mut out = vec![T::default(); rows * cols];
-            lance_core::unfold(&view, mode, &mut out).map(|()| out)
-        })
-        .map_err(value_error)?;
-    Ok(PyArray::from_vec(py, out).reshape([rows, cols])?.into_any())
+        unsafe { std::slice::from_raw_parts(array.data().offset(low), (high - low + 1) as usize) };
+    View::new(data, low.unsigned_abs(), shape, strides).map_err(value_error)
 }
 
-fn value_error(err: LanceError) -> PyErr {
-    PyValueError::new_err(err.to_string())
+/// A zeroed output buffer, or `MemoryError` (never an abort) when it cannot be allocated.
+/// Zeroed memory comes from the allocator (`calloc`: fresh pages are zero for free), not from a
+/// fill, since every kernel overwrites its whole output anyway.
+fn zeros<T: Float>(shape: &[usize]) -> PyResult<Vec<T>> {
+    let len = shape.iter().try_fold(1_usize, |a, &b| a.checked_mul(b));
+    let layout = len.and_then(|len| std::alloc::Layout::array::<T>(len).ok());
+    let (Some(len), Some(layout)) = (len, layout) else {
+        return Err(PyValueError::new_err(format!(
+            "the result's shape {shape:?} overflows the address space"
+        )));
+    };
+    if layout.size() == 0 {
+        return Ok(Vec::new());
+    }
+    // SAFETY: the layout has a non-zero size. A non-null result is a zeroed allocation of `len`
+    // elements of T with T's alignment, made by the global allocator as Vec requires, and all
+    // zero bits are the float 0.0.
+    unsafe {
+        let data = std::alloc::alloc_zeroed(layout) as *mut T;
+        if data.is_null() {
+            return Err(PyMemoryError::new_err(format!(
+                "cannot allocate the result of shape {shape:?}"
+            )));
+        }
+        Ok(Vec::from_raw_parts(data, len, len))
+    }
+}
+
+/// Runs `kernel` on a fresh buffer of `shape` without the GIL and returns it as an array.
+fn run<'py, T: Float + Element>(
+    py: Python<'py>,
+    shape: &[usize],
+    kernel: impl FnOnce(&Context, &mut [T]) -> Result<(), LanceError> + Send,
+) -> PyResult<Bound<'py, PyAny>> {
+    let ctx = Context::from_env().map_err(value_error)?;
+    let mut out = zeros::<T>(shape)?;
+    py.detach(|| kernel(&ctx, &mut out)).map_err(value_error)?;
+    Ok(PyArray::from_vec(py, out)
+        .reshape(shape.to_vec())?
+        .into_any())
+}
+
+fn check_mode(mode: isize, ndim: usize) -> PyResult<usize> {
+    usize::try_from(mode)
+        .ok()
+        .filter(|&m| m < ndim)
+        .ok_or_else(|| {
+            PyValueError::new_err(format!("mode must satisfy 0 <= mode < {ndim}, got {mode}"))
+        })
+}
+
+/// Calls `$body` with `T` bound to f32 or f64, after the dtype of the array `$first`.
+macro_rules! by_dtype {
+    ($first:expr, $name:expr, |$t:ident| $body:expr) => {{
+        if is_f32($first, $name)? {
+            type $t = f32;
+            $body
+        } else {
+            type $t = f64;
+            $body
+        }
+    }};
+}
+
+/// Mode-n unfolding X_(n) of a 4-D array (specs/kernels.md#unfold):
+/// np.moveaxis(x, mode, 0).reshape(x.shape[mode], -1).
+#[pyfunction]
+fn unfold<'py>(x: &Bound<'py, PyAny>, mode: isize) -> PyResult<Bound<'py, PyAny>> {
+    let py = x.py();
+    by_dtype!(x, "x", |T| {
+        let array = readonly::<T>(x, "x", 4)?;
+        let mode = check_mode(mode, 4)?;
+        let x = view::<T, 4>(&array)?;
+        let (rows, cols) = lance_core::unfolded_shape(x.shape(), mode).map_err(value_error)?;
+        run::<T>(py, &[rows, cols], |ctx, out| {
+            lance_core::unfold(ctx, &x, mode, out)
+        })
+    })
+}
+
+/// The inverse of `unfold`: the 4-D array of `shape` whose mode-`mode` unfolding is `m`
+/// (specs/kernels.md#fold).
+#[pyfunction]
+fn fold<'py>(m: &Bound<'py, PyAny>, mode: isize, shape: [usize; 4]) -> PyResult<Bound<'py, PyAny>> {
+    let py = m.py();
+    by_dtype!(m, "m", |T| {
+        let array = readonly::<T>(m, "m", 2)?;
+        let mode = check_mode(mode, 4)?;
+        let m = view::<T, 2>(&array)?;
+        run::<T>(py, &shape, |ctx, out| {
+            lance_core::fold(ctx, &m, mode, shape, out)
+        })
+    })
+}
+
+/// x x_n M for M of shape (J, I_n) (specs/kernels.md#mode_product).
+#[pyfunction]
+fn mode_product<'py>(
+    x: &Bound<'py, PyAny>,
+    matrix: &Bound<'py, PyAny>,
+    mode: isize,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = x.py();
+    by_dtype!(x, "x", |T| {
+        let (x_array, m_array) = (
+            readonly::<T>(x, "x", 4)?,
+            readonly::<T>(matrix, "matrix", 2)?,
+        );
+        let mode = check_mode(mode, 4)?;
+        let (x, m) = (view::<T, 4>(&x_array)?, view::<T, 2>(&m_array)?);
+        let mut shape = x.shape();
+        shape[mode] = m.shape()[0];
+        run::<T>(py, &shape, |ctx, out| {
+            lance_core::mode_product(ctx, &x, &m, mode, out)
+        })
+    })
+}
+
+/// The factor arrays of `factors` (a sequence of 4 entries, each None or a 2-D array).
+fn factor_arrays<'py, T: Element>(
+    factors: &Bound<'py, PyAny>,
+) -> PyResult<Vec<Option<PyReadonlyArrayDyn<'py, T>>>> {
+    let sequence = factors.cast::<PySequence>().map_err(|_| {
+        PyTypeError::new_err("factors must be a sequence of 4 entries (None or 2-D arrays)")
+    })?;
+    if sequence.len()? != 4 {
+        return Err(PyValueError::new_err(format!(
+            "factors must hold one entry per mode of a 4-D tensor (4), got {}",
+            sequence.len()?
+        )));
+    }
+    (0..4)
+        .map(|n| {
+            let item = sequence.get_item(n)?;
+            if item.is_none() {
+                return Ok(None);
+            }
+            let name = format!("factors[{n}]");
+            is_f32(&item, &name)?;
+            readonly::<T>(&item, &name, 2).map(Some)
+        })
+        .collect()
+}
+
+fn factor_views<'a, T: Float + Element>(
+    arrays: &'a [Option<PyReadonlyArrayDyn<'_, T>>],
+) -> PyResult<[Option<View2<'a, T>>; 4]> {
+    let mut views = [None; 4];
+    for (slot, array) in views.iter_mut().zip(arrays) {
+        if let Some(array) = array {
+            *slot = Some(view::<T, 2>(array)?);
+        }
+    }
+    Ok(views)
+}
+
+/// The result shape of a Tucker chain: mode n takes `pick(U_n.shape)` where U_n is given.
+fn chain_shape<T>(
+    shape: [usize; 4],
+    factors: &[Option<View2<'_, T>>; 4],
+    pick: usize,
+) -> [usize; 4] {
+    std::array::from_fn(|n| factors[n].as_ref().map_or(shape[n], |u| u.shape()[pick]))
+}
+
+/// Tucker core x x_n U_n^T over the modes with a factor (specs/kernels.md#tucker_project).
+#[pyfunction]
+fn tucker_project<'py>(
+    x: &Bound<'py, PyAny>,
+    factors: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = x.py();
+    by_dtype!(x, "x", |T| {
+        let (x_array, u_arrays) = (readonly::<T>(x, "x", 4)?, factor_arrays::<T>(factors)?);
+        let (x, u) = (view::<T, 4>(&x_array)?, factor_views(&u_arrays)?);
+        check_factors(&x, &u, 0, "x")?;
+        run::<T>(py, &chain_shape(x.shape(), &u, 1), |ctx, out| {
+            lance_core::tucker_project(ctx, &x, &u, out)
+        })
+    })
+}
+
+/// X_hat = core x_n U_n over the modes with a factor (specs/kernels.md#tucker_reconstruct).
+#[pyfunction]
+fn tucker_reconstruct<'py>(
+    core: &Bound<'py, PyAny>,
+    factors: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = core.py();
+    by_dtype!(core, "core", |T| {
+        let (c_array, u_arrays) = (
+            readonly::<T>(core, "core", 4)?,
+            factor_arrays::<T>(factors)?,
+        );
+        let (core, u) = (view::<T, 4>(&c_array)?, factor_views(&u_arrays)?);
+        check_factors(&core, &u, 1, "core")?;
+        run::<T>(py, &chain_shape(core.shape(), &u, 0), |ctx, out| {
+            lance_core::tucker_reconstruct(ctx, &core, &u, out)
+        })
+    })
+}
+
+/// The factor checks of the kernels, before any allocation: each U_n (I_n, k_n) has
+/// 1 <= k_n <= I_n and its side `side` (0: I_n, 1: k_n) matches mode n of the tensor.
+fn check_factors<T>(
+    x: &View4<'_, T>,
+    factors: &[Option<View2<'_, T>>; 4],
+    side: usize,
+    name: &str,
+) -> PyResult<()> {
+    for (n, u) in factors.iter().enumerate() {
+        let Some(u) = u else { continue };
+        let [size, rank] = u.shape();
+        if !(1..=size).contains(&rank) {
+            return Err(PyValueError::new_err(format!(
+                "factors[{n}] has shape ({size}, {rank}): its rank {rank} must be in 1..{size} (its mode size)"
+            )));
+        }
+        if u.shape()[side] != x.shape()[n] {
+            return Err(PyValueError::new_err(format!(
+                "factors[{n}] has shape ({size}, {rank}) but mode {n} of {name} has size {}",
+                x.shape()[n]
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Gram matrix X_(n) X_(n)^T of the mode-n unfolding, exactly symmetric (specs/kernels.md#gram).
+#[pyfunction]
+fn gram<'py>(x: &Bound<'py, PyAny>, mode: isize) -> PyResult<Bound<'py, PyAny>> {
+    let py = x.py();
+    by_dtype!(x, "x", |T| {
+        let array = readonly::<T>(x, "x", 4)?;
+        let mode = check_mode(mode, 4)?;
+        let x = view::<T, 4>(&array)?;
+        let size = x.shape()[mode];
+        run::<T>(py, &[size, size], |ctx, out| {
+            lance_core::gram(ctx, &x, mode, out)
+        })
+    })
+}
+
+/// im2col of a conv input (N, C, H, W): shape (G, N*H'*W', kh*kw*C/G), columns in (i, j, c)
+/// order, zero padding (specs/conv.md#im2col).
+#[pyfunction]
+fn im2col<'py>(
+    x: &Bound<'py, PyAny>,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: [usize; 2],
+    dilation: [usize; 2],
+    groups: usize,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = x.py();
+    by_dtype!(x, "x", |T| {
+        let array = readonly::<T>(x, "x", 4)?;
+        let x = view::<T, 4>(&array)?;
+        let geometry = ConvGeometry {
+            kernel,
+            stride,
+            padding,
+            dilation,
+            groups,
+        };
+        let shape = geometry.im2col_shape(x.shape()).map_err(value_error)?;
+        run::<T>(py, &shape, |ctx, out| {
+            lance_core::im2col(ctx, &x, &geometry, out)
+        })
+    })
+}
+
+/// The SIMD instruction set the kernels run on ("scalar", "avx2", "avx512" or "neon").
+#[pyfunction]
+fn simd_isa() -> PyResult<&'static str> {
+    Ok(Isa::selected().map_err(value_error)?.name())
+}
+
+/// Every instruction set this CPU supports, scalar first.
+#[pyfunction]
+fn available_isas() -> Vec<&'static str> {
+    Isa::available().iter().map(Isa::name).collect()
+}
+
+/// The number of threads the kernels use.
+#[pyfunction]
+fn num_threads() -> usize {
+    lance_core::num_threads()
+}
+
+/// Sets the number of threads the kernels use (1 pins them to the calling thread).
+#[pyfunction]
+fn set_num_threads(threads: usize) -> PyResult<()> {
+    lance_core::set_num_threads(threads).map_err(value_error)
 }
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(unfold, m)?)?;
+    m.add_function(wrap_pyfunction!(fold, m)?)?;
+    m.add_function(wrap_pyfunction!(mode_product, m)?)?;
+    m.add_function(wrap_pyfunction!(tucker_project, m)?)?;
+    m.add_function(wrap_pyfunction!(tucker_reconstruct, m)?)?;
+    m.add_function(wrap_pyfunction!(gram, m)?)?;
+    m.add_function(wrap_pyfunction!(im2col, m)?)?;
+    m.add_function(wrap_pyfunction!(simd_isa, m)?)?;
+    m.add_function(wrap_pyfunction!(available_isas, m)?)?;
+    m.add_function(wrap_pyfunction!(num_threads, m)?)?;
+    m.add_function(wrap_pyfunction!(set_num_threads, m)?)?;
     Ok(())
 }

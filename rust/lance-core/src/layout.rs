@@ -1,6 +1,9 @@
-//! Mode-n unfolding of a 4-D array (specs/kernels.md#unfold).
+//! Layout kernels: mode-n unfolding and folding of a 4-D array (specs/kernels.md#unfold,
+//! specs/kernels.md#fold), both a copy of a strided view into row-major order.
 
-use crate::{LanceError, View4};
+use crate::parallel::{SharedMut, for_ranges, threads_for};
+use crate::view::{c_strides, numel};
+use crate::{Context, LanceError, View2, View4};
 
 /// Shape `(I_n, prod of the other dims)` of the mode-`mode` unfolding of a 4-D array.
 pub fn unfolded_shape(shape: [usize; 4], mode: usize) -> Result<(usize, usize), LanceError> {
@@ -20,9 +23,75 @@ pub fn unfolded_shape(shape: [usize; 4], mode: usize) -> Result<(usize, usize), 
 /// other three axes in their original order: NumPy's
 /// `np.moveaxis(x, mode, 0).reshape(x.shape[mode], -1)`. `out` must hold exactly
 /// `prod(x.shape())` elements.
-pub fn unfold<T: Copy>(x: &View4<'_, T>, mode: usize, out: &mut [T]) -> Result<(), LanceError> {
-    let (rows, cols) = unfolded_shape(x.shape, mode)?;
-    let expected = rows * cols; // = x.numel(), which the view has checked
+pub fn unfold<T: Copy + Send + Sync>(
+    ctx: &Context,
+    x: &View4<'_, T>,
+    mode: usize,
+    out: &mut [T],
+) -> Result<(), LanceError> {
+    unfolded_shape(x.shape, mode)?;
+    let [a, b, c] = other_axes(mode);
+    copy_to_c_order(ctx, &moved(x, [mode, a, b, c]), out)
+}
+
+/// Writes the 4-D array of `shape` whose mode-`mode` unfolding is `m` into `out`, row-major:
+/// the inverse of [`unfold`]. `m` must have shape `unfolded_shape(shape, mode)`.
+pub fn fold<T: Copy + Send + Sync>(
+    ctx: &Context,
+    m: &View2<'_, T>,
+    mode: usize,
+    shape: [usize; 4],
+    out: &mut [T],
+) -> Result<(), LanceError> {
+    let (rows, cols) = unfolded_shape(shape, mode)?;
+    if m.shape != [rows, cols] {
+        return Err(LanceError::Invalid(format!(
+            "m must have shape ({rows}, {cols}) to fold into {shape:?} along mode {mode}, got {:?}",
+            m.shape
+        )));
+    }
+    // m as a 4-D view (I_n, the other axes...), whose axes are then put back in place.
+    let others = other_axes(mode);
+    let other_shape = others.map(|axis| shape[axis]);
+    let inner = c_strides(other_shape)?.map(|s| s * m.strides[1]);
+    let unfolded = View4 {
+        data: m.data,
+        offset: m.offset,
+        shape: [rows, other_shape[0], other_shape[1], other_shape[2]],
+        strides: [m.strides[0], inner[0], inner[1], inner[2]],
+    };
+    let mut back = [0; 4];
+    back[mode] = 0;
+    for (position, &axis) in others.iter().enumerate() {
+        back[axis] = position + 1;
+    }
+    copy_to_c_order(ctx, &moved(&unfolded, back), out)
+}
+
+/// The view with axis `order[d]` of `x` as its axis `d`.
+fn moved<'a, T>(x: &View4<'a, T>, order: [usize; 4]) -> View4<'a, T> {
+    View4 {
+        data: x.data,
+        offset: x.offset,
+        shape: order.map(|axis| x.shape[axis]),
+        strides: order.map(|axis| x.strides[axis]),
+    }
+}
+
+/// Side of the square tiles in which a transposing copy is done, so both the lines read and
+/// the lines written stay in the L1 cache.
+const TILE: usize = 32;
+
+/// Copies `x` into `out` in row-major order, in TILE x TILE blocks of the last axis and the
+/// input's most contiguous other axis `f` (a cache-blocked transpose when `f` beats the last
+/// axis; plain line copies when it does not, with `f` the axis before last). Threads split the
+/// first remaining axis.
+pub(crate) fn copy_to_c_order<T: Copy + Send + Sync>(
+    ctx: &Context,
+    x: &View4<'_, T>,
+    out: &mut [T],
+) -> Result<(), LanceError> {
+    let expected = numel(x.shape)?;
     if out.len() != expected {
         return Err(LanceError::BufferLength {
             expected,
@@ -32,30 +101,53 @@ pub fn unfold<T: Copy>(x: &View4<'_, T>, mode: usize, out: &mut [T]) -> Result<(
     if expected == 0 {
         return Ok(());
     }
-
-    // Columns enumerate the other axes (a, b, c), c fastest: `out` is a sequence of lines of
-    // length shape[c], one per (i, ia, ib). The view checked that every offset is in bounds.
-    let [a, b, c] = other_axes(mode);
-    let [stride_n, stride_a, stride_b, stride_c] = [mode, a, b, c].map(|axis| x.strides[axis]);
-    let (len_a, len_b, len_c) = (x.shape[a], x.shape[b], x.shape[c]);
-    let base = x.offset as isize;
-    let line_starts = (0..rows).flat_map(|i| {
-        (0..len_a).flat_map(move |ia| {
-            (0..len_b).map(move |ib| {
-                base + i as isize * stride_n + ia as isize * stride_a + ib as isize * stride_b
-            })
-        })
-    });
-    for (line, start) in out.chunks_exact_mut(len_c).zip(line_starts) {
-        if stride_c == 1 {
-            let start = start as usize;
-            line.copy_from_slice(&x.data[start..start + len_c]);
-        } else {
-            for (k, value) in line.iter_mut().enumerate() {
-                *value = x.data[(start + k as isize * stride_c) as usize];
+    let out_strides = c_strides(x.shape)?;
+    let f = (0..3)
+        .filter(|&d| x.shape[d] > 1 && x.strides[d].unsigned_abs() < x.strides[3].unsigned_abs())
+        .min_by_key(|&d| x.strides[d].unsigned_abs())
+        .unwrap_or(2);
+    let [p, r] = match f {
+        0 => [1, 2],
+        1 => [0, 2],
+        _ => [0, 1],
+    };
+    let (step_in, step_out) = (x.strides[3], out_strides[3] as usize);
+    let dst = SharedMut(out.as_mut_ptr());
+    for_ranges(
+        x.shape[p],
+        threads_for(expected, ctx.threads),
+        1,
+        |start, end| {
+            let mut index = [0_usize; 4];
+            for ip in start..end {
+                index[p] = ip;
+                for ir in 0..x.shape[r] {
+                    index[r] = ir;
+                    for f0 in (0..x.shape[f]).step_by(TILE) {
+                        for j0 in (0..x.shape[3]).step_by(TILE) {
+                            index[3] = j0;
+                            for fi in f0..(f0 + TILE).min(x.shape[f]) {
+                                index[f] = fi;
+                                let from = (0..4).fold(x.offset as isize, |o, d| {
+                                    o + index[d] as isize * x.strides[d]
+                                });
+                                let to =
+                                    (0..4).fold(0, |o, d| o + index[d] * out_strides[d] as usize);
+                                for j in 0..TILE.min(x.shape[3] - j0) {
+                                    // SAFETY: the view checked every input offset; `to + j * step_out`
+                                    // is inside `out`, in this thread's slice of axis p only.
+                                    unsafe {
+                                        *dst.ptr().add(to + j * step_out) =
+                                            x.data[(from + j as isize * step_in) as usize];
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
             }
-        }
-    }
+        },
+    );
     Ok(())
 }
 
@@ -72,6 +164,11 @@ fn other_axes(mode: usize) -> [usize; 3] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Isa;
+
+    fn ctx() -> Context {
+        Context::new(Isa::Scalar, 2).unwrap()
+    }
 
     /// The value stored at logical index `idx`: its digits spell the index.
     fn value(idx: [usize; 4]) -> f64 {
@@ -109,7 +206,7 @@ mod tests {
 
     fn unfolded(x: &View4<'_, f64>, mode: usize) -> Vec<f64> {
         let mut out = vec![0.0; x.numel()];
-        unfold(x, mode, &mut out).unwrap();
+        unfold(&ctx(), x, mode, &mut out).unwrap();
         out
     }
 
@@ -118,7 +215,7 @@ mod tests {
         let data: Vec<f32> = (0..8).map(|v| v as f32).collect();
         let x = View4::c_contiguous(&data, [2, 2, 1, 2]).unwrap();
         let mut out = [0.0_f32; 8];
-        unfold(&x, 1, &mut out).unwrap();
+        unfold(&ctx(), &x, 1, &mut out).unwrap();
         assert_eq!(out, [0.0, 1.0, 4.0, 5.0, 2.0, 3.0, 6.0, 7.0]);
         assert_eq!(unfolded_shape([2, 2, 1, 2], 1), Ok((2, 4)));
     }
@@ -168,7 +265,7 @@ mod tests {
         let x = View4::c_contiguous(&data, shape).unwrap();
         for mode in 0..4 {
             let mut out = vec![0.0_f32; 12];
-            unfold(&x, mode, &mut out).unwrap();
+            unfold(&ctx(), &x, mode, &mut out).unwrap();
             let want: Vec<f32> = expected(shape, mode)
                 .into_iter()
                 .map(|v| v as f32)
@@ -182,14 +279,14 @@ mod tests {
         let data: [f64; 0] = [];
         let x = View4::c_contiguous(&data, [2, 0, 3, 1]).unwrap();
         assert_eq!(unfolded_shape(x.shape(), 2), Ok((3, 0)));
-        assert_eq!(unfold(&x, 2, &mut []), Ok(()));
+        assert_eq!(unfold(&ctx(), &x, 2, &mut []), Ok(()));
     }
 
     #[test]
     fn bad_mode_is_an_error() {
         let data = [0.0_f64; 6];
         let x = View4::c_contiguous(&data, [1, 2, 3, 1]).unwrap();
-        let err = unfold(&x, 4, &mut [0.0; 6]).unwrap_err();
+        let err = unfold(&ctx(), &x, 4, &mut [0.0; 6]).unwrap_err();
         assert_eq!(err, LanceError::InvalidMode { mode: 4, ndim: 4 });
         assert_eq!(err.to_string(), "mode must be in 0..4, got 4");
     }
@@ -200,7 +297,7 @@ mod tests {
         let x = View4::c_contiguous(&data, [1, 2, 3, 1]).unwrap();
         for len in [5, 7] {
             assert_eq!(
-                unfold(&x, 0, &mut vec![0.0; len]),
+                unfold(&ctx(), &x, 0, &mut vec![0.0; len]),
                 Err(LanceError::BufferLength {
                     expected: 6,
                     got: len

@@ -1,0 +1,321 @@
+//! C = A B on "indexed" matrices: element (i, j) of an operand lives at `rows[i] + cols[j]` in
+//! its buffer, so any strided view, unfolding or transposition of a tensor is an operand
+//! without a copy. Panels are packed (BLIS style) and multiplied by the `simd` micro-kernels.
+
+use crate::parallel::{SharedMut, for_ranges, threads_for};
+use crate::simd::Float;
+use crate::{Context, LanceError};
+
+/// Depth of one packed block: A and B panels of this depth stay in the L1/L2 caches.
+const DEPTH_BLOCK: usize = 256;
+
+/// A read-only operand: element (i, j) is `data[rows[i] + cols[j]]`.
+pub(crate) struct Operand<'a, T> {
+    pub data: &'a [T],
+    pub rows: Vec<isize>,
+    pub cols: Vec<isize>,
+}
+
+/// The output: element (i, j) is `data[rows[i] + cols[j]]`, distinct (i, j) at distinct places.
+pub(crate) struct Output<'a, T> {
+    pub data: &'a mut [T],
+    pub rows: Vec<isize>,
+    pub cols: Vec<isize>,
+}
+
+/// Offsets `start + i * stride` for `i < len`.
+pub(crate) fn axis(start: isize, len: usize, stride: isize) -> Vec<isize> {
+    (0..len as isize).map(|i| start + i * stride).collect()
+}
+
+/// Offsets of every index of `shape` (row-major order) under `strides`, from `start`.
+pub(crate) fn grid(start: isize, shape: &[usize], strides: &[isize]) -> Vec<isize> {
+    shape
+        .iter()
+        .zip(strides)
+        .fold(vec![start], |offsets, (&len, &stride)| {
+            offsets
+                .iter()
+                .flat_map(|&o| (0..len as isize).map(move |i| o + i * stride))
+                .collect()
+        })
+}
+
+/// Checks that every element an operand addresses lies in a buffer of `len` elements.
+fn check_bounds(rows: &[isize], cols: &[isize], len: usize, name: &str) -> Result<(), LanceError> {
+    if rows.is_empty() || cols.is_empty() {
+        return Ok(());
+    }
+    let low = rows.iter().min().unwrap() + cols.iter().min().unwrap();
+    let high = rows.iter().max().unwrap() + cols.iter().max().unwrap();
+    if low < 0 || high as usize >= len {
+        return Err(LanceError::Invalid(format!(
+            "internal error: {name} addresses elements {low}..={high} of a buffer of {len}"
+        )));
+    }
+    Ok(())
+}
+
+impl<T: Copy> Operand<'_, T> {
+    fn at(&self, i: usize, j: usize) -> T {
+        self.data[(self.rows[i] + self.cols[j]) as usize]
+    }
+
+    /// The transposed operand (no copy).
+    pub fn t(self) -> Self {
+        Operand {
+            data: self.data,
+            rows: self.cols,
+            cols: self.rows,
+        }
+    }
+}
+
+/// Which tiles to compute.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tiles {
+    All,
+    /// Only tiles that reach the upper triangle `i <= j` (for symmetric results).
+    Upper,
+}
+
+/// `c = a b` for `a` (m x k), `b` (k x n), `c` (m x n).
+///
+/// A is packed once, whole; B one panel at a time by the thread that uses it, so B should be
+/// the larger operand (it is read once). Threads split the larger of the row and column panel
+/// counts. With `Tiles::Upper` the tiles wholly below the diagonal are left untouched.
+pub(crate) fn gemm<T: Float>(
+    ctx: &Context,
+    a: &Operand<'_, T>,
+    b: &Operand<'_, T>,
+    c: &mut Output<'_, T>,
+    tiles: Tiles,
+) -> Result<(), LanceError> {
+    let (m, k, n) = (a.rows.len(), a.cols.len(), b.cols.len());
+    if b.rows.len() != k || c.rows.len() != m || c.cols.len() != n {
+        return Err(LanceError::Invalid(format!(
+            "internal error: gemm shapes ({m}x{k}) ({}x{n}) -> ({}x{})",
+            b.rows.len(),
+            c.rows.len(),
+            c.cols.len()
+        )));
+    }
+    check_bounds(&a.rows, &a.cols, a.data.len(), "A")?;
+    check_bounds(&b.rows, &b.cols, b.data.len(), "B")?;
+    check_bounds(&c.rows, &c.cols, c.data.len(), "C")?;
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    let kernel = T::micro_kernel(ctx.isa);
+    let (mr, nr) = (kernel.mr, kernel.nr);
+    let (row_panels, col_panels) = (m.div_ceil(mr), n.div_ceil(nr));
+    let packed_a = pack_a(ctx, a, mr);
+    let out = SharedMut(c.data.as_mut_ptr());
+    let by_rows = row_panels > col_panels;
+    let panels = if by_rows { row_panels } else { col_panels };
+    let threads = threads_for(m.saturating_mul(n).saturating_mul(k.max(1)), ctx.threads);
+    for_ranges(panels, threads, 1, |start, end| {
+        let (rows, cols) = if by_rows {
+            (start..end, 0..col_panels)
+        } else {
+            (0..row_panels, start..end)
+        };
+        let mut b_panel = vec![T::ZERO; DEPTH_BLOCK.min(k.max(1)) * nr];
+        let mut tile = vec![T::ZERO; mr * nr];
+        for cp in cols {
+            for (block, depth) in (0..k.max(1)).step_by(DEPTH_BLOCK).enumerate() {
+                let depth_len = DEPTH_BLOCK.min(k - depth.min(k));
+                pack_b_panel(b, depth, depth_len, cp * nr, nr, &mut b_panel);
+                for rp in rows.clone() {
+                    if tiles == Tiles::Upper && rp * mr > cp * nr + nr - 1 {
+                        continue;
+                    }
+                    let a_panel = &packed_a[depth * row_panels * mr + rp * mr * depth_len..];
+                    // SAFETY: the panels hold depth_len * mr and depth_len * nr elements, the tile
+                    // mr * nr, and ctx.isa is supported (checked by Context::new).
+                    unsafe {
+                        (kernel.run)(
+                            depth_len,
+                            a_panel.as_ptr(),
+                            b_panel.as_ptr(),
+                            tile.as_mut_ptr(),
+                        )
+                    };
+                    // SAFETY: (rp, cp) tiles are disjoint between threads and c's offsets are
+                    // distinct and in bounds (checked above), so no element is shared.
+                    unsafe { store_tile(c, out, &tile, rp * mr, cp * nr, mr, nr, block > 0) };
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+/// A packed as `[depth block][row panel][p][i]` (rows past m are zero).
+fn pack_a<T: Float>(ctx: &Context, a: &Operand<'_, T>, mr: usize) -> Vec<T> {
+    let (m, k) = (a.rows.len(), a.cols.len());
+    let row_panels = m.div_ceil(mr);
+    let mut packed = vec![T::ZERO; row_panels * mr * k];
+    let dst = SharedMut(packed.as_mut_ptr());
+    for_ranges(
+        row_panels,
+        threads_for(m * k, ctx.threads),
+        1,
+        |start, end| {
+            for depth in (0..k).step_by(DEPTH_BLOCK) {
+                let depth_len = DEPTH_BLOCK.min(k - depth);
+                for rp in start..end {
+                    let base = depth * row_panels * mr + rp * mr * depth_len;
+                    for p in 0..depth_len {
+                        for i in 0..mr.min(m - rp * mr) {
+                            // SAFETY: each (rp, p, i) slot is written by one thread only, inside
+                            // `packed` (base + p * mr + i < row_panels * mr * k).
+                            unsafe {
+                                *dst.ptr().add(base + p * mr + i) = a.at(rp * mr + i, depth + p)
+                            };
+                        }
+                    }
+                }
+            }
+        },
+    );
+    packed
+}
+
+/// Columns `col..col + nr` of B at depths `depth..depth + len`, as `panel[p * nr + j]` (columns
+/// past n are zero).
+fn pack_b_panel<T: Float>(
+    b: &Operand<'_, T>,
+    depth: usize,
+    len: usize,
+    col: usize,
+    nr: usize,
+    panel: &mut [T],
+) {
+    let width = nr.min(b.cols.len() - col);
+    for p in 0..len {
+        let row = &mut panel[p * nr..(p + 1) * nr];
+        let offset = b.rows[depth + p];
+        for (j, value) in row[..width].iter_mut().enumerate() {
+            *value = b.data[(offset + b.cols[col + j]) as usize];
+        }
+        row[width..].fill(T::ZERO);
+    }
+}
+
+/// Writes (or adds, with `accumulate`) the valid part of a tile at (row, col) into C.
+///
+/// Safety: no other thread touches the tile's elements; `out` points at `c.data`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn store_tile<T: Float>(
+    c: &Output<'_, T>,
+    out: SharedMut<T>,
+    tile: &[T],
+    row: usize,
+    col: usize,
+    mr: usize,
+    nr: usize,
+    accumulate: bool,
+) {
+    let rows = &c.rows[row..(row + mr).min(c.rows.len())];
+    let cols = &c.cols[col..(col + nr).min(c.cols.len())];
+    for (i, &r) in rows.iter().enumerate() {
+        for (j, &q) in cols.iter().enumerate() {
+            // SAFETY: r + q is in bounds (checked by gemm) and owned by this tile.
+            unsafe {
+                let place = out.ptr().offset(r + q);
+                *place = if accumulate {
+                    *place + tile[i * nr + j]
+                } else {
+                    tile[i * nr + j]
+                };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::Isa;
+
+    /// C = A B straight from the definition, in f64.
+    pub(crate) fn naive(a: &[f64], b: &[f64], m: usize, k: usize, n: usize) -> Vec<f64> {
+        let mut c = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
+            }
+        }
+        c
+    }
+
+    fn values(len: usize, seed: usize) -> Vec<f64> {
+        (0..len)
+            .map(|v| (((v + seed) * 7919 % 23) as f64 - 11.0) / 8.0)
+            .collect()
+    }
+
+    #[test]
+    fn every_path_and_thread_count_matches_the_definition() {
+        // Sizes around the tile and depth-block edges; small dyadic values keep sums exact.
+        for (m, k, n) in [(1, 1, 1), (5, 3, 7), (13, 257, 35), (64, 300, 9), (3, 0, 4)] {
+            let (a, b) = (values(m * k, 1), values(k * n, 2));
+            let want = naive(&a, &b, m, k, n);
+            for isa in Isa::available() {
+                for threads in [1, 3] {
+                    let ctx = Context::new(isa, threads).unwrap();
+                    // A given transposed in memory, to exercise non-unit strides.
+                    let a_t: Vec<f64> = (0..k * m).map(|q| a[(q % m) * k + q / m]).collect();
+                    let a_op = Operand {
+                        data: &a_t,
+                        rows: axis(0, m, 1),
+                        cols: axis(0, k, m as isize),
+                    };
+                    let b_op = Operand {
+                        data: &b,
+                        rows: axis(0, k, n as isize),
+                        cols: axis(0, n, 1),
+                    };
+                    let mut c = vec![f64::NAN; m * n];
+                    let mut out = Output {
+                        data: &mut c,
+                        rows: axis(0, m, n as isize),
+                        cols: axis(0, n, 1),
+                    };
+                    gemm(&ctx, &a_op, &b_op, &mut out, Tiles::All).unwrap();
+                    assert_eq!(c, want, "{isa:?} threads={threads} {m}x{k}x{n}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn grid_enumerates_row_major() {
+        assert_eq!(grid(1, &[2, 3], &[10, -1]), vec![1, 0, -1, 11, 10, 9]);
+        assert_eq!(grid(5, &[], &[]), vec![5]);
+    }
+
+    #[test]
+    fn out_of_bounds_operands_are_errors() {
+        let data = [0.0_f32; 4];
+        let a = Operand {
+            data: &data,
+            rows: axis(0, 2, 2),
+            cols: axis(0, 3, 1),
+        };
+        let b = Operand {
+            data: &data,
+            rows: axis(0, 3, 1),
+            cols: axis(0, 1, 1),
+        };
+        let mut c = [0.0_f32; 2];
+        let mut out = Output {
+            data: &mut c,
+            rows: axis(0, 2, 1),
+            cols: axis(0, 1, 1),
+        };
+        let ctx = Context::new(Isa::Scalar, 1).unwrap();
+        assert!(gemm(&ctx, &a, &b, &mut out, Tiles::All).is_err());
+    }
+}
