@@ -30,15 +30,29 @@ pub(crate) fn axis(start: isize, len: usize, stride: isize) -> Vec<isize> {
 
 /// Offsets of every index of `shape` (row-major order) under `strides`, from `start`.
 pub(crate) fn grid(start: isize, shape: &[usize], strides: &[isize]) -> Vec<isize> {
-    shape
-        .iter()
-        .zip(strides)
-        .fold(vec![start], |offsets, (&len, &stride)| {
-            offsets
-                .iter()
-                .flat_map(|&o| (0..len as isize).map(move |i| o + i * stride))
-                .collect()
-        })
+    let mut offsets = Vec::with_capacity(shape.iter().product());
+    offsets.push(start);
+    for (&len, &stride) in shape.iter().zip(strides) {
+        let previous = std::mem::take(&mut offsets);
+        offsets.reserve(previous.len() * len);
+        for o in previous {
+            offsets.extend((0..len as isize).map(|i| o + i * stride));
+        }
+    }
+    offsets
+}
+
+/// Runs `(j, len)` of consecutive offsets (`offsets[j + i] = offsets[j] + i` for `i < len`)
+/// covering `offsets`, so that panels are packed and stored by slice copies where possible.
+fn runs(offsets: &[isize]) -> Vec<(usize, usize)> {
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for (j, &offset) in offsets.iter().enumerate() {
+        match runs.last_mut() {
+            Some((start, len)) if offsets[*start] + *len as isize == offset => *len += 1,
+            _ => runs.push((j, 1)),
+        }
+    }
+    runs
 }
 
 /// Checks that every element an operand addresses lies in a buffer of `len` elements.
@@ -122,9 +136,10 @@ pub(crate) fn gemm<T: Float>(
         };
         let mut b_panel = vec![T::ZERO; DEPTH_BLOCK.min(k.max(1)) * nr];
         let mut tile = vec![T::ZERO; mr * nr];
-        for cp in cols {
-            for (block, depth) in (0..k.max(1)).step_by(DEPTH_BLOCK).enumerate() {
-                let depth_len = DEPTH_BLOCK.min(k - depth.min(k));
+        // Depth blocks outermost: the packed A block stays in cache across column panels.
+        for (block, depth) in (0..k.max(1)).step_by(DEPTH_BLOCK).enumerate() {
+            let depth_len = DEPTH_BLOCK.min(k - depth.min(k));
+            for cp in cols.clone() {
                 pack_b_panel(b, depth, depth_len, cp * nr, nr, &mut b_panel);
                 for rp in rows.clone() {
                     if tiles == Tiles::Upper && rp * mr > cp * nr + nr - 1 {
@@ -192,12 +207,22 @@ fn pack_b_panel<T: Float>(
     nr: usize,
     panel: &mut [T],
 ) {
-    let width = nr.min(b.cols.len() - col);
+    let cols = &b.cols[col..(col + nr).min(b.cols.len())];
+    let width = cols.len();
+    let runs = runs(cols);
     for p in 0..len {
         let row = &mut panel[p * nr..(p + 1) * nr];
         let offset = b.rows[depth + p];
-        for (j, value) in row[..width].iter_mut().enumerate() {
-            *value = b.data[(offset + b.cols[col + j]) as usize];
+        if runs.len() * 4 > width {
+            // Mostly scattered columns: gather element by element.
+            for (value, &c) in row.iter_mut().zip(cols) {
+                *value = b.data[(offset + c) as usize];
+            }
+        } else {
+            for &(j, run) in &runs {
+                let start = (offset + cols[j]) as usize;
+                row[j..j + run].copy_from_slice(&b.data[start..start + run]);
+            }
         }
         row[width..].fill(T::ZERO);
     }
@@ -219,16 +244,29 @@ unsafe fn store_tile<T: Float>(
 ) {
     let rows = &c.rows[row..(row + mr).min(c.rows.len())];
     let cols = &c.cols[col..(col + nr).min(c.cols.len())];
+    let runs = runs(cols);
+    if runs.len() * 4 > cols.len() {
+        for (i, &r) in rows.iter().enumerate() {
+            for (&value, &q) in tile[i * nr..].iter().zip(cols) {
+                // SAFETY: as below.
+                unsafe {
+                    let place = out.ptr().offset(r + q);
+                    *place = if accumulate { *place + value } else { value };
+                }
+            }
+        }
+        return;
+    }
     for (i, &r) in rows.iter().enumerate() {
-        for (j, &q) in cols.iter().enumerate() {
-            // SAFETY: r + q is in bounds (checked by gemm) and owned by this tile.
-            unsafe {
-                let place = out.ptr().offset(r + q);
-                *place = if accumulate {
-                    *place + tile[i * nr + j]
-                } else {
-                    tile[i * nr + j]
-                };
+        for &(j, run) in &runs {
+            let values = &tile[i * nr + j..i * nr + j + run];
+            // SAFETY: the tile's elements are in bounds (checked by gemm) and owned by this tile.
+            let place =
+                unsafe { std::slice::from_raw_parts_mut(out.ptr().offset(r + cols[j]), run) };
+            if accumulate {
+                place.iter_mut().zip(values).for_each(|(c, &v)| *c = *c + v);
+            } else {
+                place.copy_from_slice(values);
             }
         }
     }

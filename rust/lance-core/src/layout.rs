@@ -82,6 +82,26 @@ fn moved<'a, T>(x: &View4<'a, T>, order: [usize; 4]) -> View4<'a, T> {
 /// the lines written stay in the L1 cache.
 const TILE: usize = 32;
 
+/// `shape` and `strides` with each axis merged into the next when together they step like one
+/// axis (so copies run along longer lines); merged-away axes become leading axes of size 1.
+fn collapsed(shape: [usize; 4], strides: [isize; 4]) -> ([usize; 4], [isize; 4]) {
+    let (mut out_shape, mut out_strides) = ([1; 4], [0; 4]);
+    let mut d = 3;
+    (out_shape[3], out_strides[3]) = (shape[3], strides[3]);
+    for axis in (0..3).rev() {
+        if out_shape[d] == 1 {
+            (out_shape[d], out_strides[d]) = (shape[axis], strides[axis]);
+        } else if shape[axis] == 1 {
+        } else if strides[axis] == out_strides[d] * out_shape[d] as isize {
+            out_shape[d] *= shape[axis];
+        } else {
+            d -= 1;
+            (out_shape[d], out_strides[d]) = (shape[axis], strides[axis]);
+        }
+    }
+    (out_shape, out_strides)
+}
+
 /// Copies `x` into `out` in row-major order, in TILE x TILE blocks of the last axis and the
 /// input's most contiguous other axis `f` (a cache-blocked transpose when `f` beats the last
 /// axis; plain line copies when it does not, with `f` the axis before last). Threads split the
@@ -101,44 +121,54 @@ pub(crate) fn copy_to_c_order<T: Copy + Send + Sync>(
     if expected == 0 {
         return Ok(());
     }
-    let out_strides = c_strides(x.shape)?;
+    let (shape, strides) = collapsed(x.shape, x.strides);
+    let out_strides = c_strides(shape)?;
     let f = (0..3)
-        .filter(|&d| x.shape[d] > 1 && x.strides[d].unsigned_abs() < x.strides[3].unsigned_abs())
-        .min_by_key(|&d| x.strides[d].unsigned_abs())
+        .filter(|&d| shape[d] > 1 && strides[d].unsigned_abs() < strides[3].unsigned_abs())
+        .min_by_key(|&d| strides[d].unsigned_abs())
         .unwrap_or(2);
     let [p, r] = match f {
         0 => [1, 2],
         1 => [0, 2],
         _ => [0, 1],
     };
-    let (step_in, step_out) = (x.strides[3], out_strides[3] as usize);
+    let tile = if f == 2 && strides[3] == 1 {
+        shape[3]
+    } else {
+        TILE
+    }; // whole lines when not transposing
     let dst = SharedMut(out.as_mut_ptr());
     for_ranges(
-        x.shape[p],
+        shape[p],
         threads_for(expected, ctx.threads),
         1,
         |start, end| {
-            let mut index = [0_usize; 4];
             for ip in start..end {
-                index[p] = ip;
-                for ir in 0..x.shape[r] {
-                    index[r] = ir;
-                    for f0 in (0..x.shape[f]).step_by(TILE) {
-                        for j0 in (0..x.shape[3]).step_by(TILE) {
+                for ir in 0..shape[r] {
+                    let mut index = [0_usize; 4];
+                    (index[p], index[r]) = (ip, ir);
+                    for f0 in (0..shape[f]).step_by(TILE) {
+                        for j0 in (0..shape[3]).step_by(tile) {
+                            let len = tile.min(shape[3] - j0);
                             index[3] = j0;
-                            for fi in f0..(f0 + TILE).min(x.shape[f]) {
+                            for fi in f0..(f0 + TILE).min(shape[f]) {
                                 index[f] = fi;
                                 let from = (0..4).fold(x.offset as isize, |o, d| {
-                                    o + index[d] as isize * x.strides[d]
+                                    o + index[d] as isize * strides[d]
                                 });
                                 let to =
                                     (0..4).fold(0, |o, d| o + index[d] * out_strides[d] as usize);
-                                for j in 0..TILE.min(x.shape[3] - j0) {
-                                    // SAFETY: the view checked every input offset; `to + j * step_out`
-                                    // is inside `out`, in this thread's slice of axis p only.
-                                    unsafe {
-                                        *dst.ptr().add(to + j * step_out) =
-                                            x.data[(from + j as isize * step_in) as usize];
+                                // SAFETY: the view checked every input offset; `to..to + len` is
+                                // inside `out`, in this thread's slice of axis p only.
+                                let line = unsafe {
+                                    std::slice::from_raw_parts_mut(dst.ptr().add(to), len)
+                                };
+                                if strides[3] == 1 {
+                                    let from = from as usize;
+                                    line.copy_from_slice(&x.data[from..from + len]);
+                                } else {
+                                    for (j, value) in line.iter_mut().enumerate() {
+                                        *value = x.data[(from + j as isize * strides[3]) as usize];
                                     }
                                 }
                             }
@@ -163,6 +193,23 @@ fn other_axes(mode: usize) -> [usize; 3] {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn collapsing_merges_axes_that_step_like_one() {
+        use super::collapsed;
+        assert_eq!(
+            collapsed([2, 3, 4, 5], [60, 20, 5, 1]),
+            ([1, 1, 1, 120], [0, 0, 0, 1])
+        );
+        assert_eq!(
+            collapsed([3, 2, 4, 5], [20, 60, 5, 1]),
+            ([1, 3, 2, 20], [0, 20, 60, 1])
+        );
+        assert_eq!(
+            collapsed([2, 1, 3, 1], [-3, 7, -1, 9]),
+            ([1, 1, 1, 6], [0, 0, 0, -1])
+        );
+    }
+
     use super::*;
     use crate::Isa;
 
