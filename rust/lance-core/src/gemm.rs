@@ -3,24 +3,28 @@
 //! without a copy. Panels are packed (BLIS style) and multiplied by the `simd` micro-kernels.
 
 use crate::parallel::{SharedMut, for_ranges, threads_for};
-use crate::simd::Float;
+use crate::simd::{Float, MicroKernel};
 use crate::{Context, LanceError};
 
 /// Depth of one packed block: A and B panels of this depth stay in the L1/L2 caches.
 const DEPTH_BLOCK: usize = 256;
 
-/// A read-only operand: element (i, j) is `data[rows[i] + cols[j]]`.
+/// A read-only operand: element (i, j) is `data[base + rows[i] + cols[j]]`.
+#[derive(Clone, Copy)]
 pub(crate) struct Operand<'a, T> {
     pub data: &'a [T],
-    pub rows: Vec<isize>,
-    pub cols: Vec<isize>,
+    pub base: isize,
+    pub rows: &'a [isize],
+    pub cols: &'a [isize],
 }
 
-/// The output: element (i, j) is `data[rows[i] + cols[j]]`, distinct (i, j) at distinct places.
+/// The output: element (i, j) is `data[base + rows[i] + cols[j]]`, distinct (i, j) at distinct
+/// places.
 pub(crate) struct Output<'a, T> {
     pub data: &'a mut [T],
-    pub rows: Vec<isize>,
-    pub cols: Vec<isize>,
+    pub base: isize,
+    pub rows: &'a [isize],
+    pub cols: &'a [isize],
 }
 
 /// Offsets `start + i * stride` for `i < len`.
@@ -42,26 +46,36 @@ pub(crate) fn grid(start: isize, shape: &[usize], strides: &[isize]) -> Vec<isiz
     offsets
 }
 
-/// Runs `(j, len)` of consecutive offsets (`offsets[j + i] = offsets[j] + i` for `i < len`)
-/// covering `offsets`, so that panels are packed and stored by slice copies where possible.
-fn runs(offsets: &[isize]) -> Vec<(usize, usize)> {
-    let mut runs: Vec<(usize, usize)> = Vec::new();
-    for (j, &offset) in offsets.iter().enumerate() {
-        match runs.last_mut() {
-            Some((start, len)) if offsets[*start] + *len as isize == offset => *len += 1,
-            _ => runs.push((j, 1)),
-        }
-    }
-    runs
+/// Whether `offsets` are consecutive (`offsets[j] = offsets[0] + j`).
+fn consecutive(offsets: &[isize]) -> bool {
+    offsets.windows(2).all(|pair| pair[1] == pair[0] + 1)
+}
+
+/// The common difference of `offsets` if they form an arithmetic progression.
+fn common_step(offsets: &[isize]) -> Option<isize> {
+    let step = match offsets {
+        [first, second, ..] => second - first,
+        _ => 0,
+    };
+    offsets
+        .windows(2)
+        .all(|pair| pair[1] - pair[0] == step)
+        .then_some(step)
 }
 
 /// Checks that every element an operand addresses lies in a buffer of `len` elements.
-fn check_bounds(rows: &[isize], cols: &[isize], len: usize, name: &str) -> Result<(), LanceError> {
+fn check_bounds(
+    base: isize,
+    rows: &[isize],
+    cols: &[isize],
+    len: usize,
+    name: &str,
+) -> Result<(), LanceError> {
     if rows.is_empty() || cols.is_empty() {
         return Ok(());
     }
-    let low = rows.iter().min().unwrap() + cols.iter().min().unwrap();
-    let high = rows.iter().max().unwrap() + cols.iter().max().unwrap();
+    let low = base + rows.iter().min().unwrap() + cols.iter().min().unwrap();
+    let high = base + rows.iter().max().unwrap() + cols.iter().max().unwrap();
     if low < 0 || high as usize >= len {
         return Err(LanceError::Invalid(format!(
             "internal error: {name} addresses elements {low}..={high} of a buffer of {len}"
@@ -70,18 +84,61 @@ fn check_bounds(rows: &[isize], cols: &[isize], len: usize, name: &str) -> Resul
     Ok(())
 }
 
-impl<T: Copy> Operand<'_, T> {
+impl<'a, T: Copy> Operand<'a, T> {
     fn at(&self, i: usize, j: usize) -> T {
-        self.data[(self.rows[i] + self.cols[j]) as usize]
+        self.data[(self.base + self.rows[i] + self.cols[j]) as usize]
     }
 
     /// The transposed operand (no copy).
     pub fn t(self) -> Self {
         Operand {
-            data: self.data,
             rows: self.cols,
             cols: self.rows,
+            ..self
         }
+    }
+}
+
+/// A packed whole, `[depth block][row panel][p][i]` (rows past m are zero), for the micro-kernel
+/// of one instruction set; reusable across products with the same A.
+pub(crate) struct PackedA<T> {
+    data: Vec<T>,
+    m: usize,
+    k: usize,
+    kernel: MicroKernel<T>,
+}
+
+impl<T: Float> PackedA<T> {
+    pub fn new(ctx: &Context, a: &Operand<'_, T>) -> Result<Self, LanceError> {
+        check_bounds(a.base, a.rows, a.cols, a.data.len(), "A")?;
+        let kernel = T::micro_kernel(ctx.isa);
+        let (m, k, mr) = (a.rows.len(), a.cols.len(), kernel.mr);
+        let row_panels = m.div_ceil(mr);
+        let mut data = vec![T::ZERO; row_panels * mr * k];
+        let dst = SharedMut(data.as_mut_ptr());
+        for_ranges(
+            row_panels,
+            threads_for(m * k, ctx.threads),
+            1,
+            |start, end| {
+                for depth in (0..k).step_by(DEPTH_BLOCK) {
+                    let depth_len = DEPTH_BLOCK.min(k - depth);
+                    for rp in start..end {
+                        let base = depth * row_panels * mr + rp * mr * depth_len;
+                        for p in 0..depth_len {
+                            for i in 0..mr.min(m - rp * mr) {
+                                // SAFETY: each (rp, p, i) slot is written by one thread only, inside
+                                // `data` (base + p * mr + i < row_panels * mr * k).
+                                unsafe {
+                                    *dst.ptr().add(base + p * mr + i) = a.at(rp * mr + i, depth + p)
+                                };
+                            }
+                        }
+                    }
+                }
+            },
+        );
+        Ok(PackedA { data, m, k, kernel })
     }
 }
 
@@ -93,11 +150,7 @@ pub(crate) enum Tiles {
     Upper,
 }
 
-/// `c = a b` for `a` (m x k), `b` (k x n), `c` (m x n).
-///
-/// A is packed once, whole; B one panel at a time by the thread that uses it, so B should be
-/// the larger operand (it is read once). Threads split the larger of the row and column panel
-/// counts. With `Tiles::Upper` the tiles wholly below the diagonal are left untouched.
+/// `c = a b` for `a` (m x k), `b` (k x n), `c` (m x n): [`gemm_packed`] after packing A.
 pub(crate) fn gemm<T: Float>(
     ctx: &Context,
     a: &Operand<'_, T>,
@@ -105,7 +158,22 @@ pub(crate) fn gemm<T: Float>(
     c: &mut Output<'_, T>,
     tiles: Tiles,
 ) -> Result<(), LanceError> {
-    let (m, k, n) = (a.rows.len(), a.cols.len(), b.cols.len());
+    gemm_packed(ctx, &PackedA::new(ctx, a)?, b, c, tiles)
+}
+
+/// `c = a b` for a packed `a` (m x k), `b` (k x n), `c` (m x n).
+///
+/// B is packed one panel at a time by the thread that uses it, so B should be the larger operand
+/// (it is read once). Threads split the larger of the row and column panel counts. With
+/// `Tiles::Upper` the tiles wholly below the diagonal are left untouched.
+pub(crate) fn gemm_packed<T: Float>(
+    ctx: &Context,
+    a: &PackedA<T>,
+    b: &Operand<'_, T>,
+    c: &mut Output<'_, T>,
+    tiles: Tiles,
+) -> Result<(), LanceError> {
+    let (m, k, n) = (a.m, a.k, b.cols.len());
     if b.rows.len() != k || c.rows.len() != m || c.cols.len() != n {
         return Err(LanceError::Invalid(format!(
             "internal error: gemm shapes ({m}x{k}) ({}x{n}) -> ({}x{})",
@@ -114,17 +182,21 @@ pub(crate) fn gemm<T: Float>(
             c.cols.len()
         )));
     }
-    check_bounds(&a.rows, &a.cols, a.data.len(), "A")?;
-    check_bounds(&b.rows, &b.cols, b.data.len(), "B")?;
-    check_bounds(&c.rows, &c.cols, c.data.len(), "C")?;
+    check_bounds(b.base, b.rows, b.cols, b.data.len(), "B")?;
+    check_bounds(c.base, c.rows, c.cols, c.data.len(), "C")?;
     if m == 0 || n == 0 {
         return Ok(());
     }
-    let kernel = T::micro_kernel(ctx.isa);
+    let kernel = a.kernel;
     let (mr, nr) = (kernel.mr, kernel.nr);
     let (row_panels, col_panels) = (m.div_ceil(mr), n.div_ceil(nr));
-    let packed_a = pack_a(ctx, a, mr);
+    // Full panels of B whose rows are evenly spaced and columns consecutive are read in place;
+    // full tiles of C likewise are written in place.
+    let (b_step, c_step) = (common_step(b.rows), common_step(c.rows));
+    let in_place =
+        |cols: &[isize], col: usize| cols.len() >= col + nr && consecutive(&cols[col..col + nr]);
     let out = SharedMut(c.data.as_mut_ptr());
+    let c = &*c;
     let by_rows = row_panels > col_panels;
     let panels = if by_rows { row_panels } else { col_panels };
     let threads = threads_for(m.saturating_mul(n).saturating_mul(k.max(1)), ctx.threads);
@@ -140,61 +212,64 @@ pub(crate) fn gemm<T: Float>(
         for (block, depth) in (0..k.max(1)).step_by(DEPTH_BLOCK).enumerate() {
             let depth_len = DEPTH_BLOCK.min(k - depth.min(k));
             for cp in cols.clone() {
-                pack_b_panel(b, depth, depth_len, cp * nr, nr, &mut b_panel);
+                let (b_ptr, ldb) = match b_step {
+                    Some(step) if depth_len > 0 && in_place(b.cols, cp * nr) => {
+                        let first = b.base + b.rows[depth] + b.cols[cp * nr];
+                        // SAFETY: `first` is an element of b (bounds checked above).
+                        (unsafe { b.data.as_ptr().offset(first) }, step)
+                    }
+                    _ => {
+                        pack_b_panel(b, depth, depth_len, cp * nr, nr, &mut b_panel);
+                        (b_panel.as_ptr(), nr as isize)
+                    }
+                };
+                let c_in_place = c_step.is_some() && in_place(c.cols, cp * nr);
                 for rp in rows.clone() {
                     if tiles == Tiles::Upper && rp * mr > cp * nr + nr - 1 {
                         continue;
                     }
-                    let a_panel = &packed_a[depth * row_panels * mr + rp * mr * depth_len..];
-                    // SAFETY: the panels hold depth_len * mr and depth_len * nr elements, the tile
-                    // mr * nr, and ctx.isa is supported (checked by Context::new).
-                    unsafe {
-                        (kernel.run)(
-                            depth_len,
-                            a_panel.as_ptr(),
-                            b_panel.as_ptr(),
-                            tile.as_mut_ptr(),
-                        )
-                    };
-                    // SAFETY: (rp, cp) tiles are disjoint between threads and c's offsets are
-                    // distinct and in bounds (checked above), so no element is shared.
-                    unsafe { store_tile(c, out, &tile, rp * mr, cp * nr, mr, nr, block > 0) };
+                    let a_panel = &a.data[depth * row_panels * mr + rp * mr * depth_len..];
+                    let accumulate = block > 0;
+                    // SAFETY (both calls): the A panel holds depth_len * mr elements; B's panel
+                    // (packed, or in place: depth_len rows `ldb` apart of nr consecutive
+                    // elements, all elements of b) and C's tile (scratch, or in place: mr full
+                    // rows `ldc` apart of nr consecutive elements of c) are valid; tiles are
+                    // disjoint between threads and c's offsets distinct; the instruction set is
+                    // supported (Context::new).
+                    if c_in_place && (rp + 1) * mr <= m {
+                        let ldc = c_step.unwrap_or(0);
+                        let first = c.base + c.rows[rp * mr] + c.cols[cp * nr];
+                        unsafe {
+                            (kernel.run)(
+                                depth_len,
+                                a_panel.as_ptr(),
+                                b_ptr,
+                                ldb,
+                                out.ptr().offset(first),
+                                ldc,
+                                accumulate,
+                            )
+                        };
+                    } else {
+                        let ldt = nr as isize;
+                        unsafe {
+                            (kernel.run)(
+                                depth_len,
+                                a_panel.as_ptr(),
+                                b_ptr,
+                                ldb,
+                                tile.as_mut_ptr(),
+                                ldt,
+                                false,
+                            )
+                        };
+                        unsafe { store_tile(c, out, &tile, rp * mr, cp * nr, mr, nr, accumulate) };
+                    }
                 }
             }
         }
     });
     Ok(())
-}
-
-/// A packed as `[depth block][row panel][p][i]` (rows past m are zero).
-fn pack_a<T: Float>(ctx: &Context, a: &Operand<'_, T>, mr: usize) -> Vec<T> {
-    let (m, k) = (a.rows.len(), a.cols.len());
-    let row_panels = m.div_ceil(mr);
-    let mut packed = vec![T::ZERO; row_panels * mr * k];
-    let dst = SharedMut(packed.as_mut_ptr());
-    for_ranges(
-        row_panels,
-        threads_for(m * k, ctx.threads),
-        1,
-        |start, end| {
-            for depth in (0..k).step_by(DEPTH_BLOCK) {
-                let depth_len = DEPTH_BLOCK.min(k - depth);
-                for rp in start..end {
-                    let base = depth * row_panels * mr + rp * mr * depth_len;
-                    for p in 0..depth_len {
-                        for i in 0..mr.min(m - rp * mr) {
-                            // SAFETY: each (rp, p, i) slot is written by one thread only, inside
-                            // `packed` (base + p * mr + i < row_panels * mr * k).
-                            unsafe {
-                                *dst.ptr().add(base + p * mr + i) = a.at(rp * mr + i, depth + p)
-                            };
-                        }
-                    }
-                }
-            }
-        },
-    );
-    packed
 }
 
 /// Columns `col..col + nr` of B at depths `depth..depth + len`, as `panel[p * nr + j]` (columns
@@ -209,19 +284,16 @@ fn pack_b_panel<T: Float>(
 ) {
     let cols = &b.cols[col..(col + nr).min(b.cols.len())];
     let width = cols.len();
-    let runs = runs(cols);
+    let contiguous = consecutive(cols);
     for p in 0..len {
         let row = &mut panel[p * nr..(p + 1) * nr];
-        let offset = b.rows[depth + p];
-        if runs.len() * 4 > width {
-            // Mostly scattered columns: gather element by element.
+        let offset = b.base + b.rows[depth + p];
+        if contiguous {
+            let start = (offset + cols[0]) as usize;
+            row[..width].copy_from_slice(&b.data[start..start + width]);
+        } else {
             for (value, &c) in row.iter_mut().zip(cols) {
                 *value = b.data[(offset + c) as usize];
-            }
-        } else {
-            for &(j, run) in &runs {
-                let start = (offset + cols[j]) as usize;
-                row[j..j + run].copy_from_slice(&b.data[start..start + run]);
             }
         }
         row[width..].fill(T::ZERO);
@@ -244,29 +316,12 @@ unsafe fn store_tile<T: Float>(
 ) {
     let rows = &c.rows[row..(row + mr).min(c.rows.len())];
     let cols = &c.cols[col..(col + nr).min(c.cols.len())];
-    let runs = runs(cols);
-    if runs.len() * 4 > cols.len() {
-        for (i, &r) in rows.iter().enumerate() {
-            for (&value, &q) in tile[i * nr..].iter().zip(cols) {
-                // SAFETY: as below.
-                unsafe {
-                    let place = out.ptr().offset(r + q);
-                    *place = if accumulate { *place + value } else { value };
-                }
-            }
-        }
-        return;
-    }
     for (i, &r) in rows.iter().enumerate() {
-        for &(j, run) in &runs {
-            let values = &tile[i * nr + j..i * nr + j + run];
-            // SAFETY: the tile's elements are in bounds (checked by gemm) and owned by this tile.
-            let place =
-                unsafe { std::slice::from_raw_parts_mut(out.ptr().offset(r + cols[j]), run) };
-            if accumulate {
-                place.iter_mut().zip(values).for_each(|(c, &v)| *c = *c + v);
-            } else {
-                place.copy_from_slice(values);
+        for (&value, &q) in tile[i * nr..].iter().zip(cols) {
+            // SAFETY: the element is in bounds (checked by gemm) and owned by this tile.
+            unsafe {
+                let place = out.ptr().offset(c.base + r + q);
+                *place = if accumulate { *place + value } else { value };
             }
         }
     }
@@ -307,19 +362,22 @@ pub(crate) mod tests {
                     let a_t: Vec<f64> = (0..k * m).map(|q| a[(q % m) * k + q / m]).collect();
                     let a_op = Operand {
                         data: &a_t,
-                        rows: axis(0, m, 1),
-                        cols: axis(0, k, m as isize),
+                        base: 0,
+                        rows: &axis(0, m, 1),
+                        cols: &axis(0, k, m as isize),
                     };
                     let b_op = Operand {
                         data: &b,
-                        rows: axis(0, k, n as isize),
-                        cols: axis(0, n, 1),
+                        base: 0,
+                        rows: &axis(0, k, n as isize),
+                        cols: &axis(0, n, 1),
                     };
                     let mut c = vec![f64::NAN; m * n];
                     let mut out = Output {
                         data: &mut c,
-                        rows: axis(0, m, n as isize),
-                        cols: axis(0, n, 1),
+                        base: 0,
+                        rows: &axis(0, m, n as isize),
+                        cols: &axis(0, n, 1),
                     };
                     gemm(&ctx, &a_op, &b_op, &mut out, Tiles::All).unwrap();
                     assert_eq!(c, want, "{isa:?} threads={threads} {m}x{k}x{n}");
@@ -339,19 +397,22 @@ pub(crate) mod tests {
         let data = [0.0_f32; 4];
         let a = Operand {
             data: &data,
-            rows: axis(0, 2, 2),
-            cols: axis(0, 3, 1),
+            base: 0,
+            rows: &axis(0, 2, 2),
+            cols: &axis(0, 3, 1),
         };
         let b = Operand {
             data: &data,
-            rows: axis(0, 3, 1),
-            cols: axis(0, 1, 1),
+            base: 0,
+            rows: &axis(0, 3, 1),
+            cols: &axis(0, 1, 1),
         };
         let mut c = [0.0_f32; 2];
         let mut out = Output {
             data: &mut c,
-            rows: axis(0, 2, 1),
-            cols: axis(0, 1, 1),
+            base: 0,
+            rows: &axis(0, 2, 1),
+            cols: &axis(0, 1, 1),
         };
         let ctx = Context::new(Isa::Scalar, 1).unwrap();
         assert!(gemm(&ctx, &a, &b, &mut out, Tiles::All).is_err());

@@ -1,7 +1,8 @@
 //! GEMM micro-kernels: one generic tile loop, instantiated per instruction set and float type.
 //!
-//! A micro-kernel multiplies a packed `MR x k` panel of A by a packed `k x NR` panel of B into an
-//! `MR x NR` tile. Panels are packed by `gemm`: A as `a[p * MR + i]`, B as `b[p * NR + j]`.
+//! A micro-kernel multiplies a packed `MR x k` panel of A (`a[p * MR + i]`) by a `k x NR` panel
+//! of B (rows `ldb` apart: packed, or read in place when its rows are contiguous) into an
+//! `MR x NR` tile of C (rows `ldc` apart: a scratch tile, or C itself), overwriting or adding.
 //! Every instruction set runs the same [`tile`] loop over its own vector type; the scalar
 //! instantiation (one lane, no fused multiply-add) is the reference the others are tested
 //! against.
@@ -33,11 +34,21 @@ pub trait Float:
 pub struct MicroKernel<T> {
     pub mr: usize,
     pub nr: usize,
-    /// `tile[i * nr + j] = sum_{p < k} a[p * mr + i] * b[p * nr + j]`. Safety: `a` holds
-    /// `k * mr`, `b` holds `k * nr`, `tile` holds `mr * nr` elements, and the CPU supports the
-    /// kernel's instruction set.
-    pub run: unsafe fn(k: usize, a: *const T, b: *const T, tile: *mut T),
+    pub run: Run<T>,
 }
+
+/// `c[i * ldc + j] (+)= sum_{p < k} a[p * mr + i] * b[p * ldb + j]` for `i < mr`, `j < nr`,
+/// adding to c when `accumulate`. Safety: `a` holds `k * mr` elements, b and c address valid
+/// elements at those offsets, and the CPU supports the kernel's instruction set.
+pub type Run<T> = unsafe fn(
+    k: usize,
+    a: *const T,
+    b: *const T,
+    ldb: isize,
+    c: *mut T,
+    ldc: isize,
+    accumulate: bool,
+);
 
 /// A SIMD register of `LANES` floats.
 trait Vector<T>: Copy {
@@ -51,18 +62,28 @@ trait Vector<T>: Copy {
 
 /// The tile loop shared by every instruction set: `MR x NV` vector accumulators.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 unsafe fn tile<T: Float, V: Vector<T>, const MR: usize, const NV: usize>(
     k: usize,
     a: *const T,
     b: *const T,
-    out: *mut T,
+    ldb: isize,
+    c: *mut T,
+    ldc: isize,
+    accumulate: bool,
 ) {
-    let nr = NV * V::LANES;
-    // SAFETY: the caller guarantees the panel and tile sizes (see `MicroKernel::run`).
+    // SAFETY: the caller guarantees the panel and tile extents (see `Run`).
     unsafe {
         let mut acc = [[V::splat(T::ZERO); NV]; MR];
+        if accumulate {
+            for (i, row) in acc.iter_mut().enumerate() {
+                for (v, sum) in row.iter_mut().enumerate() {
+                    *sum = V::load(c.offset(i as isize * ldc + (v * V::LANES) as isize));
+                }
+            }
+        }
         for p in 0..k {
-            let b_row = b.add(p * nr);
+            let b_row = b.offset(p as isize * ldb);
             let mut b_vectors = [V::splat(T::ZERO); NV];
             for (v, vector) in b_vectors.iter_mut().enumerate() {
                 *vector = V::load(b_row.add(v * V::LANES));
@@ -77,7 +98,7 @@ unsafe fn tile<T: Float, V: Vector<T>, const MR: usize, const NV: usize>(
         }
         for (i, row) in acc.iter().enumerate() {
             for (v, sum) in row.iter().enumerate() {
-                sum.store(out.add(i * nr + v * V::LANES));
+                sum.store(c.offset(i as isize * ldc + (v * V::LANES) as isize));
             }
         }
     }
@@ -139,8 +160,16 @@ macro_rules! vector {
 macro_rules! kernel {
     ($name:ident, $features:literal, $t:ty, $vector:ty, $mr:literal, $nv:literal) => {
         #[target_feature(enable = $features)]
-        pub(super) unsafe fn $name(k: usize, a: *const $t, b: *const $t, out: *mut $t) {
-            unsafe { super::tile::<$t, $vector, $mr, $nv>(k, a, b, out) }
+        pub(super) unsafe fn $name(
+            k: usize,
+            a: *const $t,
+            b: *const $t,
+            ldb: isize,
+            c: *mut $t,
+            ldc: isize,
+            accumulate: bool,
+        ) {
+            unsafe { super::tile::<$t, $vector, $mr, $nv>(k, a, b, ldb, c, ldc, accumulate) }
         }
     };
 }
@@ -222,8 +251,16 @@ mod arm {
 }
 
 fn scalar<T: Float>() -> MicroKernel<T> {
-    unsafe fn run<T: Float>(k: usize, a: *const T, b: *const T, out: *mut T) {
-        unsafe { tile::<T, Lane<T>, 4, 4>(k, a, b, out) }
+    unsafe fn run<T: Float>(
+        k: usize,
+        a: *const T,
+        b: *const T,
+        ldb: isize,
+        c: *mut T,
+        ldc: isize,
+        accumulate: bool,
+    ) {
+        unsafe { tile::<T, Lane<T>, 4, 4>(k, a, b, ldb, c, ldc, accumulate) }
     }
     MicroKernel {
         mr: 4,
@@ -276,12 +313,32 @@ mod tests {
                 let b: Vec<T> = (0..k * nr)
                     .map(|v| from(((v * 5 % 13) as f64) / 4.0))
                     .collect();
-                let mut got = vec![T::ZERO; mr * nr];
-                unsafe { (kernel.run)(k, a.as_ptr(), b.as_ptr(), got.as_mut_ptr()) };
-                for i in 0..mr {
-                    for j in 0..nr {
-                        let want = (0..k).fold(T::ZERO, |s, p| s + a[p * mr + i] * b[p * nr + j]);
-                        assert!(close(got[i * nr + j], want), "{isa:?} k={k} ({i},{j})");
+                // C rows 2 * nr apart; the second pass adds the product again.
+                let mut got = vec![T::ZERO; 2 * mr * nr];
+                for (pass, accumulate) in [false, true].into_iter().enumerate() {
+                    let ldc = 2 * nr as isize;
+                    unsafe {
+                        (kernel.run)(
+                            k,
+                            a.as_ptr(),
+                            b.as_ptr(),
+                            nr as isize,
+                            got.as_mut_ptr(),
+                            ldc,
+                            accumulate,
+                        )
+                    };
+                    for i in 0..mr {
+                        for j in 0..nr {
+                            let want =
+                                (0..k).fold(T::ZERO, |s, p| s + a[p * mr + i] * b[p * nr + j]);
+                            let want = if pass == 1 { want + want } else { want };
+                            assert!(close(got[i * 2 * nr + j], want), "{isa:?} k={k} ({i},{j})");
+                            assert!(
+                                got[i * 2 * nr + nr + j] == T::ZERO,
+                                "wrote outside the tile"
+                            );
+                        }
                     }
                 }
             }

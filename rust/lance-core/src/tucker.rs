@@ -47,30 +47,53 @@ fn product<T: Float>(
     let out_strides = c_strides(out_shape)?;
     let rest = others(mode);
     let rest_shape = rest.map(|a| x.shape[a]);
+    let tables = [
+        axis(0, m.shape[0], m.strides[0]),
+        axis(0, m.shape[1], m.strides[1]),
+        axis(0, x.shape[mode], x.strides[mode]),
+        grid(0, &rest_shape, &rest.map(|a| x.strides[a])),
+        axis(0, m.shape[0], out_strides[mode]),
+        grid(0, &rest_shape, &rest.map(|a| out_strides[a])),
+    ];
     let a = Operand {
         data: m.data,
-        rows: axis(m.offset as isize, m.shape[0], m.strides[0]),
-        cols: axis(0, m.shape[1], m.strides[1]),
+        base: m.offset as isize,
+        rows: &tables[0],
+        cols: &tables[1],
     };
     let b = Operand {
         data: x.data,
-        rows: axis(x.offset as isize, x.shape[mode], x.strides[mode]),
-        cols: grid(0, &rest_shape, &rest.map(|a| x.strides[a])),
+        base: x.offset as isize,
+        rows: &tables[2],
+        cols: &tables[3],
     };
-    let mut c = Output {
-        data: out,
-        rows: axis(0, m.shape[0], out_strides[mode]),
-        cols: grid(0, &rest_shape, &rest.map(|a| out_strides[a])),
-    };
+    let (c_rows, c_cols) = (&tables[4], &tables[5]);
     if a.rows.len() <= b.cols.len() {
-        gemm(ctx, &a, &b, &mut c, Tiles::All)
+        gemm(
+            ctx,
+            &a,
+            &b,
+            &mut Output {
+                data: out,
+                base: 0,
+                rows: c_rows,
+                cols: c_cols,
+            },
+            Tiles::All,
+        )
     } else {
-        let mut c_t = Output {
-            data: c.data,
-            rows: c.cols,
-            cols: c.rows,
-        };
-        gemm(ctx, &b.t(), &a.t(), &mut c_t, Tiles::All)
+        gemm(
+            ctx,
+            &b.t(),
+            &a.t(),
+            &mut Output {
+                data: out,
+                base: 0,
+                rows: c_cols,
+                cols: c_rows,
+            },
+            Tiles::All,
+        )
     }
 }
 
@@ -232,17 +255,22 @@ pub fn gram<T: Float>(
         });
     }
     let rest = others(mode);
-    let unfolding = || Operand {
+    let rows = axis(0, size, x.strides[mode]);
+    let cols = grid(0, &rest.map(|a| x.shape[a]), &rest.map(|a| x.strides[a]));
+    let unfolding = Operand {
         data: x.data,
-        rows: axis(x.offset as isize, size, x.strides[mode]),
-        cols: grid(0, &rest.map(|a| x.shape[a]), &rest.map(|a| x.strides[a])),
+        base: x.offset as isize,
+        rows: &rows,
+        cols: &cols,
     };
+    let (out_rows, out_cols) = (axis(0, size, size as isize), axis(0, size, 1));
     let mut c = Output {
         data: &mut *out,
-        rows: axis(0, size, size as isize),
-        cols: axis(0, size, 1),
+        base: 0,
+        rows: &out_rows,
+        cols: &out_cols,
     };
-    gemm(ctx, &unfolding(), &unfolding().t(), &mut c, Tiles::Upper)?;
+    gemm(ctx, &unfolding, &unfolding.t(), &mut c, Tiles::Upper)?;
     for i in 0..size {
         for j in 0..i {
             out[i * size + j] = out[j * size + i];
