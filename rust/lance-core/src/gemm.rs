@@ -74,8 +74,14 @@ fn check_bounds(
     if rows.is_empty() || cols.is_empty() {
         return Ok(());
     }
-    let low = base + rows.iter().min().unwrap() + cols.iter().min().unwrap();
-    let high = base + rows.iter().max().unwrap() + cols.iter().max().unwrap();
+    // One pass per table with plain min/max (vectorised), since tables can be long.
+    let range = |t: &[isize]| {
+        t.iter().fold((isize::MAX, isize::MIN), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        })
+    };
+    let ((row_low, row_high), (col_low, col_high)) = (range(rows), range(cols));
+    let (low, high) = (base + row_low + col_low, base + row_high + col_high);
     if low < 0 || high as usize >= len {
         return Err(LanceError::Invalid(format!(
             "internal error: {name} addresses elements {low}..={high} of a buffer of {len}"
@@ -316,10 +322,27 @@ unsafe fn store_tile<T: Float>(
 ) {
     let rows = &c.rows[row..(row + mr).min(c.rows.len())];
     let cols = &c.cols[col..(col + nr).min(c.cols.len())];
+    let contiguous = consecutive(cols);
     for (i, &r) in rows.iter().enumerate() {
-        for (&value, &q) in tile[i * nr..].iter().zip(cols) {
-            // SAFETY: the element is in bounds (checked by gemm) and owned by this tile.
-            unsafe {
+        let values = &tile[i * nr..i * nr + cols.len()];
+        // SAFETY: the elements are in bounds (checked by gemm) and owned by this tile.
+        unsafe {
+            if contiguous {
+                let place = std::slice::from_raw_parts_mut(
+                    out.ptr().offset(c.base + r + cols[0]),
+                    cols.len(),
+                );
+                if accumulate {
+                    place
+                        .iter_mut()
+                        .zip(values)
+                        .for_each(|(sum, &v)| *sum = *sum + v);
+                } else {
+                    place.copy_from_slice(values);
+                }
+                continue;
+            }
+            for (&value, &q) in values.iter().zip(cols) {
                 let place = out.ptr().offset(c.base + r + q);
                 *place = if accumulate { *place + value } else { value };
             }

@@ -27,7 +27,7 @@ impl ConvGeometry {
                 )));
             }
         }
-        if self.groups == 0 || channels % self.groups != 0 {
+        if self.groups == 0 || !channels.is_multiple_of(self.groups) {
             return Err(LanceError::Invalid(format!(
                 "groups must divide the {channels} input channels, got {}",
                 self.groups

@@ -167,16 +167,13 @@ fn chain_order<T>(
 }
 
 /// Applies `matrix(n)` along each mode of `order` in turn, the last product into `out`.
-fn chain<'a, T: Float>(
+fn chain<'a, T: Float + 'a>(
     ctx: &Context,
     x: &View4<'_, T>,
     order: &[usize],
     matrix: impl Fn(usize) -> View2<'a, T>,
     out: &mut [T],
-) -> Result<(), LanceError>
-where
-    T: 'a,
-{
+) -> Result<(), LanceError> {
     let Some((&last, first)) = order.split_last() else {
         return crate::layout::copy_to_c_order(ctx, x, out);
     };
