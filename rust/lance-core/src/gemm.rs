@@ -91,8 +91,14 @@ fn check_bounds(
 }
 
 impl<'a, T: Copy> Operand<'a, T> {
-    fn at(&self, i: usize, j: usize) -> T {
-        self.data[(self.base + self.rows[i] + self.cols[j]) as usize]
+    /// Element (i, j). Safety: the operand passed `check_bounds`, `i < rows.len()`,
+    /// `j < cols.len()`.
+    unsafe fn at(&self, i: usize, j: usize) -> T {
+        // SAFETY: see above; the hot packing loops skip the bounds checks.
+        unsafe {
+            let offset = self.base + self.rows.get_unchecked(i) + self.cols.get_unchecked(j);
+            *self.data.get_unchecked(offset as usize)
+        }
     }
 
     /// The transposed operand (no copy).
@@ -103,6 +109,13 @@ impl<'a, T: Copy> Operand<'a, T> {
             ..self
         }
     }
+}
+
+/// The B operand of [`gemm_packed`]: a strided operand, or the transpose of a packed A (for
+/// `A A^T`, whose B panels are then copied from the packed A instead of gathered again).
+pub(crate) enum Right<'a, T> {
+    Strided(Operand<'a, T>),
+    TransposeOf(&'a PackedA<T>),
 }
 
 /// A packed whole, `[depth block][row panel][p][i]` (rows past m are zero), for the micro-kernel
@@ -131,10 +144,11 @@ impl<T: Float> PackedA<T> {
                     let depth_len = DEPTH_BLOCK.min(k - depth);
                     for rp in start..end {
                         let base = depth * row_panels * mr + rp * mr * depth_len;
-                        for p in 0..depth_len {
-                            for i in 0..mr.min(m - rp * mr) {
+                        for i in 0..mr.min(m - rp * mr) {
+                            for p in 0..depth_len {
                                 // SAFETY: each (rp, p, i) slot is written by one thread only, inside
-                                // `data` (base + p * mr + i < row_panels * mr * k).
+                                // `data` (base + p * mr + i < row_panels * mr * k); a passed
+                                // `check_bounds` and (rp * mr + i, depth + p) is inside it.
                                 unsafe {
                                     *dst.ptr().add(base + p * mr + i) = a.at(rp * mr + i, depth + p)
                                 };
@@ -145,6 +159,29 @@ impl<T: Float> PackedA<T> {
             },
         );
         Ok(PackedA { data, m, k, kernel })
+    }
+
+    /// Rows `row..row + nr` of A at depths `depth..depth + len`, as the B panel
+    /// `panel[p * nr + j] = A[row + j, depth + p]` of `A^T` (rows past m are zero).
+    fn transposed_panel(&self, depth: usize, len: usize, row: usize, nr: usize, panel: &mut [T]) {
+        let (mr, width) = (self.kernel.mr, nr.min(self.m - row));
+        let block = &self.data[depth * self.m.div_ceil(mr) * mr..];
+        // Rows row..row + width lie in consecutive row panels: copy each panel's share.
+        let mut j = 0;
+        while j < width {
+            let (panel_index, first) = ((row + j) / mr, (row + j) % mr);
+            let take = (mr - first).min(width - j);
+            let source = &block[panel_index * mr * len..];
+            for p in 0..len {
+                for (t, value) in panel[p * nr + j..p * nr + j + take].iter_mut().enumerate() {
+                    *value = source[p * mr + first + t];
+                }
+            }
+            j += take;
+        }
+        for p in 0..len {
+            panel[p * nr + width..(p + 1) * nr].fill(T::ZERO);
+        }
     }
 }
 
@@ -164,7 +201,7 @@ pub(crate) fn gemm<T: Float>(
     c: &mut Output<'_, T>,
     tiles: Tiles,
 ) -> Result<(), LanceError> {
-    gemm_packed(ctx, &PackedA::new(ctx, a)?, b, c, tiles)
+    gemm_packed(ctx, &PackedA::new(ctx, a)?, &Right::Strided(*b), c, tiles)
 }
 
 /// `c = a b` for a packed `a` (m x k), `b` (k x n), `c` (m x n).
@@ -175,20 +212,25 @@ pub(crate) fn gemm<T: Float>(
 pub(crate) fn gemm_packed<T: Float>(
     ctx: &Context,
     a: &PackedA<T>,
-    b: &Operand<'_, T>,
+    right: &Right<'_, T>,
     c: &mut Output<'_, T>,
     tiles: Tiles,
 ) -> Result<(), LanceError> {
-    let (m, k, n) = (a.m, a.k, b.cols.len());
-    if b.rows.len() != k || c.rows.len() != m || c.cols.len() != n {
+    let (m, k) = (a.m, a.k);
+    let (b_k, n, b_step) = match right {
+        Right::Strided(b) => {
+            check_bounds(b.base, b.rows, b.cols, b.data.len(), "B")?;
+            (b.rows.len(), b.cols.len(), common_step(b.rows))
+        }
+        Right::TransposeOf(p) => (p.k, p.m, None),
+    };
+    if b_k != k || c.rows.len() != m || c.cols.len() != n {
         return Err(LanceError::Invalid(format!(
-            "internal error: gemm shapes ({m}x{k}) ({}x{n}) -> ({}x{})",
-            b.rows.len(),
+            "internal error: gemm shapes ({m}x{k}) ({b_k}x{n}) -> ({}x{})",
             c.rows.len(),
             c.cols.len()
         )));
     }
-    check_bounds(b.base, b.rows, b.cols, b.data.len(), "B")?;
     check_bounds(c.base, c.rows, c.cols, c.data.len(), "C")?;
     if m == 0 || n == 0 {
         return Ok(());
@@ -198,7 +240,7 @@ pub(crate) fn gemm_packed<T: Float>(
     let (row_panels, col_panels) = (m.div_ceil(mr), n.div_ceil(nr));
     // Full panels of B whose rows are evenly spaced and columns consecutive are read in place;
     // full tiles of C likewise are written in place.
-    let (b_step, c_step) = (common_step(b.rows), common_step(c.rows));
+    let c_step = common_step(c.rows);
     let in_place =
         |cols: &[isize], col: usize| cols.len() >= col + nr && consecutive(&cols[col..col + nr]);
     let out = SharedMut(c.data.as_mut_ptr());
@@ -218,14 +260,20 @@ pub(crate) fn gemm_packed<T: Float>(
         for (block, depth) in (0..k.max(1)).step_by(DEPTH_BLOCK).enumerate() {
             let depth_len = DEPTH_BLOCK.min(k - depth.min(k));
             for cp in cols.clone() {
-                let (b_ptr, ldb) = match b_step {
-                    Some(step) if depth_len > 0 && in_place(b.cols, cp * nr) => {
+                let (b_ptr, ldb) = match (right, b_step) {
+                    (Right::Strided(b), Some(step))
+                        if depth_len > 0 && in_place(b.cols, cp * nr) =>
+                    {
                         let first = b.base + b.rows[depth] + b.cols[cp * nr];
                         // SAFETY: `first` is an element of b (bounds checked above).
                         (unsafe { b.data.as_ptr().offset(first) }, step)
                     }
-                    _ => {
+                    (Right::Strided(b), _) => {
                         pack_b_panel(b, depth, depth_len, cp * nr, nr, &mut b_panel);
+                        (b_panel.as_ptr(), nr as isize)
+                    }
+                    (Right::TransposeOf(p), _) => {
+                        p.transposed_panel(depth, depth_len, cp * nr, nr, &mut b_panel);
                         (b_panel.as_ptr(), nr as isize)
                     }
                 };
@@ -299,7 +347,8 @@ fn pack_b_panel<T: Float>(
             row[..width].copy_from_slice(&b.data[start..start + width]);
         } else {
             for (value, &c) in row.iter_mut().zip(cols) {
-                *value = b.data[(offset + c) as usize];
+                // SAFETY: b passed `check_bounds`, so every (row, column) offset is in `data`.
+                *value = unsafe { *b.data.get_unchecked((offset + c) as usize) };
             }
         }
         row[width..].fill(T::ZERO);

@@ -2,7 +2,7 @@
 //! (specs/kernels.md#mode_product, #tucker_project, #tucker_reconstruct, #gram), each one or a
 //! chain of GEMMs on strided views, so no input is copied whole.
 
-use crate::gemm::{Operand, Output, Tiles, axis, gemm, grid};
+use crate::gemm::{Operand, Output, PackedA, Right, Tiles, axis, gemm, gemm_packed, grid};
 use crate::simd::Float;
 use crate::view::{c_strides, numel};
 use crate::{Context, LanceError, View2, View4};
@@ -267,7 +267,14 @@ pub fn gram<T: Float>(
         rows: &out_rows,
         cols: &out_cols,
     };
-    gemm(ctx, &unfolding, &unfolding.t(), &mut c, Tiles::Upper)?;
+    let packed = PackedA::new(ctx, &unfolding)?;
+    gemm_packed(
+        ctx,
+        &packed,
+        &Right::TransposeOf(&packed),
+        &mut c,
+        Tiles::Upper,
+    )?;
     for i in 0..size {
         for j in 0..i {
             out[i * size + j] = out[j * size + i];
