@@ -9,7 +9,7 @@ use numpy::prelude::*;
 use numpy::{Element, PyArray, PyArrayDyn, PyReadonlyArrayDyn, PyUntypedArray};
 use pyo3::exceptions::{PyMemoryError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PySequence;
+use pyo3::types::{PyInt, PySequence};
 
 fn value_error(err: LanceError) -> PyErr {
     PyValueError::new_err(err.to_string())
@@ -142,13 +142,53 @@ fn run<'py, T: Float + Element>(
         .into_any())
 }
 
-fn check_mode(mode: isize, ndim: usize) -> PyResult<usize> {
-    usize::try_from(mode)
-        .ok()
-        .filter(|&m| m < ndim)
-        .ok_or_else(|| {
-            PyValueError::new_err(format!("mode must satisfy 0 <= mode < {ndim}, got {mode}"))
-        })
+/// The Python int `value` if it lies in `low..=high`; a `ValueError` naming `name` otherwise
+/// (also for ints too large for 64 bits, which PyO3 alone reports as `OverflowError`).
+fn int_in(value: &Bound<'_, PyAny>, name: &str, low: i64, high: i64) -> PyResult<i64> {
+    let bounds = || format!("{name} must be an int in {low}..={high}, got {value}");
+    match value.extract::<i64>() {
+        Ok(v) if (low..=high).contains(&v) => Ok(v),
+        Ok(_) => Err(PyValueError::new_err(bounds())),
+        Err(_) if value.is_instance_of::<PyInt>() => Err(PyValueError::new_err(bounds())),
+        Err(err) => Err(err),
+    }
+}
+
+fn check_mode(mode: &Bound<'_, PyAny>, ndim: usize) -> PyResult<usize> {
+    let outside =
+        || PyValueError::new_err(format!("mode must satisfy 0 <= mode < {ndim}, got {mode}"));
+    let value = int_in(mode, "mode", 0, ndim as i64 - 1).map_err(|err| {
+        if err.is_instance_of::<PyValueError>(mode.py()) {
+            outside()
+        } else {
+            err
+        }
+    })?;
+    Ok(value as usize)
+}
+
+/// A sequence of `N` ints, each at least `low` (`name[i]` in errors).
+fn ints<const N: usize>(value: &Bound<'_, PyAny>, name: &str, low: i64) -> PyResult<[usize; N]> {
+    let sequence = value.cast::<PySequence>().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "{name} must be a sequence of {N} ints, got {value}"
+        ))
+    })?;
+    if sequence.len()? != N {
+        return Err(PyValueError::new_err(format!(
+            "{name} must hold {N} ints, got {value}"
+        )));
+    }
+    let mut out = [0; N];
+    for (i, slot) in out.iter_mut().enumerate() {
+        *slot = int_in(
+            &sequence.get_item(i)?,
+            &format!("{name}[{i}]"),
+            low,
+            i64::MAX,
+        )? as usize;
+    }
+    Ok(out)
 }
 
 /// Calls `$body` with `T` bound to f32 or f64, after the dtype of the array `$first`.
@@ -167,7 +207,7 @@ macro_rules! by_dtype {
 /// Mode-n unfolding X_(n) of a 4-D array (specs/kernels.md#unfold):
 /// np.moveaxis(x, mode, 0).reshape(x.shape[mode], -1).
 #[pyfunction]
-fn unfold<'py>(x: &Bound<'py, PyAny>, mode: isize) -> PyResult<Bound<'py, PyAny>> {
+fn unfold<'py>(x: &Bound<'py, PyAny>, mode: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     let py = x.py();
     by_dtype!(x, "x", |T| {
         let array = readonly::<T>(x, "x", 4)?;
@@ -183,11 +223,16 @@ fn unfold<'py>(x: &Bound<'py, PyAny>, mode: isize) -> PyResult<Bound<'py, PyAny>
 /// The inverse of `unfold`: the 4-D array of `shape` whose mode-`mode` unfolding is `m`
 /// (specs/kernels.md#fold).
 #[pyfunction]
-fn fold<'py>(m: &Bound<'py, PyAny>, mode: isize, shape: [usize; 4]) -> PyResult<Bound<'py, PyAny>> {
+fn fold<'py>(
+    m: &Bound<'py, PyAny>,
+    mode: &Bound<'py, PyAny>,
+    shape: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
     let py = m.py();
     by_dtype!(m, "m", |T| {
         let array = readonly::<T>(m, "m", 2)?;
         let mode = check_mode(mode, 4)?;
+        let shape = ints::<4>(shape, "shape", 0)?;
         let m = view::<T, 2>(&array)?;
         run::<T>(py, &shape, |ctx, out| {
             lance_core::fold(ctx, &m, mode, shape, out)
@@ -200,7 +245,7 @@ fn fold<'py>(m: &Bound<'py, PyAny>, mode: isize, shape: [usize; 4]) -> PyResult<
 fn mode_product<'py>(
     x: &Bound<'py, PyAny>,
     matrix: &Bound<'py, PyAny>,
-    mode: isize,
+    mode: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = x.py();
     by_dtype!(x, "x", |T| {
@@ -330,7 +375,7 @@ fn check_factors<T>(
 
 /// Gram matrix X_(n) X_(n)^T of the mode-n unfolding, exactly symmetric (specs/kernels.md#gram).
 #[pyfunction]
-fn gram<'py>(x: &Bound<'py, PyAny>, mode: isize) -> PyResult<Bound<'py, PyAny>> {
+fn gram<'py>(x: &Bound<'py, PyAny>, mode: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     let py = x.py();
     by_dtype!(x, "x", |T| {
         let array = readonly::<T>(x, "x", 4)?;
@@ -348,22 +393,22 @@ fn gram<'py>(x: &Bound<'py, PyAny>, mode: isize) -> PyResult<Bound<'py, PyAny>> 
 #[pyfunction]
 fn im2col<'py>(
     x: &Bound<'py, PyAny>,
-    kernel: [usize; 2],
-    stride: [usize; 2],
-    padding: [usize; 2],
-    dilation: [usize; 2],
-    groups: usize,
+    kernel: &Bound<'py, PyAny>,
+    stride: &Bound<'py, PyAny>,
+    padding: &Bound<'py, PyAny>,
+    dilation: &Bound<'py, PyAny>,
+    groups: &Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = x.py();
     by_dtype!(x, "x", |T| {
         let array = readonly::<T>(x, "x", 4)?;
         let x = view::<T, 4>(&array)?;
         let geometry = ConvGeometry {
-            kernel,
-            stride,
-            padding,
-            dilation,
-            groups,
+            kernel: ints(kernel, "kernel", 1)?,
+            stride: ints(stride, "stride", 1)?,
+            padding: ints(padding, "padding", 0)?,
+            dilation: ints(dilation, "dilation", 1)?,
+            groups: int_in(groups, "groups", 1, i64::MAX)? as usize,
         };
         let shape = geometry.im2col_shape(x.shape()).map_err(value_error)?;
         run::<T>(py, &shape, |ctx, out| {
