@@ -6,8 +6,8 @@
 
 use lance_core::{Context, ConvGeometry, Float, Isa, LanceError, View, View2, View4};
 use numpy::prelude::*;
-use numpy::{Element, PyArray, PyArrayDyn, PyReadonlyArrayDyn, PyUntypedArray};
-use pyo3::exceptions::{PyMemoryError, PyTypeError, PyValueError};
+use numpy::{Element, PyArrayDyn, PyReadonlyArrayDyn, PyUntypedArray};
+use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyInt, PySequence};
 
@@ -100,46 +100,36 @@ fn view<'a, T: Element, const N: usize>(
     View::new(data, low.unsigned_abs(), shape, strides).map_err(value_error)
 }
 
-/// A zeroed output buffer, or `MemoryError` (never an abort) when it cannot be allocated.
-/// Zeroed memory comes from the allocator (`calloc`: fresh pages are zero for free), not from a
-/// fill, since every kernel overwrites its whole output anyway.
-fn zeros<T: Float>(shape: &[usize]) -> PyResult<Vec<T>> {
-    let len = shape.iter().try_fold(1_usize, |a, &b| a.checked_mul(b));
-    let layout = len.and_then(|len| std::alloc::Layout::array::<T>(len).ok());
-    let (Some(len), Some(layout)) = (len, layout) else {
-        return Err(PyValueError::new_err(format!(
-            "the result's shape {shape:?} overflows the address space"
-        )));
-    };
-    if layout.size() == 0 {
-        return Ok(Vec::new());
-    }
-    // SAFETY: the layout has a non-zero size. A non-null result is a zeroed allocation of `len`
-    // elements of T with T's alignment, made by the global allocator as Vec requires, and all
-    // zero bits are the float 0.0.
-    unsafe {
-        let data = std::alloc::alloc_zeroed(layout) as *mut T;
-        if data.is_null() {
-            return Err(PyMemoryError::new_err(format!(
-                "cannot allocate the result of shape {shape:?}"
-            )));
-        }
-        Ok(Vec::from_raw_parts(data, len, len))
-    }
-}
-
-/// Runs `kernel` on a fresh buffer of `shape` without the GIL and returns it as an array.
+/// Runs `kernel` on a fresh array of `shape` without the GIL and returns the array.
+///
+/// The array comes from `numpy.zeros`: NumPy's allocator gives large arrays huge pages and
+/// reuses freed ones, which matters when kernels write hundreds of megabytes per second, and a
+/// failed allocation is a `MemoryError` (a shape whose size overflows, a `ValueError`).
 fn run<'py, T: Float + Element>(
     py: Python<'py>,
     shape: &[usize],
     kernel: impl FnOnce(&Context, &mut [T]) -> Result<(), LanceError> + Send,
 ) -> PyResult<Bound<'py, PyAny>> {
     let ctx = Context::from_env().map_err(value_error)?;
-    let mut out = zeros::<T>(shape)?;
-    py.detach(|| kernel(&ctx, &mut out)).map_err(value_error)?;
-    Ok(PyArray::from_vec(py, out)
-        .reshape(shape.to_vec())?
-        .into_any())
+    let fits = shape
+        .iter()
+        .try_fold(size_of::<T>(), |bytes, &dim| bytes.checked_mul(dim))
+        .is_some_and(|bytes| bytes <= isize::MAX as usize);
+    if !fits {
+        return Err(PyValueError::new_err(format!(
+            "the result's shape {shape:?} overflows the address space"
+        )));
+    }
+    let array = py
+        .import("numpy")?
+        .call_method1("zeros", (shape.to_vec(), T::get_dtype(py)))?
+        .cast_into::<PyArrayDyn<T>>()?;
+    {
+        let mut writable = array.try_readwrite()?;
+        let out = writable.as_slice_mut()?;
+        py.detach(|| kernel(&ctx, out)).map_err(value_error)?;
+    }
+    Ok(array.into_any())
 }
 
 /// The Python int `value` if it lies in `low..=high`; a `ValueError` naming `name` otherwise
