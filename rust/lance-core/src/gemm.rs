@@ -247,7 +247,7 @@ pub(crate) fn gemm_packed<T: Float>(
     let c = &*c;
     let by_rows = row_panels > col_panels;
     let panels = if by_rows { row_panels } else { col_panels };
-    let threads = threads_for(m.saturating_mul(n).saturating_mul(k.max(1)), ctx.threads);
+    let threads = threads_for(m.saturating_mul(n).saturating_mul(k.max(1)) / 8, ctx.threads);
     for_ranges(panels, threads, 1, |start, end| {
         let (rows, cols) = if by_rows {
             (start..end, 0..col_panels)

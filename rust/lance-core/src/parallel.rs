@@ -35,9 +35,9 @@ pub fn set_num_threads(threads: usize) -> Result<(), LanceError> {
     Ok(())
 }
 
-/// Elementary operations (element copies, multiply-adds) below which a thread does not pay for
-/// its start-up.
-const GRAIN: usize = 1 << 16;
+/// Elementary operations (element copies, or eight multiply-adds) a thread must get to pay for
+/// its start-up (tens of microseconds, more when BLAS threads still spin on the other cores).
+const GRAIN: usize = 1 << 18;
 
 /// How many of `threads` to use for `work` elementary operations.
 pub(crate) fn threads_for(work: usize, threads: usize) -> usize {
