@@ -183,4 +183,4 @@ def im2col(x: np.ndarray, kernel, stride, padding, dilation, groups: int = 1) ->
         strides=(s_n, s_c * (c // groups), s_c, s_h * sh, s_w * sw, s_h * dh, s_w * dw),
         writeable=False,
     )
-    return windows.transpose(1, 0, 3, 4, 5, 6, 2).reshape(groups, n * out_hw[0] * out_hw[1], -1)
+    return windows.transpose(1, 0, 3, 4, 5, 6, 2).reshape(groups, n * out_hw[0] * out_hw[1], kh * kw * (c // groups))
