@@ -65,12 +65,15 @@ def einsum_chain(x, factors, project: bool):
 
 
 def tensordot_chain(x, factors, project: bool):
+    """One tensordot per mode, in the reference's order (most shrinking / least growing first)."""
     import numpy as np
 
-    # Each tensordot contracts the first remaining axis and appends the new one at the end, so
-    # after four contractions the axes are back in order.
-    for u in factors:
-        x = np.tensordot(x, u, axes=([0], [0] if project else [1]))
+    def ratio(n):
+        size, rank = factors[n].shape
+        return rank / size if project else size / rank
+
+    for n in sorted(range(4), key=ratio):
+        x = np.moveaxis(np.tensordot(x, factors[n], axes=([n], [0] if project else [1])), -1, n)
     return np.ascontiguousarray(x)
 
 
@@ -85,7 +88,6 @@ def cases(shape, ranks, dtype):
     x = rng.standard_normal(shape).astype(dtype)
     factors = [np.linalg.qr(rng.standard_normal((i, k)))[0].astype(dtype) for i, k in zip(shape, ranks)]
     s = reference.tucker_project(x, factors)
-    item = x.itemsize
     project_flops = reconstruct_flops = 0
     size = list(shape)
     for n in sorted(range(4), key=lambda n: ranks[n] / shape[n]):
@@ -112,7 +114,7 @@ def cases(shape, ranks, dtype):
         ("gram", {
             "reference": lambda: reference.gram(x, 1),
             "einsum": lambda: np.einsum("bchw,bdhw->cd", x, x, optimize=True),
-        }, lambda: core.gram(x, 1), x.nbytes, 2 * x.size * shape[1]),
+        }, lambda: core.gram(x, 1), x.nbytes, x.size * shape[1]),  # one triangle: half of 2 size C
         ("unfold", {
             "reference": lambda: reference.unfold(x, 3),
             "moveaxis copy": lambda: np.ascontiguousarray(np.moveaxis(x, 3, 0)).reshape(shape[3], -1),
@@ -124,7 +126,8 @@ def cases(shape, ranks, dtype):
 
 
 def machine(dtype, repeats):
-    """(copy GB/s counting read + write, large-GEMM GFLOP/s) of this machine now."""
+    """(GB/s of a single-threaded NumPy copy, counting read + write; GFLOP/s of a large GEMM
+    with this process's BLAS threads) of this machine now."""
     import numpy as np
 
     a = np.ones(2**25, dtype=np.float64)  # 256 MiB
@@ -155,11 +158,13 @@ def measure(dtypes, repeats, quick):
     return dict(rows=rows, peaks=peaks)
 
 
-def step_time(backend: str) -> str:
+def step_time(backend: str):
+    """(the LANCE line of benchmarks/lance_step.py, its milliseconds) with `backend`."""
     env = {**os.environ, "LANCE_REF_BACKEND": backend}
     script = Path(__file__).with_name("lance_step.py")
     out = subprocess.run([sys.executable, str(script), "--repeats", "9"], env=env, capture_output=True, text=True, check=True)
-    return next(line for line in out.stdout.splitlines() if line.strip().startswith("lance "))
+    line = next(line for line in out.stdout.splitlines() if line.strip().startswith("lance "))
+    return line, float(line.split()[1])
 
 
 def report(threads, result):
@@ -167,7 +172,7 @@ def report(threads, result):
 
     print(f"\n== {threads} thread(s) on both sides (OPENBLAS_NUM_THREADS={threads}, LANCE_CORE_THREADS={threads})")
     for name, (copy, gemm) in result["peaks"].items():
-        print(f"   machine, {name}: copy {copy:.1f} GB/s (read + write), large GEMM {gemm:.1f} GFLOP/s")
+        print(f"   machine, {name}: single-threaded copy {copy:.1f} GB/s (read + write), large GEMM {gemm:.1f} GFLOP/s")
     print(f"   {'kernel':<19}{'shape':<20}{'ranks':<16}{'dtype':<9}{'numpy best':<15}{'ms':>7}{'rust ms':>9}"
           f"{'ratio':>7}{'GB/s':>7}{'%copy':>7}{'GFLOP/s':>9}{'%gemm':>7}")
     for r in result["rows"]:
@@ -199,14 +204,18 @@ def main(argv=None):
     import lance_ref._core as core
 
     print(f"lance_ref._core on {core.simd_isa()} (this CPU: {', '.join(core.available_isas())})")
+    print("load average at start: %.2f (figures are only comparable on an idle machine)" % os.getloadavg()[0])
     for threads in args.threads.split(","):
         env = {**os.environ, "OPENBLAS_NUM_THREADS": threads, "OMP_NUM_THREADS": threads, "LANCE_CORE_THREADS": threads}
         child = [sys.executable, __file__, "--child", "--dtypes", args.dtypes] + (["--quick"] if args.quick else [])
         out = subprocess.run(child, env=env, capture_output=True, text=True, check=True)
         report(threads, json.loads(out.stdout))
     print("\n== LANCE fine-tuning step (benchmarks/lance_step.py), Rust backend against NumPy backend")
-    for backend in ("numpy", "rust"):
-        print(f"   {backend:<6}{step_time(backend)}")
+    steps = {backend: step_time(backend) for backend in ("numpy", "rust")}
+    for backend, (line, _) in steps.items():
+        print(f"   {backend:<6}{line}")
+    print(f"   numpy / rust = {steps['numpy'][1] / steps['rust'][1]:.2f}")
+    print("load average at end: %.2f" % os.getloadavg()[0])
 
 
 if __name__ == "__main__":
