@@ -8,6 +8,8 @@ use crate::{Context, LanceError};
 
 /// Depth of one packed block: A and B panels of this depth stay in the L1/L2 caches.
 const DEPTH_BLOCK: usize = 256;
+/// Column panels per packed block of B: its rows are copied as runs of this many panels.
+const BLOCK_PANELS: usize = 8;
 
 /// A read-only operand: element (i, j) is `data[base + rows[i] + cols[j]]`.
 #[derive(Clone, Copy)]
@@ -161,26 +163,33 @@ impl<T: Float> PackedA<T> {
         Ok(PackedA { data, m, k, kernel })
     }
 
-    /// Rows `row..row + nr` of A at depths `depth..depth + len`, as the B panel
-    /// `panel[p * nr + j] = A[row + j, depth + p]` of `A^T` (rows past m are zero).
-    fn transposed_panel(&self, depth: usize, len: usize, row: usize, nr: usize, panel: &mut [T]) {
-        let (mr, width) = (self.kernel.mr, nr.min(self.m - row));
-        let block = &self.data[depth * self.m.div_ceil(mr) * mr..];
+    /// Rows `row..row + width` of A at depths `depth..depth + len`, as a block of `A^T`:
+    /// `block[p * ld + j] = A[row + j, depth + p]` (the rest of each row zero).
+    fn transposed_block(
+        &self,
+        depth: usize,
+        len: usize,
+        row: usize,
+        width: usize,
+        ld: usize,
+        block: &mut [T],
+    ) {
+        let mr = self.kernel.mr;
+        let packed = &self.data[depth * self.m.div_ceil(mr) * mr..];
         // Rows row..row + width lie in consecutive row panels: copy each panel's share.
         let mut j = 0;
         while j < width {
-            let (panel_index, first) = ((row + j) / mr, (row + j) % mr);
+            let (panel, first) = ((row + j) / mr, (row + j) % mr);
             let take = (mr - first).min(width - j);
-            let source = &block[panel_index * mr * len..];
+            let source = &packed[panel * mr * len..];
             for p in 0..len {
-                for (t, value) in panel[p * nr + j..p * nr + j + take].iter_mut().enumerate() {
-                    *value = source[p * mr + first + t];
-                }
+                block[p * ld + j..p * ld + j + take]
+                    .copy_from_slice(&source[p * mr + first..p * mr + first + take]);
             }
             j += take;
         }
         for p in 0..len {
-            panel[p * nr + width..(p + 1) * nr].fill(T::ZERO);
+            block[p * ld + width..(p + 1) * ld].fill(T::ZERO);
         }
     }
 }
@@ -217,12 +226,12 @@ pub(crate) fn gemm_packed<T: Float>(
     tiles: Tiles,
 ) -> Result<(), LanceError> {
     let (m, k) = (a.m, a.k);
-    let (b_k, n, b_step) = match right {
+    let (b_k, n) = match right {
         Right::Strided(b) => {
             check_bounds(b.base, b.rows, b.cols, b.data.len(), "B")?;
-            (b.rows.len(), b.cols.len(), common_step(b.rows))
+            (b.rows.len(), b.cols.len())
         }
-        Right::TransposeOf(p) => (p.k, p.m, None),
+        Right::TransposeOf(p) => (p.k, p.m),
     };
     if b_k != k || c.rows.len() != m || c.cols.len() != n {
         return Err(LanceError::Invalid(format!(
@@ -238,86 +247,91 @@ pub(crate) fn gemm_packed<T: Float>(
     let kernel = a.kernel;
     let (mr, nr) = (kernel.mr, kernel.nr);
     let (row_panels, col_panels) = (m.div_ceil(mr), n.div_ceil(nr));
-    // Full panels of B whose rows are evenly spaced and columns consecutive are read in place;
-    // full tiles of C likewise are written in place.
+    // B is copied block by block (BLOCK_PANELS column panels, row-major, rows `ldb` apart) so
+    // that its rows are read in long runs; full tiles of C with evenly spaced rows and
+    // consecutive columns are written in place.
     let c_step = common_step(c.rows);
-    let in_place =
-        |cols: &[isize], col: usize| cols.len() >= col + nr && consecutive(&cols[col..col + nr]);
+    let c_in_place = |col: usize| c.cols.len() >= col + nr && consecutive(&c.cols[col..col + nr]);
     let out = SharedMut(c.data.as_mut_ptr());
     let c = &*c;
-    let by_rows = row_panels > col_panels;
-    let panels = if by_rows { row_panels } else { col_panels };
-    let threads = threads_for(m.saturating_mul(n).saturating_mul(k.max(1)) / 8, ctx.threads);
-    for_ranges(panels, threads, 1, |start, end| {
-        let (rows, cols) = if by_rows {
-            (start..end, 0..col_panels)
+    let col_blocks = col_panels.div_ceil(BLOCK_PANELS);
+    let by_rows = row_panels > col_blocks;
+    let units = if by_rows { row_panels } else { col_blocks };
+    let threads = threads_for(
+        m.saturating_mul(n).saturating_mul(k.max(1)) / 8,
+        ctx.threads,
+    );
+    for_ranges(units, threads, 1, |start, end| {
+        let (rows, blocks) = if by_rows {
+            (start..end, 0..col_blocks)
         } else {
             (0..row_panels, start..end)
         };
-        let mut b_panel = vec![T::ZERO; DEPTH_BLOCK.min(k.max(1)) * nr];
+        let ldb = BLOCK_PANELS * nr;
+        let mut b_block = vec![T::ZERO; DEPTH_BLOCK.min(k.max(1)) * ldb];
         let mut tile = vec![T::ZERO; mr * nr];
         // Depth blocks outermost: the packed A block stays in cache across column panels.
         for (block, depth) in (0..k.max(1)).step_by(DEPTH_BLOCK).enumerate() {
             let depth_len = DEPTH_BLOCK.min(k - depth.min(k));
-            for cp in cols.clone() {
-                let (b_ptr, ldb) = match (right, b_step) {
-                    (Right::Strided(b), Some(step))
-                        if depth_len > 0 && in_place(b.cols, cp * nr) =>
-                    {
-                        let first = b.base + b.rows[depth] + b.cols[cp * nr];
-                        // SAFETY: `first` is an element of b (bounds checked above).
-                        (unsafe { b.data.as_ptr().offset(first) }, step)
+            for cb in blocks.clone() {
+                let first_col = cb * ldb;
+                let width = ldb.min(n - first_col);
+                match right {
+                    Right::Strided(b) => {
+                        pack_b_block(b, depth, depth_len, first_col, width, ldb, &mut b_block)
                     }
-                    (Right::Strided(b), _) => {
-                        pack_b_panel(b, depth, depth_len, cp * nr, nr, &mut b_panel);
-                        (b_panel.as_ptr(), nr as isize)
+                    Right::TransposeOf(p) => {
+                        p.transposed_block(depth, depth_len, first_col, width, ldb, &mut b_block)
                     }
-                    (Right::TransposeOf(p), _) => {
-                        p.transposed_panel(depth, depth_len, cp * nr, nr, &mut b_panel);
-                        (b_panel.as_ptr(), nr as isize)
-                    }
-                };
-                let c_in_place = c_step.is_some() && in_place(c.cols, cp * nr);
-                for rp in rows.clone() {
-                    if tiles == Tiles::Upper && rp * mr > cp * nr + nr - 1 {
-                        continue;
-                    }
-                    let a_panel = &a.data[depth * row_panels * mr + rp * mr * depth_len..];
-                    let accumulate = block > 0;
-                    // SAFETY (both calls): the A panel holds depth_len * mr elements; B's panel
-                    // (packed, or in place: depth_len rows `ldb` apart of nr consecutive
-                    // elements, all elements of b) and C's tile (scratch, or in place: mr full
-                    // rows `ldc` apart of nr consecutive elements of c) are valid; tiles are
-                    // disjoint between threads and c's offsets distinct; the instruction set is
-                    // supported (Context::new).
-                    if c_in_place && (rp + 1) * mr <= m {
-                        let ldc = c_step.unwrap_or(0);
-                        let first = c.base + c.rows[rp * mr] + c.cols[cp * nr];
-                        unsafe {
-                            (kernel.run)(
-                                depth_len,
-                                a_panel.as_ptr(),
-                                b_ptr,
-                                ldb,
-                                out.ptr().offset(first),
-                                ldc,
-                                accumulate,
-                            )
-                        };
-                    } else {
-                        let ldt = nr as isize;
-                        unsafe {
-                            (kernel.run)(
-                                depth_len,
-                                a_panel.as_ptr(),
-                                b_ptr,
-                                ldb,
-                                tile.as_mut_ptr(),
-                                ldt,
-                                false,
-                            )
-                        };
-                        unsafe { store_tile(c, out, &tile, rp * mr, cp * nr, mr, nr, accumulate) };
+                }
+                for cp in first_col / nr..(first_col + width).div_ceil(nr) {
+                    let b_ptr = b_block[cp * nr - first_col..].as_ptr();
+                    let in_place = c_step.is_some() && c_in_place(cp * nr);
+                    for rp in rows.clone() {
+                        if tiles == Tiles::Upper && rp * mr > cp * nr + nr - 1 {
+                            continue;
+                        }
+                        let a_panel = &a.data[depth * row_panels * mr + rp * mr * depth_len..];
+                        let accumulate = block > 0;
+                        // SAFETY (both calls): the A panel holds depth_len * mr elements, the B
+                        // panel depth_len rows `ldb` apart of nr elements (inside b_block); C's
+                        // tile is the scratch tile, or in place mr full rows `ldc` apart of nr
+                        // consecutive elements of c; tiles are disjoint between threads and c's
+                        // offsets distinct; the instruction set is supported (Context::new).
+                        if in_place && (rp + 1) * mr <= m {
+                            let (ldc, first) = (
+                                c_step.unwrap_or(0),
+                                c.base + c.rows[rp * mr] + c.cols[cp * nr],
+                            );
+                            let c_ptr = unsafe { out.ptr().offset(first) };
+                            unsafe {
+                                (kernel.run)(
+                                    depth_len,
+                                    a_panel.as_ptr(),
+                                    b_ptr,
+                                    ldb as isize,
+                                    c_ptr,
+                                    ldc,
+                                    accumulate,
+                                )
+                            };
+                        } else {
+                            let (ldt, t) = (nr as isize, tile.as_mut_ptr());
+                            unsafe {
+                                (kernel.run)(
+                                    depth_len,
+                                    a_panel.as_ptr(),
+                                    b_ptr,
+                                    ldb as isize,
+                                    t,
+                                    ldt,
+                                    false,
+                                )
+                            };
+                            unsafe {
+                                store_tile(c, out, &tile, rp * mr, cp * nr, mr, nr, accumulate)
+                            };
+                        }
                     }
                 }
             }
@@ -326,25 +340,35 @@ pub(crate) fn gemm_packed<T: Float>(
     Ok(())
 }
 
-/// Columns `col..col + nr` of B at depths `depth..depth + len`, as `panel[p * nr + j]` (columns
-/// past n are zero).
-fn pack_b_panel<T: Float>(
+/// Columns `col..col + width` of B at depths `depth..depth + len` into `block`, row-major with
+/// rows `ld` apart (the rest of each row zero): runs of consecutive columns are copied as
+/// slices, scattered columns one by one.
+fn pack_b_block<T: Float>(
     b: &Operand<'_, T>,
     depth: usize,
     len: usize,
     col: usize,
-    nr: usize,
-    panel: &mut [T],
+    width: usize,
+    ld: usize,
+    block: &mut [T],
 ) {
-    let cols = &b.cols[col..(col + nr).min(b.cols.len())];
-    let width = cols.len();
-    let contiguous = consecutive(cols);
+    let cols = &b.cols[col..col + width];
+    let mut runs: Vec<(usize, usize)> = Vec::new(); // (first column, length)
+    for (j, &c) in cols.iter().enumerate() {
+        match runs.last_mut() {
+            Some((first, length)) if cols[*first] + *length as isize == c => *length += 1,
+            _ => runs.push((j, 1)),
+        }
+    }
+    let by_runs = runs.len() * 8 <= width; // runs of 8 or more on average
     for p in 0..len {
-        let row = &mut panel[p * nr..(p + 1) * nr];
+        let row = &mut block[p * ld..(p + 1) * ld];
         let offset = b.base + b.rows[depth + p];
-        if contiguous {
-            let start = (offset + cols[0]) as usize;
-            row[..width].copy_from_slice(&b.data[start..start + width]);
+        if by_runs {
+            for &(first, length) in &runs {
+                let start = (offset + cols[first]) as usize;
+                row[first..first + length].copy_from_slice(&b.data[start..start + length]);
+            }
         } else {
             for (value, &c) in row.iter_mut().zip(cols) {
                 // SAFETY: b passed `check_bounds`, so every (row, column) offset is in `data`.
