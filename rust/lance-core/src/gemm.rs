@@ -132,7 +132,7 @@ pub(crate) struct PackedA<T> {
 impl<T: Float> PackedA<T> {
     pub fn new(ctx: &Context, a: &Operand<'_, T>) -> Result<Self, LanceError> {
         check_bounds(a.base, a.rows, a.cols, a.data.len(), "A")?;
-        let kernel = T::micro_kernel(ctx.isa);
+        let kernel = T::micro_kernel(ctx.isa, a.rows.len());
         let (m, k, mr) = (a.rows.len(), a.cols.len(), kernel.mr);
         let row_panels = m.div_ceil(mr);
         let mut data = vec![T::ZERO; row_panels * mr * k];

@@ -25,8 +25,20 @@ pub trait Float:
     + 'static
 {
     const ZERO: Self;
-    /// The micro-kernel of `isa` for this type (the scalar one if `isa` is not compiled in).
-    fn micro_kernel(isa: Isa) -> MicroKernel<Self>;
+    /// The micro-kernels of `isa` for this type, by increasing tile height `mr` (the scalar one
+    /// if `isa` is not compiled in); all share one tile width `nr`.
+    fn micro_kernels(isa: Isa) -> Vec<MicroKernel<Self>>;
+
+    /// The micro-kernel of `isa` for a product with `rows` rows of A: the lowest tile that
+    /// covers them, or the tallest (short products waste no multiply-adds on padding rows).
+    fn micro_kernel(isa: Isa, rows: usize) -> MicroKernel<Self> {
+        let kernels = Self::micro_kernels(isa);
+        let tallest = kernels[kernels.len() - 1];
+        kernels
+            .into_iter()
+            .find(|k| k.mr >= rows)
+            .unwrap_or(tallest)
+    }
 }
 
 /// A tile kernel and its tile shape.
@@ -217,9 +229,17 @@ mod x86 {
         _mm512_storeu_pd,
         |c, a, b| _mm512_fmadd_pd(a, b, c)
     );
+    kernel!(avx2_f32_2, "avx2,fma", f32, F32x8, 2, 2);
+    kernel!(avx2_f32_4, "avx2,fma", f32, F32x8, 4, 2);
     kernel!(avx2_f32, "avx2,fma", f32, F32x8, 6, 2);
+    kernel!(avx2_f64_2, "avx2,fma", f64, F64x4, 2, 2);
+    kernel!(avx2_f64_4, "avx2,fma", f64, F64x4, 4, 2);
     kernel!(avx2_f64, "avx2,fma", f64, F64x4, 6, 2);
+    kernel!(avx512_f32_2, "avx512f", f32, F32x16, 2, 2);
+    kernel!(avx512_f32_4, "avx512f", f32, F32x16, 4, 2);
     kernel!(avx512_f32, "avx512f", f32, F32x16, 8, 2);
+    kernel!(avx512_f64_2, "avx512f", f64, F64x8, 2, 2);
+    kernel!(avx512_f64_4, "avx512f", f64, F64x8, 4, 2);
     kernel!(avx512_f64, "avx512f", f64, F64x8, 8, 2);
 }
 
@@ -246,7 +266,11 @@ mod arm {
         vst1q_f64,
         |c, a, b| vfmaq_f64(c, a, b)
     );
+    kernel!(neon_f32_2, "neon", f32, F32x4, 2, 2);
+    kernel!(neon_f32_4, "neon", f32, F32x4, 4, 2);
     kernel!(neon_f32, "neon", f32, F32x4, 8, 2);
+    kernel!(neon_f64_2, "neon", f64, F64x2, 2, 2);
+    kernel!(neon_f64_4, "neon", f64, F64x2, 4, 2);
     kernel!(neon_f64, "neon", f64, F64x2, 8, 2);
 }
 
@@ -269,18 +293,19 @@ fn scalar<T: Float>() -> MicroKernel<T> {
     }
 }
 
-/// `Float::micro_kernel` for one type: `$isa => (mr, nr, kernel)` arms, scalar otherwise.
+/// `Float::micro_kernels` for one type: `$isa => $nr, [($mr, $kernel), ...]` arms, scalar
+/// otherwise.
 macro_rules! float {
-    ($t:ty, $($arch:literal, $isa:path => ($mr:literal, $nr:literal, $kernel:path)),*) => {
+    ($t:ty, $($arch:literal, $isa:path => $nr:literal, [$(($mr:literal, $kernel:path)),*]),*) => {
         impl Float for $t {
             const ZERO: Self = 0.0;
-            fn micro_kernel(isa: Isa) -> MicroKernel<Self> {
+            fn micro_kernels(isa: Isa) -> Vec<MicroKernel<Self>> {
                 match isa {
                     $(
                         #[cfg(target_arch = $arch)]
-                        $isa => MicroKernel { mr: $mr, nr: $nr, run: $kernel },
+                        $isa => vec![$(MicroKernel { mr: $mr, nr: $nr, run: $kernel }),*],
                     )*
-                    _ => scalar(),
+                    _ => vec![scalar()],
                 }
             }
         }
@@ -288,13 +313,13 @@ macro_rules! float {
 }
 
 float!(f32,
-    "x86_64", Isa::Avx2 => (6, 16, x86::avx2_f32),
-    "x86_64", Isa::Avx512 => (8, 32, x86::avx512_f32),
-    "aarch64", Isa::Neon => (8, 8, arm::neon_f32));
+    "x86_64", Isa::Avx2 => 16, [(2, x86::avx2_f32_2), (4, x86::avx2_f32_4), (6, x86::avx2_f32)],
+    "x86_64", Isa::Avx512 => 32, [(2, x86::avx512_f32_2), (4, x86::avx512_f32_4), (8, x86::avx512_f32)],
+    "aarch64", Isa::Neon => 8, [(2, arm::neon_f32_2), (4, arm::neon_f32_4), (8, arm::neon_f32)]);
 float!(f64,
-    "x86_64", Isa::Avx2 => (6, 8, x86::avx2_f64),
-    "x86_64", Isa::Avx512 => (8, 16, x86::avx512_f64),
-    "aarch64", Isa::Neon => (8, 4, arm::neon_f64));
+    "x86_64", Isa::Avx2 => 8, [(2, x86::avx2_f64_2), (4, x86::avx2_f64_4), (6, x86::avx2_f64)],
+    "x86_64", Isa::Avx512 => 16, [(2, x86::avx512_f64_2), (4, x86::avx512_f64_4), (8, x86::avx512_f64)],
+    "aarch64", Isa::Neon => 4, [(2, arm::neon_f64_2), (4, arm::neon_f64_4), (8, arm::neon_f64)]);
 
 #[cfg(test)]
 mod tests {
@@ -303,8 +328,7 @@ mod tests {
     /// Every supported micro-kernel equals the scalar reference (and the definition) on random
     /// panels, for several depths including 0 and 1.
     fn check<T: Float>(from: fn(f64) -> T, close: fn(T, T) -> bool) {
-        for isa in Isa::available() {
-            let kernel = T::micro_kernel(isa);
+        for kernel in Isa::available().into_iter().flat_map(T::micro_kernels) {
             let (mr, nr) = (kernel.mr, kernel.nr);
             for k in [0, 1, 2, 7, 33] {
                 let a: Vec<T> = (0..k * mr)
@@ -333,7 +357,10 @@ mod tests {
                             let want =
                                 (0..k).fold(T::ZERO, |s, p| s + a[p * mr + i] * b[p * nr + j]);
                             let want = if pass == 1 { want + want } else { want };
-                            assert!(close(got[i * 2 * nr + j], want), "{isa:?} k={k} ({i},{j})");
+                            assert!(
+                                close(got[i * 2 * nr + j], want),
+                                "{mr}x{nr} k={k} ({i},{j})"
+                            );
                             assert!(
                                 got[i * 2 * nr + nr + j] == T::ZERO,
                                 "wrote outside the tile"
@@ -359,6 +386,6 @@ mod tests {
         } else {
             Isa::Neon
         };
-        assert_eq!(f32::micro_kernel(foreign).mr, 4);
+        assert_eq!(f32::micro_kernel(foreign, 8).mr, 4);
     }
 }
