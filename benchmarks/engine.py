@@ -12,7 +12,6 @@ Set OPENBLAS_NUM_THREADS=1 to compare single-threaded GEMMs with the single-thre
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 
@@ -22,6 +21,7 @@ from lance_ref import Tensor, nn
 from lance_ref.allocator import keep_freed_memory
 from lance_ref.functional.conv import conv_geometry, transposed_geometry
 from lance_ref.nn import build_model
+from timing import run_times
 
 CONV_SHAPES = [  # (batch, in_channels, out_channels, size, kernel, stride, padding)
     (64, 32, 32, 16, 3, 1, 1),
@@ -35,13 +35,7 @@ CONV_SHAPES = [  # (batch, in_channels, out_channels, size, kernel, stride, padd
 
 def best_time(fn, repeats: int) -> float:
     """The fastest of `repeats` runs after one warm-up (the least disturbed measurement)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+    return min(run_times(fn, repeats))
 
 
 def conv_gemms(x_shape, weight_shape, stride, padding, need_input_grad=True):

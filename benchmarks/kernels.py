@@ -20,8 +20,9 @@ import os
 import string
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+from timing import run_times
 
 # (shape (B, C, H, W), ranks per mode): LANCE-like activations, batch 32..128, channels 32..512,
 # spatial 4x4..32x32, ranks 2..64.
@@ -41,13 +42,7 @@ TARGETS = {"tucker_project": 2.0, "tucker_reconstruct": 2.0, "gram": 1.5, "unfol
 def median_seconds(fn, repeats: int) -> float:
     import numpy as np
 
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    return float(np.median(run_times(fn, repeats)))
 
 
 def einsum_chain(x, factors, project: bool):

@@ -293,41 +293,31 @@ pub(crate) fn gemm_packed<T: Float>(
                         }
                         let a_panel = &a.data[depth * row_panels * mr + rp * mr * depth_len..];
                         let accumulate = block > 0;
-                        // SAFETY (both calls): the A panel holds depth_len * mr elements, the B
+                        // SAFETY (the unsafe calls below): the A panel holds depth_len * mr elements, the B
                         // panel depth_len rows `ldb` apart of nr elements (inside b_block); C's
                         // tile is the scratch tile, or in place mr full rows `ldc` apart of nr
                         // consecutive elements of c; tiles are disjoint between threads and c's
                         // offsets distinct; the instruction set is supported (Context::new).
-                        if in_place && (rp + 1) * mr <= m {
-                            let (ldc, first) = (
-                                c_step.unwrap_or(0),
-                                c.base + c.rows[rp * mr] + c.cols[cp * nr],
-                            );
-                            let c_ptr = unsafe { out.ptr().offset(first) };
-                            unsafe {
-                                (kernel.run)(
-                                    depth_len,
-                                    a_panel.as_ptr(),
-                                    b_ptr,
-                                    ldb as isize,
-                                    c_ptr,
-                                    ldc,
-                                    accumulate,
-                                )
-                            };
+                        let direct = in_place && (rp + 1) * mr <= m;
+                        let (c_ptr, ldc) = if direct {
+                            let first = c.base + c.rows[rp * mr] + c.cols[cp * nr];
+                            (unsafe { out.ptr().offset(first) }, c_step.unwrap_or(0))
                         } else {
-                            let (ldt, t) = (nr as isize, tile.as_mut_ptr());
-                            unsafe {
-                                (kernel.run)(
-                                    depth_len,
-                                    a_panel.as_ptr(),
-                                    b_ptr,
-                                    ldb as isize,
-                                    t,
-                                    ldt,
-                                    false,
-                                )
-                            };
+                            (tile.as_mut_ptr(), nr as isize)
+                        };
+                        let (a_ptr, ldb) = (a_panel.as_ptr(), ldb as isize);
+                        unsafe {
+                            (kernel.run)(
+                                depth_len,
+                                a_ptr,
+                                b_ptr,
+                                ldb,
+                                c_ptr,
+                                ldc,
+                                accumulate && direct,
+                            )
+                        };
+                        if !direct {
                             unsafe {
                                 store_tile(c, out, &tile, rp * mr, cp * nr, mr, nr, accumulate)
                             };

@@ -1,6 +1,7 @@
 //! The im2col unfolding of a conv input (specs/conv.md#im2col), the engine's conv layout.
 
 use crate::parallel::{self, SharedMut, for_ranges};
+use crate::view::check_len;
 use crate::{Context, LanceError, View4};
 
 /// A 2-D convolution's window geometry; each field is (height, width).
@@ -86,12 +87,7 @@ pub fn im2col<T: Copy + Default + Send + Sync>(
 ) -> Result<(), LanceError> {
     let [groups, rows, cols] = geometry.im2col_shape(x.shape)?;
     let expected = groups * rows * cols;
-    if out.len() != expected {
-        return Err(LanceError::BufferLength {
-            expected,
-            got: out.len(),
-        });
-    }
+    check_len(out, expected)?;
     if expected == 0 {
         return Ok(());
     }

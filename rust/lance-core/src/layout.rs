@@ -2,7 +2,7 @@
 //! specs/kernels.md#fold), both a copy of a strided view into row-major order.
 
 use crate::parallel::{SharedMut, for_ranges, threads_for};
-use crate::view::{c_strides, numel};
+use crate::view::{c_strides, check_len, numel};
 use crate::{Context, LanceError, View2, View4};
 
 /// Shape `(I_n, prod of the other dims)` of the mode-`mode` unfolding of a 4-D array.
@@ -112,12 +112,7 @@ pub(crate) fn copy_to_c_order<T: Copy + Send + Sync>(
     out: &mut [T],
 ) -> Result<(), LanceError> {
     let expected = numel(x.shape)?;
-    if out.len() != expected {
-        return Err(LanceError::BufferLength {
-            expected,
-            got: out.len(),
-        });
-    }
+    check_len(out, expected)?;
     if expected == 0 {
         return Ok(());
     }

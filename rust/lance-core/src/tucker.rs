@@ -4,7 +4,7 @@
 
 use crate::gemm::{Operand, Output, PackedA, Right, Tiles, axis, gemm, gemm_packed, grid};
 use crate::simd::Float;
-use crate::view::{c_strides, numel};
+use crate::view::{c_strides, check_len, numel};
 use crate::{Context, LanceError, View2, View4};
 
 /// The shape of `x x_mode M` for M with `rows` rows: `shape` with axis `mode` set to `rows`.
@@ -12,17 +12,6 @@ fn with_mode(shape: [usize; 4], mode: usize, rows: usize) -> [usize; 4] {
     let mut shape = shape;
     shape[mode] = rows;
     shape
-}
-
-fn check_out<T>(out: &[T], shape: [usize; 4]) -> Result<(), LanceError> {
-    let expected = numel(shape)?;
-    if out.len() != expected {
-        return Err(LanceError::BufferLength {
-            expected,
-            got: out.len(),
-        });
-    }
-    Ok(())
 }
 
 /// The three axes other than `mode`, in order.
@@ -115,7 +104,7 @@ pub fn mode_product<T: Float>(
             matrix.shape, x.shape[mode]
         )));
     }
-    check_out(out, with_mode(x.shape, mode, matrix.shape[0]))?;
+    check_len(out, numel(with_mode(x.shape, mode, matrix.shape[0]))?)?;
     product(ctx, x, matrix, mode, out)
 }
 
@@ -216,7 +205,7 @@ pub fn tucker_project<T: Float>(
     out: &mut [T],
 ) -> Result<(), LanceError> {
     let order = chain_order(x.shape, factors, Side::Project, "x")?;
-    check_out(out, core_shape(x.shape, factors, Side::Project))?;
+    check_len(out, numel(core_shape(x.shape, factors, Side::Project))?)?;
     chain(ctx, x, &order, |n| factors[n].unwrap().swapped(0, 1), out)
 }
 
@@ -228,7 +217,10 @@ pub fn tucker_reconstruct<T: Float>(
     out: &mut [T],
 ) -> Result<(), LanceError> {
     let order = chain_order(core.shape, factors, Side::Reconstruct, "core")?;
-    check_out(out, core_shape(core.shape, factors, Side::Reconstruct))?;
+    check_len(
+        out,
+        numel(core_shape(core.shape, factors, Side::Reconstruct))?,
+    )?;
     chain(ctx, core, &order, |n| factors[n].unwrap(), out)
 }
 
@@ -244,13 +236,7 @@ pub fn gram<T: Float>(
         return Err(LanceError::InvalidMode { mode, ndim: 4 });
     }
     let size = x.shape[mode];
-    let expected = size.checked_mul(size).ok_or(LanceError::SizeOverflow)?;
-    if out.len() != expected {
-        return Err(LanceError::BufferLength {
-            expected,
-            got: out.len(),
-        });
-    }
+    check_len(out, size.checked_mul(size).ok_or(LanceError::SizeOverflow)?)?;
     let rest = others(mode);
     let rows = axis(0, size, x.strides[mode]);
     let cols = grid(0, &rest.map(|a| x.shape[a]), &rest.map(|a| x.strides[a]));
