@@ -4,6 +4,7 @@
 
 use crate::parallel::{SharedMut, for_ranges, threads_for};
 use crate::simd::{Float, MicroKernel};
+use crate::view::check_len;
 use crate::{Context, LanceError};
 
 /// Depth of one packed block: A and B panels of this depth stay in the L1/L2 caches.
@@ -321,6 +322,112 @@ pub(crate) fn gemm_packed<T: Float>(
                             unsafe {
                                 store_tile(c, out, &tile, rp * mr, cp * nr, mr, nr, accumulate)
                             };
+                        }
+                    }
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+/// `B_l` of [`gemm_batched`]: `batches` matrices (k x cols) of one buffer, element (p, j) of
+/// `B_l` at `base + l * batch_stride + p * row_stride + j` (columns contiguous).
+pub(crate) struct Batched<'a, T> {
+    pub data: &'a [T],
+    pub base: isize,
+    pub batches: usize,
+    pub batch_stride: isize,
+    pub row_stride: isize,
+    pub cols: usize,
+}
+
+/// `out[l] = a B_l` for every batch l, `out` row-major (batches, m, cols), reading each `B_l` in
+/// place (no tables, no packing but for the last partial panel of each batch) and writing full
+/// tiles in place. Threads split the batches. This is the products' fast path when the
+/// contracted mode is followed by a contiguous run of elements (specs/kernels.md#rust).
+pub(crate) fn gemm_batched<T: Float>(
+    ctx: &Context,
+    a: &PackedA<T>,
+    b: &Batched<'_, T>,
+    out: &mut [T],
+) -> Result<(), LanceError> {
+    let (m, k, n) = (a.m, a.k, b.cols);
+    check_len(out, b.batches * m * n)?;
+    if b.batches * m * n == 0 {
+        return Ok(());
+    }
+    // Every element of every B_l is in the buffer (the extremes of the affine offsets).
+    let reach = |len: usize, stride: isize| (len.max(1) as isize - 1) * stride;
+    let corners = [
+        reach(b.batches, b.batch_stride),
+        reach(k, b.row_stride),
+        n as isize - 1,
+    ];
+    let low = b.base + corners.iter().filter(|&&c| c < 0).sum::<isize>();
+    let high = b.base + corners.iter().filter(|&&c| c > 0).sum::<isize>();
+    if k > 0 && (low < 0 || high as usize >= b.data.len()) {
+        return Err(LanceError::Invalid(
+            "internal error: gemm_batched reads out of bounds".into(),
+        ));
+    }
+    let kernel = a.kernel;
+    let (mr, nr) = (kernel.mr, kernel.nr);
+    let row_panels = m.div_ceil(mr);
+    let dst = SharedMut(out.as_mut_ptr());
+    let threads = threads_for(b.batches.saturating_mul(m * n * k) / 8, ctx.threads);
+    for_ranges(b.batches, threads, 1, |start, end| {
+        let mut tail = vec![T::ZERO; k * nr];
+        let mut tile = vec![T::ZERO; mr * nr];
+        for l in start..end {
+            let source = b.base + l as isize * b.batch_stride;
+            for col in (0..n).step_by(nr) {
+                let width = nr.min(n - col);
+                let (b_ptr, ldb) = if width == nr || k == 0 {
+                    // SAFETY: `source + col` is an element of b (bounds checked above) or, with
+                    // k = 0, never read.
+                    (
+                        b.data.as_ptr().wrapping_offset(source + col as isize),
+                        b.row_stride,
+                    )
+                } else {
+                    for p in 0..k {
+                        let from = (source + p as isize * b.row_stride + col as isize) as usize;
+                        tail[p * nr..p * nr + width].copy_from_slice(&b.data[from..from + width]);
+                        tail[p * nr + width..(p + 1) * nr].fill(T::ZERO);
+                    }
+                    (tail.as_ptr(), nr as isize)
+                };
+                for rp in 0..row_panels {
+                    let rows = mr.min(m - rp * mr);
+                    let first = (l * m + rp * mr) * n + col;
+                    let direct = rows == mr && width == nr;
+                    let (c_ptr, ldc) = if direct {
+                        (dst.ptr().wrapping_add(first), n as isize)
+                    } else {
+                        (tile.as_mut_ptr(), nr as isize)
+                    };
+                    for (block, depth) in (0..k.max(1)).step_by(DEPTH_BLOCK).enumerate() {
+                        let depth_len = DEPTH_BLOCK.min(k - depth.min(k));
+                        let a_panel =
+                            a.data[depth * row_panels * mr + rp * mr * depth_len..].as_ptr();
+                        let b_block = b_ptr.wrapping_offset(depth as isize * ldb);
+                        // SAFETY: the A panel holds depth_len * mr elements; B's block is
+                        // depth_len rows `ldb` apart of nr elements (in b, or the tail buffer);
+                        // C is the scratch tile or a full tile of mr rows `n` apart inside batch
+                        // l's rows of `out`, which only this thread writes; the instruction set
+                        // is supported (Context::new).
+                        unsafe {
+                            (kernel.run)(depth_len, a_panel, b_block, ldb, c_ptr, ldc, block > 0)
+                        };
+                    }
+                    if !direct {
+                        for i in 0..rows {
+                            // SAFETY: the valid part of the tile, in batch l's rows of `out`.
+                            let row = unsafe {
+                                std::slice::from_raw_parts_mut(dst.ptr().add(first + i * n), width)
+                            };
+                            row.copy_from_slice(&tile[i * nr..i * nr + width]);
                         }
                     }
                 }

@@ -2,7 +2,9 @@
 //! (specs/kernels.md#mode_product, #tucker_project, #tucker_reconstruct, #gram), each one or a
 //! chain of GEMMs on strided views, so no input is copied whole.
 
-use crate::gemm::{Operand, Output, PackedA, Right, Tiles, axis, gemm, gemm_packed, grid};
+use crate::gemm::{
+    Batched, Operand, Output, PackedA, Right, Tiles, axis, gemm, gemm_batched, gemm_packed, grid,
+};
 use crate::simd::Float;
 use crate::view::{c_strides, check_len, numel};
 use crate::{Context, LanceError, View2, View4};
@@ -23,9 +25,71 @@ fn others(mode: usize) -> [usize; 3] {
     axes
 }
 
+/// `(L, stride of L, R)` when the axes before `mode` step like one axis of L elements and the
+/// axes after it form one contiguous run of R: then `x x_mode M` is a batch of L products
+/// `M (J x I) X_l (I x R)`.
+fn batched_layout<T>(x: &View4<'_, T>, mode: usize) -> Option<(usize, isize, usize)> {
+    let mut run = 1_isize;
+    for d in (mode + 1..4).rev() {
+        if x.shape[d] != 1 && x.strides[d] != run {
+            return None;
+        }
+        run *= x.shape[d] as isize;
+    }
+    let (mut stride, mut next) = (0, None);
+    for d in (0..mode).rev().filter(|&d| x.shape[d] != 1) {
+        match next {
+            Some(expected) if x.strides[d] != expected => return None,
+            Some(expected) => next = Some(expected * x.shape[d] as isize),
+            None => (stride, next) = (x.strides[d], Some(x.strides[d] * x.shape[d] as isize)),
+        }
+    }
+    Some((x.shape[..mode].iter().product(), stride, run as usize))
+}
+
+/// `out = x x_mode m` (row-major), unchecked: a batch of products read in place when the
+/// layout allows (`batched_layout`, a run of at least one panel), else one GEMM over the
+/// unfolding.
+fn product<T: Float>(
+    ctx: &Context,
+    x: &View4<'_, T>,
+    m: &View2<'_, T>,
+    mode: usize,
+    out: &mut [T],
+) -> Result<(), LanceError> {
+    let panel = T::micro_kernel(ctx.isa, m.shape[0]).nr;
+    if let Some((batches, batch_stride, cols)) = batched_layout(x, mode)
+        && cols >= panel
+    {
+        let (rows, depth) = (
+            axis(0, m.shape[0], m.strides[0]),
+            axis(0, m.shape[1], m.strides[1]),
+        );
+        let packed = PackedA::new(
+            ctx,
+            &Operand {
+                data: m.data,
+                base: m.offset as isize,
+                rows: &rows,
+                cols: &depth,
+            },
+        )?;
+        let b = Batched {
+            data: x.data,
+            base: x.offset as isize,
+            batches,
+            batch_stride,
+            row_stride: x.strides[mode],
+            cols,
+        };
+        return gemm_batched(ctx, &packed, &b, out);
+    }
+    general_product(ctx, x, m, mode, out)
+}
+
 /// `out = x x_mode m` (row-major), unchecked: `out_(mode) = M X_(mode)` as one GEMM, transposed
 /// when M has more rows than X_(mode) has columns (the packed operand is the smaller one).
-fn product<T: Float>(
+fn general_product<T: Float>(
     ctx: &Context,
     x: &View4<'_, T>,
     m: &View2<'_, T>,
@@ -327,8 +391,14 @@ mod tests {
 
     #[test]
     fn mode_products_match_the_definition_on_every_path() {
-        let shape = [3, 5, 2, 7];
-        let x = values(210, 3);
+        // The second shape takes more than one depth block on mode 1 (batched, in place).
+        for shape in [[3, 5, 2, 7], [2, 300, 1, 40]] {
+            check_mode_products(shape);
+        }
+    }
+
+    fn check_mode_products(shape: [usize; 4]) {
+        let x = values(shape.iter().product(), 3);
         let view = View4::c_contiguous(&x, shape).unwrap();
         for mode in 0..4 {
             for rows in [1, 4, 40] {
