@@ -120,8 +120,13 @@ pub fn im2col<T: Copy + Default + Send + Sync>(
                         + ch as isize * x.strides[1]
                         + hh as isize * x.strides[2];
                     let row = ((hh + ph) * padded_w + pw) * c + ch;
+                    let line = &mut sample[row..row + (w - 1) * c + 1];
                     for ww in 0..w {
-                        sample[row + ww * c] = x.data[(from + ww as isize * x.strides[3]) as usize];
+                        // SAFETY: the view checked that every element offset is inside its data.
+                        line[ww * c] = unsafe {
+                            *x.data
+                                .get_unchecked((from + ww as isize * x.strides[3]) as usize)
+                        };
                     }
                 }
             }
