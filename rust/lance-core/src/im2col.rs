@@ -113,7 +113,9 @@ pub fn im2col<T: Copy + Default + Send + Sync>(
         // One sample, zero-padded and channels-last: every tap's channels are contiguous.
         let mut sample = vec![T::default(); padded_h * padded_w * c];
         for s in start..end {
-            for ch in 0..c {
+            // An input of width 0 leaves only padding (and `w - 1` below would underflow).
+            let channels_to_copy = if w == 0 { 0 } else { c };
+            for ch in 0..channels_to_copy {
                 for hh in 0..h {
                     let from = x.offset as isize
                         + s as isize * x.strides[0]
