@@ -2,9 +2,9 @@
 //! its buffer, so any strided view, unfolding or transposition of a tensor is an operand
 //! without a copy. Panels are packed (BLIS style) and multiplied by the `simd` micro-kernels.
 
-use crate::parallel::{SharedMut, for_ranges, threads_for};
+use crate::out::Out;
+use crate::parallel::{for_ranges, threads_for};
 use crate::simd::{Float, MicroKernel};
-use crate::view::check_len;
 use crate::{Context, LanceError};
 
 /// Depth of one packed block: A and B panels of this depth stay in the L1/L2 caches.
@@ -24,7 +24,7 @@ pub(crate) struct Operand<'a, T> {
 /// The output: element (i, j) is `data[base + rows[i] + cols[j]]`, distinct (i, j) at distinct
 /// places.
 pub(crate) struct Output<'a, T> {
-    pub data: &'a mut [T],
+    pub data: Out<'a, T>,
     pub base: isize,
     pub rows: &'a [isize],
     pub cols: &'a [isize],
@@ -137,7 +137,7 @@ impl<T: Float> PackedA<T> {
         let (m, k, mr) = (a.rows.len(), a.cols.len(), kernel.mr);
         let row_panels = m.div_ceil(mr);
         let mut data = vec![T::ZERO; row_panels * mr * k];
-        let dst = SharedMut(data.as_mut_ptr());
+        let dst = Out::new(&mut data);
         for_ranges(
             row_panels,
             threads_for(m * k, ctx.threads),
@@ -153,7 +153,7 @@ impl<T: Float> PackedA<T> {
                                 // `data` (base + p * mr + i < row_panels * mr * k); a passed
                                 // `check_bounds` and (rp * mr + i, depth + p) is inside it.
                                 unsafe {
-                                    *dst.ptr().add(base + p * mr + i) = a.at(rp * mr + i, depth + p)
+                                    dst.write(base + p * mr + i, a.at(rp * mr + i, depth + p))
                                 };
                             }
                         }
@@ -253,7 +253,7 @@ pub(crate) fn gemm_packed<T: Float>(
     // consecutive columns are written in place.
     let c_step = common_step(c.rows);
     let c_in_place = |col: usize| c.cols.len() >= col + nr && consecutive(&c.cols[col..col + nr]);
-    let out = SharedMut(c.data.as_mut_ptr());
+    let out = c.data;
     let c = &*c;
     let col_blocks = col_panels.div_ceil(BLOCK_PANELS);
     let by_rows = row_panels > col_blocks;
@@ -302,7 +302,7 @@ pub(crate) fn gemm_packed<T: Float>(
                         let direct = in_place && (rp + 1) * mr <= m;
                         let (c_ptr, ldc) = if direct {
                             let first = c.base + c.rows[rp * mr] + c.cols[cp * nr];
-                            (unsafe { out.ptr().offset(first) }, c_step.unwrap_or(0))
+                            (unsafe { out.at(0).offset(first) }, c_step.unwrap_or(0))
                         } else {
                             (tile.as_mut_ptr(), nr as isize)
                         };
@@ -319,9 +319,7 @@ pub(crate) fn gemm_packed<T: Float>(
                             )
                         };
                         if !direct {
-                            unsafe {
-                                store_tile(c, out, &tile, rp * mr, cp * nr, mr, nr, accumulate)
-                            };
+                            unsafe { store_tile(c, &tile, rp * mr, cp * nr, mr, nr, accumulate) };
                         }
                     }
                 }
@@ -350,10 +348,10 @@ pub(crate) fn gemm_batched<T: Float>(
     ctx: &Context,
     a: &PackedA<T>,
     b: &Batched<'_, T>,
-    out: &mut [T],
+    out: Out<'_, T>,
 ) -> Result<(), LanceError> {
     let (m, k, n) = (a.m, a.k, b.cols);
-    check_len(out, b.batches * m * n)?;
+    out.check_len(b.batches * m * n)?;
     if b.batches * m * n == 0 {
         return Ok(());
     }
@@ -374,7 +372,6 @@ pub(crate) fn gemm_batched<T: Float>(
     let kernel = a.kernel;
     let (mr, nr) = (kernel.mr, kernel.nr);
     let row_panels = m.div_ceil(mr);
-    let dst = SharedMut(out.as_mut_ptr());
     let threads = threads_for(b.batches.saturating_mul(m * n * k) / 8, ctx.threads);
     for_ranges(b.batches, threads, 1, |start, end| {
         let mut tail = vec![T::ZERO; k * nr];
@@ -403,7 +400,7 @@ pub(crate) fn gemm_batched<T: Float>(
                     let first = (l * m + rp * mr) * n + col;
                     let direct = rows == mr && width == nr;
                     let (c_ptr, ldc) = if direct {
-                        (dst.ptr().wrapping_add(first), n as isize)
+                        (unsafe { out.at(first) }, n as isize)
                     } else {
                         (tile.as_mut_ptr(), nr as isize)
                     };
@@ -424,10 +421,7 @@ pub(crate) fn gemm_batched<T: Float>(
                     if !direct {
                         for i in 0..rows {
                             // SAFETY: the valid part of the tile, in batch l's rows of `out`.
-                            let row = unsafe {
-                                std::slice::from_raw_parts_mut(dst.ptr().add(first + i * n), width)
-                            };
-                            row.copy_from_slice(&tile[i * nr..i * nr + width]);
+                            unsafe { out.copy_from(first + i * n, &tile[i * nr..i * nr + width]) };
                         }
                     }
                 }
@@ -478,11 +472,11 @@ fn pack_b_block<T: Float>(
 
 /// Writes (or adds, with `accumulate`) the valid part of a tile at (row, col) into C.
 ///
-/// Safety: no other thread touches the tile's elements; `out` points at `c.data`.
+/// Safety: no other thread touches the tile's elements; its elements of C not yet written are
+/// only written (`accumulate` reads what an earlier depth block wrote).
 #[allow(clippy::too_many_arguments)]
 unsafe fn store_tile<T: Float>(
     c: &Output<'_, T>,
-    out: SharedMut<T>,
     tile: &[T],
     row: usize,
     col: usize,
@@ -497,24 +491,18 @@ unsafe fn store_tile<T: Float>(
         let values = &tile[i * nr..i * nr + cols.len()];
         // SAFETY: the elements are in bounds (checked by gemm) and owned by this tile.
         unsafe {
-            if contiguous {
-                let place = std::slice::from_raw_parts_mut(
-                    out.ptr().offset(c.base + r + cols[0]),
-                    cols.len(),
-                );
-                if accumulate {
-                    place
-                        .iter_mut()
-                        .zip(values)
-                        .for_each(|(sum, &v)| *sum = *sum + v);
-                } else {
-                    place.copy_from_slice(values);
-                }
+            if contiguous && !accumulate {
+                c.data.copy_from((c.base + r + cols[0]) as usize, values);
                 continue;
             }
             for (&value, &q) in values.iter().zip(cols) {
-                let place = out.ptr().offset(c.base + r + q);
-                *place = if accumulate { *place + value } else { value };
+                let place = (c.base + r + q) as usize;
+                let sum = if accumulate {
+                    c.data.read(place) + value
+                } else {
+                    value
+                };
+                c.data.write(place, sum);
             }
         }
     }
@@ -567,7 +555,7 @@ pub(crate) mod tests {
                     };
                     let mut c = vec![f64::NAN; m * n];
                     let mut out = Output {
-                        data: &mut c,
+                        data: Out::new(&mut c),
                         base: 0,
                         rows: &axis(0, m, n as isize),
                         cols: &axis(0, n, 1),
@@ -602,7 +590,7 @@ pub(crate) mod tests {
         };
         let mut c = [0.0_f32; 2];
         let mut out = Output {
-            data: &mut c,
+            data: Out::new(&mut c),
             base: 0,
             rows: &axis(0, 2, 1),
             cols: &axis(0, 1, 1),

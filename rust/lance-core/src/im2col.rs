@@ -1,7 +1,7 @@
 //! The im2col unfolding of a conv input (specs/conv.md#im2col), the engine's conv layout.
 
-use crate::parallel::{self, SharedMut, for_ranges};
-use crate::view::check_len;
+use crate::out::Out;
+use crate::parallel::{self, for_ranges};
 use crate::{Context, LanceError, View4};
 
 /// A 2-D convolution's window geometry; each field is (height, width).
@@ -83,11 +83,11 @@ pub fn im2col<T: Copy + Default + Send + Sync>(
     ctx: &Context,
     x: &View4<'_, T>,
     geometry: &ConvGeometry,
-    out: &mut [T],
+    out: Out<'_, T>,
 ) -> Result<(), LanceError> {
     let [groups, rows, cols] = geometry.im2col_shape(x.shape)?;
     let expected = groups * rows * cols;
-    check_len(out, expected)?;
+    out.check_len(expected)?;
     if expected == 0 {
         return Ok(());
     }
@@ -107,7 +107,6 @@ pub fn im2col<T: Copy + Default + Send + Sync>(
     } else {
         channels
     };
-    let dst = SharedMut(out.as_mut_ptr());
     let threads = parallel::threads_for(expected, ctx.threads);
     for_ranges(n, threads, 1, |start, end| {
         // One sample, zero-padded and channels-last: every tap's channels are contiguous.
@@ -142,13 +141,8 @@ pub fn im2col<T: Copy + Default + Send + Sync>(
                                     + g * channels;
                                 // SAFETY: rows of different samples are disjoint, so each thread
                                 // writes only its own samples' rows, inside `out`.
-                                let to = unsafe {
-                                    std::slice::from_raw_parts_mut(
-                                        dst.ptr().add(row_start + (i * kw + j) * channels),
-                                        run,
-                                    )
-                                };
-                                to.copy_from_slice(&sample[from..from + run]);
+                                let to = row_start + (i * kw + j) * channels;
+                                unsafe { out.copy_from(to, &sample[from..from + run]) };
                             }
                         }
                     }
@@ -182,7 +176,7 @@ mod tests {
         for threads in [1, 2] {
             let ctx = Context::new(Isa::Scalar, threads).unwrap();
             let mut out = vec![-1.0; groups * rows * cols];
-            im2col(&ctx, &view, &geometry, &mut out).unwrap();
+            im2col(&ctx, &view, &geometry, Out::new(&mut out)).unwrap();
             for g in 0..2 {
                 for s in 0..2 {
                     for y in 0..oh {

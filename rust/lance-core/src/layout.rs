@@ -1,8 +1,9 @@
 //! Layout kernels: mode-n unfolding and folding of a 4-D array (specs/kernels.md#unfold,
 //! specs/kernels.md#fold), both a copy of a strided view into row-major order.
 
-use crate::parallel::{SharedMut, for_ranges, threads_for};
-use crate::view::{c_strides, check_len, numel};
+use crate::out::Out;
+use crate::parallel::{for_ranges, threads_for};
+use crate::view::{c_strides, numel};
 use crate::{Context, LanceError, View2, View4};
 
 /// Shape `(I_n, prod of the other dims)` of the mode-`mode` unfolding of a 4-D array.
@@ -27,7 +28,7 @@ pub fn unfold<T: Copy + Send + Sync>(
     ctx: &Context,
     x: &View4<'_, T>,
     mode: usize,
-    out: &mut [T],
+    out: Out<'_, T>,
 ) -> Result<(), LanceError> {
     unfolded_shape(x.shape, mode)?;
     let [a, b, c] = other_axes(mode);
@@ -41,7 +42,7 @@ pub fn fold<T: Copy + Send + Sync>(
     m: &View2<'_, T>,
     mode: usize,
     shape: [usize; 4],
-    out: &mut [T],
+    out: Out<'_, T>,
 ) -> Result<(), LanceError> {
     let (rows, cols) = unfolded_shape(shape, mode)?;
     if m.shape != [rows, cols] {
@@ -109,10 +110,10 @@ fn collapsed(shape: [usize; 4], strides: [isize; 4]) -> ([usize; 4], [isize; 4])
 pub(crate) fn copy_to_c_order<T: Copy + Send + Sync>(
     ctx: &Context,
     x: &View4<'_, T>,
-    out: &mut [T],
+    out: Out<'_, T>,
 ) -> Result<(), LanceError> {
     let expected = numel(x.shape)?;
-    check_len(out, expected)?;
+    out.check_len(expected)?;
     if expected == 0 {
         return Ok(());
     }
@@ -132,7 +133,6 @@ pub(crate) fn copy_to_c_order<T: Copy + Send + Sync>(
     } else {
         TILE
     }; // whole lines when not transposing
-    let dst = SharedMut(out.as_mut_ptr());
     for_ranges(
         shape[p],
         threads_for(expected, ctx.threads),
@@ -155,15 +155,14 @@ pub(crate) fn copy_to_c_order<T: Copy + Send + Sync>(
                                     (0..4).fold(0, |o, d| o + index[d] * out_strides[d] as usize);
                                 // SAFETY: the view checked every input offset; `to..to + len` is
                                 // inside `out`, in this thread's slice of axis p only.
-                                let line = unsafe {
-                                    std::slice::from_raw_parts_mut(dst.ptr().add(to), len)
-                                };
                                 if strides[3] == 1 {
                                     let from = from as usize;
-                                    line.copy_from_slice(&x.data[from..from + len]);
+                                    unsafe { out.copy_from(to, &x.data[from..from + len]) };
                                 } else {
-                                    for (j, value) in line.iter_mut().enumerate() {
-                                        *value = x.data[(from + j as isize * strides[3]) as usize];
+                                    for j in 0..len {
+                                        let value =
+                                            x.data[(from + j as isize * strides[3]) as usize];
+                                        unsafe { out.write(to + j, value) };
                                     }
                                 }
                             }
@@ -248,7 +247,7 @@ mod tests {
 
     fn unfolded(x: &View4<'_, f64>, mode: usize) -> Vec<f64> {
         let mut out = vec![0.0; x.numel()];
-        unfold(&ctx(), x, mode, &mut out).unwrap();
+        unfold(&ctx(), x, mode, Out::new(&mut out)).unwrap();
         out
     }
 
@@ -257,7 +256,7 @@ mod tests {
         let data: Vec<f32> = (0..8).map(|v| v as f32).collect();
         let x = View4::c_contiguous(&data, [2, 2, 1, 2]).unwrap();
         let mut out = [0.0_f32; 8];
-        unfold(&ctx(), &x, 1, &mut out).unwrap();
+        unfold(&ctx(), &x, 1, Out::new(&mut out)).unwrap();
         assert_eq!(out, [0.0, 1.0, 4.0, 5.0, 2.0, 3.0, 6.0, 7.0]);
         assert_eq!(unfolded_shape([2, 2, 1, 2], 1), Ok((2, 4)));
     }
@@ -307,7 +306,7 @@ mod tests {
         let x = View4::c_contiguous(&data, shape).unwrap();
         for mode in 0..4 {
             let mut out = vec![0.0_f32; 12];
-            unfold(&ctx(), &x, mode, &mut out).unwrap();
+            unfold(&ctx(), &x, mode, Out::new(&mut out)).unwrap();
             let want: Vec<f32> = expected(shape, mode)
                 .into_iter()
                 .map(|v| v as f32)
@@ -321,14 +320,14 @@ mod tests {
         let data: [f64; 0] = [];
         let x = View4::c_contiguous(&data, [2, 0, 3, 1]).unwrap();
         assert_eq!(unfolded_shape(x.shape(), 2), Ok((3, 0)));
-        assert_eq!(unfold(&ctx(), &x, 2, &mut []), Ok(()));
+        assert_eq!(unfold(&ctx(), &x, 2, Out::new(&mut [])), Ok(()));
     }
 
     #[test]
     fn bad_mode_is_an_error() {
         let data = [0.0_f64; 6];
         let x = View4::c_contiguous(&data, [1, 2, 3, 1]).unwrap();
-        let err = unfold(&ctx(), &x, 4, &mut [0.0; 6]).unwrap_err();
+        let err = unfold(&ctx(), &x, 4, Out::new(&mut [0.0; 6])).unwrap_err();
         assert_eq!(err, LanceError::InvalidMode { mode: 4, ndim: 4 });
         assert_eq!(err.to_string(), "mode must be in 0..4, got 4");
     }
@@ -339,7 +338,7 @@ mod tests {
         let x = View4::c_contiguous(&data, [1, 2, 3, 1]).unwrap();
         for len in [5, 7] {
             assert_eq!(
-                unfold(&ctx(), &x, 0, &mut vec![0.0; len]),
+                unfold(&ctx(), &x, 0, Out::new(&mut vec![0.0; len])),
                 Err(LanceError::BufferLength {
                     expected: 6,
                     got: len

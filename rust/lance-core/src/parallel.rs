@@ -64,17 +64,3 @@ where
         work(0, per_range.min(items));
     });
 }
-
-/// A raw pointer that threads may share because each writes a disjoint set of elements.
-#[derive(Clone, Copy)]
-pub(crate) struct SharedMut<T>(pub(crate) *mut T);
-// SAFETY: users only write elements that no other thread reads or writes (see each use).
-unsafe impl<T: Send> Send for SharedMut<T> {}
-unsafe impl<T: Send> Sync for SharedMut<T> {}
-
-impl<T> SharedMut<T> {
-    /// The pointer (a method, so closures capture the whole `Sync` wrapper, not its field).
-    pub(crate) fn ptr(&self) -> *mut T {
-        self.0
-    }
-}

@@ -5,8 +5,9 @@
 use crate::gemm::{
     Batched, Operand, Output, PackedA, Right, Tiles, axis, gemm, gemm_batched, gemm_packed, grid,
 };
+use crate::out::Out;
 use crate::simd::Float;
-use crate::view::{c_strides, check_len, numel};
+use crate::view::{c_strides, numel};
 use crate::{Context, LanceError, View2, View4};
 
 /// The shape of `x x_mode M` for M with `rows` rows: `shape` with axis `mode` set to `rows`.
@@ -55,7 +56,7 @@ fn product<T: Float>(
     x: &View4<'_, T>,
     m: &View2<'_, T>,
     mode: usize,
-    out: &mut [T],
+    out: Out<'_, T>,
 ) -> Result<(), LanceError> {
     let panel = T::micro_kernel(ctx.isa, m.shape[0]).nr;
     if let Some((batches, batch_stride, cols)) = batched_layout(x, mode)
@@ -94,7 +95,7 @@ fn general_product<T: Float>(
     x: &View4<'_, T>,
     m: &View2<'_, T>,
     mode: usize,
-    out: &mut [T],
+    out: Out<'_, T>,
 ) -> Result<(), LanceError> {
     let out_shape = with_mode(x.shape, mode, m.shape[0]);
     let out_strides = c_strides(out_shape)?;
@@ -157,7 +158,7 @@ pub fn mode_product<T: Float>(
     x: &View4<'_, T>,
     matrix: &View2<'_, T>,
     mode: usize,
-    out: &mut [T],
+    out: Out<'_, T>,
 ) -> Result<(), LanceError> {
     if mode >= 4 {
         return Err(LanceError::InvalidMode { mode, ndim: 4 });
@@ -168,7 +169,7 @@ pub fn mode_product<T: Float>(
             matrix.shape, x.shape[mode]
         )));
     }
-    check_len(out, numel(with_mode(x.shape, mode, matrix.shape[0]))?)?;
+    out.check_len(numel(with_mode(x.shape, mode, matrix.shape[0]))?)?;
     product(ctx, x, matrix, mode, out)
 }
 
@@ -225,7 +226,7 @@ fn chain<'a, T: Float + 'a>(
     x: &View4<'_, T>,
     order: &[usize],
     matrix: impl Fn(usize) -> View2<'a, T>,
-    out: &mut [T],
+    out: Out<'_, T>,
 ) -> Result<(), LanceError> {
     let Some((&last, first)) = order.split_last() else {
         return crate::layout::copy_to_c_order(ctx, x, out);
@@ -240,7 +241,7 @@ fn chain<'a, T: Float + 'a>(
             let m = matrix(n);
             let shape = with_mode(input.shape, n, m.shape[0]);
             let mut data = vec![T::ZERO; numel(shape)?];
-            product(ctx, &input, &m, n, &mut data)?;
+            product(ctx, &input, &m, n, Out::new(&mut data))?;
             (data, shape)
         };
         previous = Some(next);
@@ -266,10 +267,10 @@ pub fn tucker_project<T: Float>(
     ctx: &Context,
     x: &View4<'_, T>,
     factors: &[Option<View2<'_, T>>; 4],
-    out: &mut [T],
+    out: Out<'_, T>,
 ) -> Result<(), LanceError> {
     let order = chain_order(x.shape, factors, Side::Project, "x")?;
-    check_len(out, numel(core_shape(x.shape, factors, Side::Project))?)?;
+    out.check_len(numel(core_shape(x.shape, factors, Side::Project))?)?;
     chain(ctx, x, &order, |n| factors[n].unwrap().swapped(0, 1), out)
 }
 
@@ -278,13 +279,10 @@ pub fn tucker_reconstruct<T: Float>(
     ctx: &Context,
     core: &View4<'_, T>,
     factors: &[Option<View2<'_, T>>; 4],
-    out: &mut [T],
+    out: Out<'_, T>,
 ) -> Result<(), LanceError> {
     let order = chain_order(core.shape, factors, Side::Reconstruct, "core")?;
-    check_len(
-        out,
-        numel(core_shape(core.shape, factors, Side::Reconstruct))?,
-    )?;
+    out.check_len(numel(core_shape(core.shape, factors, Side::Reconstruct))?)?;
     chain(ctx, core, &order, |n| factors[n].unwrap(), out)
 }
 
@@ -294,13 +292,13 @@ pub fn gram<T: Float>(
     ctx: &Context,
     x: &View4<'_, T>,
     mode: usize,
-    out: &mut [T],
+    out: Out<'_, T>,
 ) -> Result<(), LanceError> {
     if mode >= 4 {
         return Err(LanceError::InvalidMode { mode, ndim: 4 });
     }
     let size = x.shape[mode];
-    check_len(out, size.checked_mul(size).ok_or(LanceError::SizeOverflow)?)?;
+    out.check_len(size.checked_mul(size).ok_or(LanceError::SizeOverflow)?)?;
     let rest = others(mode);
     let rows = axis(0, size, x.strides[mode]);
     let cols = grid(0, &rest.map(|a| x.shape[a]), &rest.map(|a| x.strides[a]));
@@ -312,7 +310,7 @@ pub fn gram<T: Float>(
     };
     let (out_rows, out_cols) = (axis(0, size, size as isize), axis(0, size, 1));
     let mut c = Output {
-        data: &mut *out,
+        data: out,
         base: 0,
         rows: &out_rows,
         cols: &out_cols,
@@ -327,7 +325,8 @@ pub fn gram<T: Float>(
     )?;
     for i in 0..size {
         for j in 0..i {
-            out[i * size + j] = out[j * size + i];
+            // SAFETY: both in bounds (checked above); the upper triangle is written by the tiles.
+            unsafe { out.write(i * size + j, out.read(j * size + i)) };
         }
     }
     Ok(())
@@ -407,7 +406,7 @@ mod tests {
                 let want = naive_product(&x, shape, &m, rows, mode);
                 for ctx in contexts() {
                     let mut out = vec![0.0; want.len()];
-                    mode_product(&ctx, &view, &mv, mode, &mut out).unwrap();
+                    mode_product(&ctx, &view, &mv, mode, Out::new(&mut out)).unwrap();
                     assert_eq!(out, want, "{ctx:?} mode {mode} rows {rows}");
                 }
             }
@@ -445,11 +444,11 @@ mod tests {
         let view = View4::c_contiguous(&x, shape).unwrap();
         for ctx in contexts() {
             let mut core = vec![0.0; want.len()];
-            tucker_project(&ctx, &view, &factors, &mut core).unwrap();
+            tucker_project(&ctx, &view, &factors, Out::new(&mut core)).unwrap();
             assert_eq!(core, want, "{ctx:?}");
             let core_view = View4::c_contiguous(&core, current).unwrap();
             let mut x_hat = vec![0.0; 360];
-            tucker_reconstruct(&ctx, &core_view, &factors, &mut x_hat).unwrap();
+            tucker_reconstruct(&ctx, &core_view, &factors, Out::new(&mut x_hat)).unwrap();
             assert_eq!(x_hat, back, "{ctx:?}");
         }
     }
@@ -471,7 +470,7 @@ mod tests {
             }
             for ctx in contexts() {
                 let mut g = vec![f64::NAN; size * size];
-                gram(&ctx, &view, mode, &mut g).unwrap();
+                gram(&ctx, &view, mode, Out::new(&mut g)).unwrap();
                 assert_eq!(g, want, "{ctx:?} mode {mode}");
             }
         }
@@ -484,20 +483,30 @@ mod tests {
         let u = vec![0.0_f32; 12];
         let ctx = Context::new(Isa::Scalar, 1).unwrap();
         let wide = View2::c_contiguous(&u, [3, 4]).unwrap();
-        let err = tucker_project(&ctx, &view, &[None, Some(wide), None, None], &mut [0.0; 24])
-            .unwrap_err();
+        let err = tucker_project(
+            &ctx,
+            &view,
+            &[None, Some(wide), None, None],
+            Out::new(&mut [0.0; 24]),
+        )
+        .unwrap_err();
         assert!(
             err.to_string()
                 .contains("factors[1] has shape (3, 4): its rank 4 must be in 1..3"),
             "{err}"
         );
         let tall = View2::c_contiguous(&u, [4, 3]).unwrap();
-        let err = tucker_project(&ctx, &view, &[Some(tall), None, None, None], &mut [0.0; 24])
-            .unwrap_err();
+        let err = tucker_project(
+            &ctx,
+            &view,
+            &[Some(tall), None, None, None],
+            Out::new(&mut [0.0; 24]),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("mode 0 of x has size 2"), "{err}");
-        assert!(mode_product(&ctx, &view, &tall, 1, &mut [0.0; 24]).is_err());
+        assert!(mode_product(&ctx, &view, &tall, 1, Out::new(&mut [0.0; 24])).is_err());
         assert_eq!(
-            gram(&ctx, &view, 4, &mut []),
+            gram(&ctx, &view, 4, Out::new(&mut [])),
             Err(LanceError::InvalidMode { mode: 4, ndim: 4 })
         );
     }

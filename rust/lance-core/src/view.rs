@@ -85,17 +85,6 @@ impl<'a, T, const N: usize> View<'a, T, N> {
     }
 }
 
-/// `BufferLength` unless the output buffer `out` holds exactly `expected` elements.
-pub(crate) fn check_len<T>(out: &[T], expected: usize) -> Result<(), LanceError> {
-    if out.len() != expected {
-        return Err(LanceError::BufferLength {
-            expected,
-            got: out.len(),
-        });
-    }
-    Ok(())
-}
-
 /// Row-major strides (in elements) of `shape`, or `SizeOverflow`.
 pub fn c_strides<const N: usize>(shape: [usize; N]) -> Result<[isize; N], LanceError> {
     let mut strides = [0; N];

@@ -4,12 +4,13 @@
 //! argument for a wrong shape), views the NumPy inputs in place (any strides), releases the GIL
 //! while the `lance-core` kernel runs, and returns a new C-contiguous array.
 
-use lance_core::{Context, ConvGeometry, Float, Isa, LanceError, View, View2, View4};
+use lance_core::{Context, ConvGeometry, Float, Isa, LanceError, Out, View, View2, View4};
 use numpy::prelude::*;
 use numpy::{Element, PyArrayDyn, PyReadonlyArrayDyn, PyUntypedArray};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyInt, PySequence};
+use std::mem::MaybeUninit;
 
 fn value_error(err: LanceError) -> PyErr {
     PyValueError::new_err(err.to_string())
@@ -102,13 +103,14 @@ fn view<'a, T: Element, const N: usize>(
 
 /// Runs `kernel` on a fresh array of `shape` without the GIL and returns the array.
 ///
-/// The array comes from `numpy.zeros`: NumPy's allocator gives large arrays huge pages and
-/// reuses freed ones, which matters when kernels write hundreds of megabytes per second, and a
-/// failed allocation is a `MemoryError` (a shape whose size overflows, a `ValueError`).
+/// The array comes from `numpy.empty`, uninitialised: every kernel writes its whole result
+/// (through `lance_core::Out`, raw writes only), so zeroing it first would only cost a pass over
+/// memory. NumPy's allocator also gives large arrays huge pages and reuses freed ones; a failed
+/// allocation is a `MemoryError`, a shape whose size overflows a `ValueError`.
 fn run<'py, T: Float + Element>(
     py: Python<'py>,
     shape: &[usize],
-    kernel: impl FnOnce(&Context, &mut [T]) -> Result<(), LanceError> + Send,
+    kernel: impl FnOnce(&Context, Out<'_, T>) -> Result<(), LanceError> + Send,
 ) -> PyResult<Bound<'py, PyAny>> {
     let ctx = Context::from_env().map_err(value_error)?;
     let fits = shape
@@ -122,11 +124,16 @@ fn run<'py, T: Float + Element>(
     }
     let array = py
         .import("numpy")?
-        .call_method1("zeros", (shape.to_vec(), T::get_dtype(py)))?
+        .call_method1("empty", (shape.to_vec(), T::get_dtype(py)))?
         .cast_into::<PyArrayDyn<T>>()?;
     {
-        let mut writable = array.try_readwrite()?;
-        let out = writable.as_slice_mut()?;
+        let writable = array.try_readwrite()?; // held so that nothing else borrows the array
+        let len = writable.len();
+        // SAFETY: a fresh C-contiguous array of `len` elements (NumPy's `empty`), borrowed
+        // exclusively for the duration of the kernel; viewed as MaybeUninit, no value is read.
+        let buffer =
+            unsafe { std::slice::from_raw_parts_mut(array.data().cast::<MaybeUninit<T>>(), len) };
+        let out = Out::uninit(buffer);
         py.detach(|| kernel(&ctx, out)).map_err(value_error)?;
     }
     Ok(array.into_any())
