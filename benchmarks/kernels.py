@@ -137,6 +137,10 @@ def measure(dtypes, repeats, quick):
     """Runs in a child with the thread settings in its environment; returns JSON rows."""
     import numpy as np
 
+    from lance_ref.allocator import keep_freed_memory
+
+    keep_freed_memory()  # as the CLI does: large temporaries are reused, not page-faulted again
+
     rows, peaks = [], {}
     for name in dtypes:
         dtype = np.dtype(name)

@@ -240,8 +240,11 @@ fn chain<'a, T: Float + 'a>(
             };
             let m = matrix(n);
             let shape = with_mode(input.shape, n, m.shape[0]);
-            let mut data = vec![T::ZERO; numel(shape)?];
-            product(ctx, &input, &m, n, Out::new(&mut data))?;
+            let len = numel(shape)?;
+            let mut data = Vec::with_capacity(len);
+            product(ctx, &input, &m, n, Out::uninit(&mut data.spare_capacity_mut()[..len]))?;
+            // SAFETY: the product returned Ok, so it wrote all `len` elements.
+            unsafe { data.set_len(len) };
             (data, shape)
         };
         previous = Some(next);
