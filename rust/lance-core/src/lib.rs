@@ -27,5 +27,7 @@ pub use layout::{fold, unfold, unfolded_shape};
 pub use out::Out;
 pub use parallel::{THREADS_ENV, num_threads, set_num_threads};
 pub use simd::Float;
-pub use tucker::{gram, mode_product, tucker_project, tucker_reconstruct};
+pub use tucker::{
+    gram, mode_product, projected_shape, reconstructed_shape, tucker_project, tucker_reconstruct,
+};
 pub use view::{View, View2, View4, c_strides, numel, offset_range};

@@ -242,7 +242,13 @@ fn chain<'a, T: Float + 'a>(
             let shape = with_mode(input.shape, n, m.shape[0]);
             let len = numel(shape)?;
             let mut data = Vec::with_capacity(len);
-            product(ctx, &input, &m, n, Out::uninit(&mut data.spare_capacity_mut()[..len]))?;
+            product(
+                ctx,
+                &input,
+                &m,
+                n,
+                Out::uninit(&mut data.spare_capacity_mut()[..len]),
+            )?;
             // SAFETY: the product returned Ok, so it wrote all `len` elements.
             unsafe { data.set_len(len) };
             (data, shape)
@@ -262,6 +268,25 @@ fn core_shape<T>(shape: [usize; 4], factors: &[Option<View2<'_, T>>; 4], side: S
         (Some(u), Side::Project) => u.shape[1],
         (Some(u), Side::Reconstruct) => u.shape[0],
     })
+}
+
+/// The shape of `tucker_project(x, factors)` for `x` of `shape`, after checking the factors.
+pub fn projected_shape<T>(
+    shape: [usize; 4],
+    factors: &[Option<View2<'_, T>>; 4],
+) -> Result<[usize; 4], LanceError> {
+    chain_order(shape, factors, Side::Project, "x")?;
+    Ok(core_shape(shape, factors, Side::Project))
+}
+
+/// The shape of `tucker_reconstruct(core, factors)` for `core` of `shape`, after checking the
+/// factors.
+pub fn reconstructed_shape<T>(
+    shape: [usize; 4],
+    factors: &[Option<View2<'_, T>>; 4],
+) -> Result<[usize; 4], LanceError> {
+    chain_order(shape, factors, Side::Reconstruct, "core")?;
+    Ok(core_shape(shape, factors, Side::Reconstruct))
 }
 
 /// Writes the Tucker core `S = x x_n U_n^T` over every mode n with a factor U_n (I_n, k_n)

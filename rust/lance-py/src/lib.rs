@@ -4,7 +4,7 @@
 //! argument for a wrong shape), views the NumPy inputs in place (any strides), releases the GIL
 //! while the `lance-core` kernel runs, and returns a new C-contiguous array.
 
-use lance_core::{Context, ConvGeometry, Float, Isa, LanceError, Out, View, View2, View4};
+use lance_core::{Context, ConvGeometry, Float, Isa, LanceError, Out, View, View2};
 use numpy::prelude::*;
 use numpy::{Element, PyArrayDyn, PyReadonlyArrayDyn, PyUntypedArray};
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -298,15 +298,6 @@ fn factor_views<'a, T: Float + Element>(
     Ok(views)
 }
 
-/// The result shape of a Tucker chain: mode n takes `pick(U_n.shape)` where U_n is given.
-fn chain_shape<T>(
-    shape: [usize; 4],
-    factors: &[Option<View2<'_, T>>; 4],
-    pick: usize,
-) -> [usize; 4] {
-    std::array::from_fn(|n| factors[n].as_ref().map_or(shape[n], |u| u.shape()[pick]))
-}
-
 /// Tucker core x x_n U_n^T over the modes with a factor (specs/kernels.md#tucker_project).
 #[pyfunction]
 fn tucker_project<'py>(
@@ -317,8 +308,8 @@ fn tucker_project<'py>(
     by_dtype!(x, "x", |T| {
         let (x_array, u_arrays) = (readonly::<T>(x, "x", 4)?, factor_arrays::<T>(factors)?);
         let (x, u) = (view::<T, 4>(&x_array)?, factor_views(&u_arrays)?);
-        check_factors(&x, &u, 0, "x")?;
-        run::<T>(py, &chain_shape(x.shape(), &u, 1), |ctx, out| {
+        let shape = lance_core::projected_shape(x.shape(), &u).map_err(value_error)?;
+        run::<T>(py, &shape, |ctx, out| {
             lance_core::tucker_project(ctx, &x, &u, out)
         })
     })
@@ -337,37 +328,11 @@ fn tucker_reconstruct<'py>(
             factor_arrays::<T>(factors)?,
         );
         let (core, u) = (view::<T, 4>(&c_array)?, factor_views(&u_arrays)?);
-        check_factors(&core, &u, 1, "core")?;
-        run::<T>(py, &chain_shape(core.shape(), &u, 0), |ctx, out| {
+        let shape = lance_core::reconstructed_shape(core.shape(), &u).map_err(value_error)?;
+        run::<T>(py, &shape, |ctx, out| {
             lance_core::tucker_reconstruct(ctx, &core, &u, out)
         })
     })
-}
-
-/// The factor checks of the kernels, before any allocation: each U_n (I_n, k_n) has
-/// 1 <= k_n <= I_n and its side `side` (0: I_n, 1: k_n) matches mode n of the tensor.
-fn check_factors<T>(
-    x: &View4<'_, T>,
-    factors: &[Option<View2<'_, T>>; 4],
-    side: usize,
-    name: &str,
-) -> PyResult<()> {
-    for (n, u) in factors.iter().enumerate() {
-        let Some(u) = u else { continue };
-        let [size, rank] = u.shape();
-        if !(1..=size).contains(&rank) {
-            return Err(PyValueError::new_err(format!(
-                "factors[{n}] has shape ({size}, {rank}): its rank {rank} must be in 1..{size} (its mode size)"
-            )));
-        }
-        if u.shape()[side] != x.shape()[n] {
-            return Err(PyValueError::new_err(format!(
-                "factors[{n}] has shape ({size}, {rank}) but mode {n} of {name} has size {}",
-                x.shape()[n]
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// Gram matrix X_(n) X_(n)^T of the mode-n unfolding, exactly symmetric (specs/kernels.md#gram).
