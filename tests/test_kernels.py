@@ -1,4 +1,5 @@
-"""Kernels (specs/kernels.md): the Rust port equals the NumPy reference exactly, on any layout."""
+"""Kernels (specs/kernels.md): the NumPy reference by hand, the dispatch and the backend choice
+(the Rust kernels against the reference: tests/test_kernels_rust.py)."""
 
 import importlib.util
 import os
@@ -8,8 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 import lance_ref
 from lance_ref import kernels
@@ -22,21 +21,6 @@ AUTO_BACKEND = "rust" if RUST_BUILT else "numpy"
 @pytest.fixture(scope="module")
 def core():
     return pytest.importorskip("lance_ref._core")
-
-
-@st.composite
-def strided_4d(draw):
-    """A random 4-D float32/float64 array with sides 1..7, stored in a drawn axis order and
-    viewed with drawn steps (negative steps reverse an axis), so it is rarely contiguous."""
-    shape = draw(st.tuples(*[st.integers(1, 7)] * 4))
-    dtype = draw(st.sampled_from([np.float32, np.float64]))
-    memory_order = draw(st.permutations(range(4)))
-    steps = draw(st.tuples(*[st.sampled_from([1, 2, 3, -1, -2])] * 4))
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    store = rng.standard_normal([shape[a] * abs(steps[a]) for a in memory_order]).astype(dtype)
-    x = store.transpose(np.argsort(memory_order))[tuple(slice(None, None, s) for s in steps)]
-    assert x.shape == shape
-    return x
 
 
 def assert_same(got, want, err_msg=""):
@@ -73,54 +57,7 @@ def test_reference_errors():
             reference.unfold(np.zeros((2, 2)), mode)
 
 
-# --- the Rust kernel against the reference ---
-
-
-@settings(max_examples=60)
-@given(x=strided_4d(), mode=st.integers(0, 3))
-def test_rust_unfold_equals_reference(core, x, mode):
-    assert_same(core.unfold(x, mode), reference.unfold(x, mode))
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_rust_unfold_odd_layouts(core, dtype):
-    values = np.arange(2 * 3 * 4 * 5, dtype=dtype).reshape(2, 3, 4, 5)
-    # A field of a structured array: unaligned, strides not a multiple of the item size.
-    record = np.zeros(values.shape, dtype=[("pad", "u1"), ("v", dtype)])
-    record["v"] = values
-    read_only = values.copy()
-    read_only.flags.writeable = False
-    layouts = {
-        "broadcast": np.broadcast_to(values[:, :1], values.shape),
-        "structured field": record["v"],
-        "read-only": read_only,
-        "fortran": np.asfortranarray(values),
-    }
-    for name, x in layouts.items():
-        for mode in range(4):
-            assert_same(core.unfold(x, mode), reference.unfold(x, mode), f"{name}, mode {mode}")
-
-
-def test_rust_unfold_empty_and_fresh(core):
-    x = np.zeros((2, 0, 3, 1), dtype=np.float32)
-    assert_same(core.unfold(x, 2), reference.unfold(x, 2))
-    x = np.ones((3, 1, 2, 2))
-    out = core.unfold(x, 0)
-    assert not np.shares_memory(out, x)
-
-
-def test_rust_unfold_errors(core):
-    with pytest.raises(TypeError, match="x"):
-        core.unfold(np.zeros((2, 2, 2, 2), dtype=np.int64), 0)
-    with pytest.raises(TypeError, match="x"):
-        core.unfold(np.zeros((2, 2, 2, 2), dtype=np.dtype(np.float64).newbyteorder()), 0)
-    with pytest.raises(TypeError, match="x"):
-        core.unfold([[[[1.0]]]], 0)
-    with pytest.raises(ValueError, match="x"):
-        core.unfold(np.zeros((2, 2, 2)), 0)
-    for mode in (4, -1):
-        with pytest.raises(ValueError, match="mode"):
-            core.unfold(np.zeros((2, 2, 2, 2)), mode)
+# --- the extension ---
 
 
 def test_rust_module_version(core):

@@ -297,9 +297,7 @@ pub fn tucker_project<T: Float>(
     factors: &[Option<View2<'_, T>>; 4],
     out: Out<'_, T>,
 ) -> Result<(), LanceError> {
-    let order = chain_order(x.shape, factors, Side::Project, "x")?;
-    out.check_len(numel(core_shape(x.shape, factors, Side::Project))?)?;
-    chain(ctx, x, &order, |n| factors[n].unwrap().swapped(0, 1), out)
+    tucker_chain(ctx, x, factors, Side::Project, out)
 }
 
 /// Writes `X_hat = core x_n U_n` over every mode n with a factor U_n (I_n, k_n) into `out`.
@@ -309,9 +307,33 @@ pub fn tucker_reconstruct<T: Float>(
     factors: &[Option<View2<'_, T>>; 4],
     out: Out<'_, T>,
 ) -> Result<(), LanceError> {
-    let order = chain_order(core.shape, factors, Side::Reconstruct, "core")?;
-    out.check_len(numel(core_shape(core.shape, factors, Side::Reconstruct))?)?;
-    chain(ctx, core, &order, |n| factors[n].unwrap(), out)
+    tucker_chain(ctx, core, factors, Side::Reconstruct, out)
+}
+
+/// The products by every factor (transposed for a projection), in `chain_order`.
+fn tucker_chain<T: Float>(
+    ctx: &Context,
+    x: &View4<'_, T>,
+    factors: &[Option<View2<'_, T>>; 4],
+    side: Side,
+    out: Out<'_, T>,
+) -> Result<(), LanceError> {
+    let order = chain_order(
+        x.shape,
+        factors,
+        side,
+        if side == Side::Project { "x" } else { "core" },
+    )?;
+    out.check_len(numel(core_shape(x.shape, factors, side))?)?;
+    let matrix = |n: usize| {
+        let u = factors[n].expect("chain_order lists only modes with a factor");
+        if side == Side::Project {
+            u.swapped(0, 1)
+        } else {
+            u
+        }
+    };
+    chain(ctx, x, &order, matrix, out)
 }
 
 /// Writes the Gram matrix `X_(mode) X_(mode)^T` (I_mode x I_mode, row-major, exactly
