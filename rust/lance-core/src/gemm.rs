@@ -216,8 +216,8 @@ pub(crate) fn gemm<T: Float>(
 
 /// `c = a b` for a packed `a` (m x k), `b` (k x n), `c` (m x n).
 ///
-/// B is packed one panel at a time by the thread that uses it, so B should be the larger operand
-/// (it is read once). Threads split the larger of the row and column panel counts. With
+/// B is copied block by block by the thread that uses it, so B should be the larger operand (it
+/// is read once). Threads split the larger of the row-panel and column-block counts. With
 /// `Tiles::Upper` the tiles wholly below the diagonal are left untouched.
 pub(crate) fn gemm_packed<T: Float>(
     ctx: &Context,
@@ -294,8 +294,9 @@ pub(crate) fn gemm_packed<T: Float>(
                         }
                         let a_panel = &a.data[depth * row_panels * mr + rp * mr * depth_len..];
                         let accumulate = block > 0;
-                        // SAFETY (the unsafe calls below): the A panel holds depth_len * mr elements, the B
-                        // panel depth_len rows `ldb` apart of nr elements (inside b_block); C's
+                        // SAFETY (the unsafe calls below): the A panel holds depth_len * mr
+                        // elements, the B panel depth_len rows `ldb` apart of nr elements
+                        // (inside b_block); C's
                         // tile is the scratch tile, or in place mr full rows `ldc` apart of nr
                         // consecutive elements of c; tiles are disjoint between threads and c's
                         // offsets distinct; the instruction set is supported (Context::new).
