@@ -1,11 +1,40 @@
-"""Shared test tools: finite-difference gradient checks and array strategies with any layout."""
+"""Shared test tools: finite-difference gradient checks, array strategies with any layout, and
+a fresh interpreter to run code in."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 from hypothesis import strategies as st
 
+import lance_ref
 from lance_ref import Tensor, no_grad
+
+# Variables that choose how the Rust kernels run; a subprocess starts without them unless given.
+CORE_ENV = ("LANCE_CORE_ISA", "LANCE_CORE_THREADS")
+
+
+def run_python(code: str, env_changes: dict, unset=CORE_ENV) -> subprocess.CompletedProcess:
+    """Run `code` in a fresh interpreter, the variables `unset` removed and `env_changes` set.
+
+    `python -c` imports from its working directory first: it runs where the lance_ref that
+    these tests import lives (the source tree or site-packages).
+    """
+    env = {k: v for k, v in os.environ.items() if k not in unset}
+    env.update(env_changes)
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(lance_ref.__file__).parent.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def numerical_vjp(fn, arrays, index, v, eps=1e-6):

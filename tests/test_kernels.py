@@ -3,9 +3,6 @@
 
 import importlib.util
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +10,7 @@ import pytest
 import lance_ref
 from lance_ref import kernels
 from lance_ref.kernels import BACKEND_ENV, reference
+from helpers import run_python
 
 RUST_BUILT = importlib.util.find_spec("lance_ref._core") is not None
 AUTO_BACKEND = "rust" if RUST_BUILT else "numpy"
@@ -78,20 +76,8 @@ def test_dispatching_unfold_equals_reference(shape):
 
 def backend_in_subprocess(value):
     """Run `kernels.backend()` in a fresh interpreter with LANCE_REF_BACKEND=value (None: unset)."""
-    env = {k: v for k, v in os.environ.items() if k != BACKEND_ENV}
-    if value is not None:
-        env[BACKEND_ENV] = value
-    code = "from lance_ref import kernels; print(kernels.backend())"
-    # `python -c` imports from its working directory first: run it where the lance_ref that
-    # these tests import lives (the source tree or site-packages).
-    return subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=Path(lance_ref.__file__).parent.parent,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    changes = {} if value is None else {BACKEND_ENV: value}
+    return run_python("from lance_ref import kernels; print(kernels.backend())", changes, unset=(BACKEND_ENV,))
 
 
 def test_backend_matches_this_process():

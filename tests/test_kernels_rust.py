@@ -11,9 +11,6 @@ The contractions may sum in another order, so their norm-wise relative error
 
 import json
 import math
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -23,8 +20,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from numpy.lib.stride_tricks import as_strided
 
-import lance_ref
 from lance_ref.kernels import reference
+from helpers import run_python
 
 core = pytest.importorskip("lance_ref._core")
 
@@ -589,20 +586,6 @@ def isa_paths():
     family = ("scalar", "neon") if default == "neon" else ("scalar", "avx2", "avx512")
     paths = {"scalar", default} | {i for i in available if i in family and ISA_ORDER[i] <= ISA_ORDER[default]}
     return sorted(paths, key=ISA_ORDER.get)
-
-
-def run_python(code, env_changes):
-    env = {k: v for k, v in os.environ.items() if k not in ("LANCE_CORE_ISA", "LANCE_CORE_THREADS")}
-    env.update(env_changes)
-    return subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=Path(lance_ref.__file__).parent.parent,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 ISA_SCRIPT = textwrap.dedent(
