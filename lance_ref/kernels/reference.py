@@ -111,14 +111,7 @@ def tucker_project(x: np.ndarray, factors) -> np.ndarray:
 
     The mode that shrinks the tensor most (largest I_n / k_n) is contracted first.
     """
-    check_float(x, "x")
-    modes = _check_factors(x, factors, "x", side=0)
-    if not modes:
-        return x.copy()
-    core = x
-    for n in sorted(modes, key=lambda n: factors[n].shape[1] / factors[n].shape[0]):
-        core = _mode_product(core, factors[n].T, n)
-    return core
+    return _tucker_chain(x, factors, "x", project=True)
 
 
 def tucker_reconstruct(core: np.ndarray, factors) -> np.ndarray:
@@ -127,14 +120,24 @@ def tucker_reconstruct(core: np.ndarray, factors) -> np.ndarray:
 
     The mode that grows the tensor least (smallest I_n / k_n) is expanded first.
     """
-    check_float(core, "core")
-    modes = _check_factors(core, factors, "core", side=1)
+    return _tucker_chain(core, factors, "core", project=False)
+
+
+def _tucker_chain(t: np.ndarray, factors, name: str, project: bool) -> np.ndarray:
+    """t x_n U_n^T (`project`) or t x_n U_n over the modes with a factor, smallest k_n / I_n
+    (projection) or I_n / k_n (reconstruction) first."""
+    check_float(t, name)
+    modes = _check_factors(t, factors, name, side=0 if project else 1)
     if not modes:
-        return core.copy()
-    x = core
-    for n in sorted(modes, key=lambda n: factors[n].shape[0] / factors[n].shape[1]):
-        x = _mode_product(x, factors[n], n)
-    return x
+        return t.copy()
+
+    def ratio(n):
+        size, rank = factors[n].shape
+        return rank / size if project else size / rank
+
+    for n in sorted(modes, key=ratio):
+        t = _mode_product(t, factors[n].T if project else factors[n], n)
+    return t
 
 
 def gram(x: np.ndarray, mode: int) -> np.ndarray:
