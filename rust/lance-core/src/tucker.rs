@@ -62,19 +62,7 @@ fn product<T: Float>(
     if let Some((batches, batch_stride, cols)) = batched_layout(x, mode)
         && cols >= panel
     {
-        let (rows, depth) = (
-            axis(0, m.shape[0], m.strides[0]),
-            axis(0, m.shape[1], m.strides[1]),
-        );
-        let packed = PackedA::new(
-            ctx,
-            &Operand {
-                data: m.data,
-                base: m.offset as isize,
-                rows: &rows,
-                cols: &depth,
-            },
-        )?;
+        let packed = PackedA::new(ctx, &matrix_operand(m, &matrix_tables(m)))?;
         let b = Batched {
             data: x.data,
             base: x.offset as isize,
@@ -101,53 +89,57 @@ fn general_product<T: Float>(
     let out_strides = c_strides(out_shape)?;
     let rest = others(mode);
     let rest_shape = rest.map(|a| x.shape[a]);
-    let tables = [
-        axis(0, m.shape[0], m.strides[0]),
-        axis(0, m.shape[1], m.strides[1]),
+    let m_tables = matrix_tables(m);
+    let x_tables = [
         axis(0, x.shape[mode], x.strides[mode]),
         grid(0, &rest_shape, &rest.map(|a| x.strides[a])),
+    ];
+    let out_tables = [
         axis(0, m.shape[0], out_strides[mode]),
         grid(0, &rest_shape, &rest.map(|a| out_strides[a])),
     ];
-    let a = Operand {
+    let a = matrix_operand(m, &m_tables);
+    let b = Operand {
+        data: x.data,
+        base: x.offset as isize,
+        rows: &x_tables[0],
+        cols: &x_tables[1],
+    };
+    let [out_rows, out_cols] = &out_tables;
+    let (a, b, rows, cols) = if a.rows.len() <= b.cols.len() {
+        (a, b, out_rows, out_cols)
+    } else {
+        (b.t(), a.t(), out_cols, out_rows)
+    };
+    gemm(
+        ctx,
+        &a,
+        &b,
+        &mut Output {
+            data: out,
+            base: 0,
+            rows,
+            cols,
+        },
+        Tiles::All,
+    )
+}
+
+/// The offset tables (rows, columns) of a matrix view.
+fn matrix_tables<T>(m: &View2<'_, T>) -> [Vec<isize>; 2] {
+    [
+        axis(0, m.shape[0], m.strides[0]),
+        axis(0, m.shape[1], m.strides[1]),
+    ]
+}
+
+/// A matrix view as a GEMM operand over its `matrix_tables`.
+fn matrix_operand<'a, T>(m: &View2<'a, T>, tables: &'a [Vec<isize>; 2]) -> Operand<'a, T> {
+    Operand {
         data: m.data,
         base: m.offset as isize,
         rows: &tables[0],
         cols: &tables[1],
-    };
-    let b = Operand {
-        data: x.data,
-        base: x.offset as isize,
-        rows: &tables[2],
-        cols: &tables[3],
-    };
-    let (c_rows, c_cols) = (&tables[4], &tables[5]);
-    if a.rows.len() <= b.cols.len() {
-        gemm(
-            ctx,
-            &a,
-            &b,
-            &mut Output {
-                data: out,
-                base: 0,
-                rows: c_rows,
-                cols: c_cols,
-            },
-            Tiles::All,
-        )
-    } else {
-        gemm(
-            ctx,
-            &b.t(),
-            &a.t(),
-            &mut Output {
-                data: out,
-                base: 0,
-                rows: c_cols,
-                cols: c_rows,
-            },
-            Tiles::All,
-        )
     }
 }
 
