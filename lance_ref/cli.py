@@ -8,7 +8,7 @@ from dataclasses import fields
 
 from . import __version__
 from .allocator import keep_freed_memory
-from .experiments import finetune, supervised, sweep
+from .experiments import continual, finetune, supervised, sweep
 
 
 def _add_config_arguments(parser: argparse.ArgumentParser, config_class) -> None:
@@ -26,6 +26,12 @@ def _summary(results: dict) -> str:
     if results["command"] == "finetune-sweep":
         return results["table"]
     config = results["config"]
+    if results["command"] == "continual":
+        return (
+            f"{config['strategy']} on {config['benchmark']} ({config['setting']}-incremental): ACC {results['acc']:.4f}, "
+            f"BWT {results['bwt']:+.4f}; activation bytes per step {results['activation_bytes']:,}, "
+            f"persistent bytes {results['persistent_bytes']:,}"
+        )
     line = f"{config['model']} on {config['dataset']}: test accuracy {results['test_accuracy']:.4f}"
     if results["command"] == "finetune":
         ratio = results["full_activation_bytes"] / max(results["activation_bytes"], 1)
@@ -43,6 +49,7 @@ COMMANDS = {
     "train": (supervised.TrainConfig, supervised.run, "train a zoo model on a dataset"),
     "finetune": (finetune.FinetuneConfig, finetune.run, "fine-tune the last layers on new classes (full, hosvd, lance)"),
     "finetune-sweep": (sweep.SweepConfig, sweep.run, "fine-tune with every method and eps over several seeds"),
+    "continual": (continual.ContinualConfig, continual.run, "learn the tasks of a continual benchmark in turn with one strategy"),
 }
 
 

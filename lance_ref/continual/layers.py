@@ -1,0 +1,85 @@
+"""The weight layers a continual strategy protects, and their inputs as GPM sees them
+(specs/continual.md#layer-inputs).
+
+A conv layer's input is read as its patch rows, (N*H'*W', C*kh*kw) in the order of
+`weight.reshape(C_out, -1)`, so that y = rows @ W^T; a linear layer's input is its rows.
+The task heads (the model's last child: a Linear, or a ModuleList of them) are not protected.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import numpy as np
+
+from ..autograd import no_grad
+from ..functional.conv import conv_geometry, im2col
+from ..nn import Conv2d, Linear, ModuleList
+from ..tensor import Tensor
+
+
+def head_names(model) -> list:
+    """Names of the task heads: the model's last child, a Linear or a ModuleList of them."""
+    name, last = list(model.named_children())[-1]
+    if isinstance(last, Linear):
+        return [name]
+    if isinstance(last, ModuleList) and all(isinstance(m, Linear) for m in last):
+        return [f"{name}.{i}" for i in range(len(last))]
+    raise ValueError(f"the model's last child {name!r} must be a Linear or a ModuleList of task heads")
+
+
+def protected_layers(model) -> dict:
+    """name -> Conv2d or Linear for every weight layer but the heads, in forward order."""
+    heads = set(head_names(model))
+    layers = {n: m for n, m in model.named_modules() if isinstance(m, (Conv2d, Linear)) and n not in heads}
+    for name, layer in layers.items():
+        if isinstance(layer, Conv2d) and layer.groups != 1:
+            raise ValueError(f"layer {name!r} has groups={layer.groups}; only groups=1 convs can be protected")
+    return layers
+
+
+def patch_rows(layer, x: np.ndarray) -> np.ndarray:
+    """The rows whose product with W^T gives the layer's output: conv patches (N*H'*W',
+    C*kh*kw) in the (c, i, j) order of `weight.reshape(C_out, -1)`, or a linear layer's input."""
+    if isinstance(layer, Linear):
+        return x.reshape(-1, x.shape[-1])
+    geometry = conv_geometry(x.shape, layer.weight.shape[2:], layer.stride, layer.padding, layer.dilation, 1)
+    cols = im2col(x, **geometry)[0]  # (N*H'*W', (i, j, c))
+    kh, kw = geometry["kernel"]
+    return cols.reshape(-1, kh, kw, x.shape[1]).transpose(0, 3, 1, 2).reshape(len(cols), -1)
+
+
+@contextmanager
+def recording_inputs(layers: dict):
+    """Within the block, each call of a layer in `layers` appends its input array to
+    `recorded[name]` (the yielded dict)."""
+    recorded = {name: [] for name in layers}
+
+    def wrap(name, layer):
+        forward = layer.forward
+
+        def recording(x, *args, **kwargs):
+            recorded[name].append(x.data)
+            return forward(x, *args, **kwargs)
+
+        return recording
+
+    for name, layer in layers.items():
+        object.__setattr__(layer, "forward", wrap(name, layer))
+    try:
+        yield recorded
+    finally:
+        for layer in layers.values():
+            del layer.__dict__["forward"]
+
+
+def layer_inputs(model, layers: dict, x: np.ndarray, **forward_options) -> dict:
+    """name -> the input each layer of `layers` sees when `model` runs on `x` (eval mode, no graph)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with no_grad(), recording_inputs(layers) as recorded:
+            model(Tensor(x), **forward_options)
+    finally:
+        model.train(was_training)
+    return {name: np.concatenate(arrays) for name, arrays in recorded.items()}

@@ -1,0 +1,107 @@
+"""Train task after task, evaluate every seen task after each, checkpoint between tasks
+(specs/continual.md#loop).
+
+Every random stream of task t (shuffling, replay draws, dropout) is seeded from (seed, t), so a
+run resumed from the checkpoint of task t - 1 repeats the uninterrupted run exactly.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .. import memory, random
+from ..data import normalize as normalize_images
+from ..io import flatten, load_npz, save_npz, unflatten
+from ..optim import SGD
+from ..progress import Progress
+from .layers import head_names, protected_layers
+from .steps import evaluate, minibatches, task_loss
+from .strategies import Samples
+
+CHECKPOINT = "checkpoint.npz"
+
+
+def weight_layer_names(model) -> list:
+    return [*protected_layers(model), *head_names(model)]
+
+
+def train_task(model, strategy, task, config, normalize, show: bool) -> memory.Ledger:
+    """Train `task` for `config.epochs`; returns the ledger of its first step."""
+    random.manual_seed(config.seed * 1000 + task.index)
+    rng = np.random.default_rng((config.seed, task.index, 0))
+    strategy.before_task(task, normalize)
+    optimizer = SGD([p for p in model.parameters() if p.requires_grad], lr=config.lr)
+    samples, ledger = strategy.training_samples(task), None
+    model.train()
+    for epoch in range(1, config.epochs + 1):
+        label = f"task {task.index + 1}/{len(strategy.scenario.tasks)} epoch {epoch}/{config.epochs}"
+        bar = Progress(minibatches(len(samples), config.batch_size, rng), label=label, enabled=show)
+        for index in bar:
+            batch = samples.take(index)
+            replayed = strategy.replay(rng)
+            step = batch if replayed is None else Samples.concat([batch, replayed])
+            loss = task_loss(model, normalize(step.images), step.labels, step.tasks, config.setting)
+            ledger = ledger or memory.ledger(loss, model.parameters())
+            optimizer.zero_grad()
+            loss.backward()
+            strategy.after_backward(task)
+            optimizer.step()
+            strategy.after_step(batch, rng)
+            bar.set(loss=loss.item())
+    strategy.after_task(task, normalize)
+    return ledger
+
+
+def save_progress(path: Path, model, strategy, progress: dict) -> None:
+    state = {"model": model.state_dict(), "progress": progress}
+    if strategy.state():
+        state["strategy"] = strategy.state()
+    save_npz(path, flatten(state))
+
+
+def load_progress(path: Path, model, strategy) -> dict:
+    state = unflatten(load_npz(path))
+    if "model" not in state or "progress" not in state:
+        raise ValueError(f"{path} is not a continual-learning checkpoint")
+    try:
+        model.load_state_dict(state["model"])
+        strategy.load_state(state.get("strategy", {}))
+    except (KeyError, ValueError, TypeError) as error:
+        raise ValueError(f"checkpoint {path} does not fit this run: {error}") from error
+    return state["progress"]
+
+
+def run_tasks(model, scenario, strategy, config, out: Path, show: bool = True, resume: bool = False) -> dict:
+    """Learn every task of `scenario` in turn; returns the accuracy matrix, per-task seconds
+    and memory figures. With `resume`, continues from `out`/checkpoint.npz if it exists."""
+    first = scenario.tasks[0].train
+    dtype = np.dtype(config.dtype)
+
+    def normalize(images):
+        return normalize_images(images, first.mean, first.std, dtype)
+
+    count = len(scenario.tasks)
+    matrix, seconds = np.zeros((count, count)), np.zeros(count)
+    activation = np.zeros((count, 2), dtype=np.int64)  # weight layers, every op
+    start = 0
+    if resume and (out / CHECKPOINT).exists():
+        progress = load_progress(out / CHECKPOINT, model, strategy)
+        start = int(progress["next_task"])
+        matrix, seconds, activation = progress["accuracy_matrix"], progress["task_seconds"], progress["activation_bytes"]
+    names = weight_layer_names(model)
+    for task in scenario.tasks[start:]:
+        began = time.perf_counter()
+        ledger = train_task(model, strategy, task, config, normalize, show)
+        seconds[task.index] = time.perf_counter() - began
+        activation[task.index] = ledger.bytes(names), ledger.bytes()
+        for seen in scenario.tasks[: task.index + 1]:
+            matrix[task.index, seen.index] = evaluate(model, seen, config.setting, normalize)
+        if show:
+            row = " ".join(f"{a:.3f}" for a in matrix[task.index, : task.index + 1])
+            print(f"after task {task.index + 1}/{count}: accuracy per task {row}")
+        progress = dict(next_task=task.index + 1, accuracy_matrix=matrix, task_seconds=seconds, activation_bytes=activation)
+        save_progress(out / CHECKPOINT, model, strategy, progress)
+    return dict(accuracy_matrix=matrix, task_seconds=seconds, activation_bytes=activation)

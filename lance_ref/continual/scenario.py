@@ -1,0 +1,101 @@
+"""Class-split continual-learning scenarios (specs/continual.md#scenarios).
+
+A dataset's classes are put in a seeded order and cut into tasks of `k` classes. Each task's
+labels are local (0..k-1, the class's position in the task) for task-incremental learning with
+one head per task; `Task.global_labels` gives the labels of a shared head (class-incremental).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from ..data import Dataset, load_dataset, subset_by_classes
+
+# benchmark -> (dataset kind, number of tasks); CIFAR needs the user's path.
+BENCHMARKS = {"split-mnist": ("mnist5k", 5), "split-cifar10": ("cifar10", 5), "split-cifar100": ("cifar100", 10)}
+SETTINGS = ("task", "class")  # task-incremental (a head per task), class-incremental (one head)
+
+
+@dataclass(frozen=True, eq=False)
+class Task:
+    """Task `index`: its `classes` (labels of the whole dataset) and its train and test data,
+    labelled locally (class `classes[i]` has label i); `offset` is the label of its first class
+    in a shared head."""
+
+    index: int
+    classes: tuple
+    offset: int
+    train: Dataset
+    test: Dataset
+
+    def global_labels(self, local: np.ndarray) -> np.ndarray:
+        return self.offset + local
+
+
+@dataclass(frozen=True, eq=False)
+class Scenario:
+    name: str
+    class_order: tuple
+    tasks: tuple
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_order)
+
+    def head_sizes(self, setting: str) -> list:
+        """Classes per head: one head per task (task-incremental) or one shared head."""
+        check_setting(setting)
+        return [len(t.classes) for t in self.tasks] if setting == "task" else [self.num_classes]
+
+
+def check_setting(setting: str) -> str:
+    if setting not in SETTINGS:
+        raise ValueError(f"setting must be one of {SETTINGS} (task- or class-incremental), got {setting!r}")
+    return setting
+
+
+def split_classes(num_classes: int, num_tasks: int, seed: int | None) -> list:
+    """The classes 0..num_classes-1 in the order drawn from `seed` (natural order for None),
+    cut into `num_tasks` tasks of equal size."""
+    for name, value in (("num_classes", num_classes), ("num_tasks", num_tasks)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if num_classes % num_tasks:
+        raise ValueError(f"{num_classes} classes do not divide into {num_tasks} tasks of equal size")
+    order = np.arange(num_classes) if seed is None else np.random.default_rng(seed).permutation(num_classes)
+    return [tuple(int(c) for c in chunk) for chunk in np.split(order, num_tasks)]
+
+
+def make_scenario(train: Dataset, test: Dataset, num_tasks: int, seed: int | None, name: str = "") -> Scenario:
+    """The class-split scenario of (train, test) with `num_tasks` tasks in `seed`'s class order."""
+    if train.classes != test.classes:
+        raise ValueError("train and test must share their classes")
+    splits = split_classes(len(train.classes), num_tasks, seed)
+    tasks, offset = [], 0
+    for index, classes in enumerate(splits):
+        tasks.append(Task(index, classes, offset, subset_by_classes(train, classes), subset_by_classes(test, classes)))
+        offset += len(classes)
+    return Scenario(name or f"split-{train.name}", tuple(c for split in splits for c in split), tuple(tasks))
+
+
+def load_benchmark(benchmark: str, seed: int | None, data_path: str = "") -> Scenario:
+    """Split-MNIST from the bundled data, or Split CIFAR-10/100 from `data_path`."""
+    if benchmark not in BENCHMARKS:
+        raise ValueError(f"unknown benchmark {benchmark!r}; available: {sorted(BENCHMARKS)}")
+    kind, num_tasks = BENCHMARKS[benchmark]
+    if kind != "mnist5k" and not data_path:
+        raise ValueError(f"{benchmark} needs data_path, the folder of the {kind.upper()} files")
+    train, test = load_dataset(kind if kind == "mnist5k" else f"{kind}:{data_path}")
+    return make_scenario(train, test, num_tasks, seed, benchmark)
+
+
+def joint_task(scenario: Scenario, setting: str) -> tuple:
+    """Every task's training data in one set, and the task of each sample (for `joint`)."""
+    images = np.concatenate([t.train.images for t in scenario.tasks])
+    labels = np.concatenate([t.train.labels if setting == "task" else t.global_labels(t.train.labels) for t in scenario.tasks])
+    task_ids = np.concatenate([np.full(len(t.train), t.index) for t in scenario.tasks])
+    first = scenario.tasks[0].train
+    classes = tuple(str(c) for c in range(scenario.num_classes))
+    return replace(first, images=images, labels=labels, classes=classes), task_ids

@@ -1,0 +1,232 @@
+"""Continual-learning strategies as hooks of one training loop (specs/continual.md#strategies).
+
+The loop (`loop.py`) asks a strategy for the task's training samples, adds the samples it
+replays to each minibatch, lets it edit the gradients before the optimiser step, and tells it
+when a task ends. `state()` is what the strategy keeps between tasks: its bytes are the
+strategy's persistent memory, and the checkpoint stores it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..io import flatten
+from ..nn import BatchNorm1d, BatchNorm2d
+from .gpm import check_threshold, extend_memory, project_out
+from .layers import layer_inputs, patch_rows, protected_layers
+from .replay import ClassBalancedReservoir
+from .steps import minibatches, task_loss
+
+
+class Samples:
+    """Raw training samples: images, labels as the loss sees them, dataset classes, task ids."""
+
+    def __init__(self, images, labels, classes, tasks):
+        self.images, self.labels, self.classes, self.tasks = images, labels, classes, tasks
+
+    def __len__(self):
+        return len(self.labels)
+
+    def take(self, index) -> "Samples":
+        return Samples(self.images[index], self.labels[index], self.classes[index], self.tasks[index])
+
+    @staticmethod
+    def concat(parts) -> "Samples":
+        return Samples(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("images", "labels", "classes", "tasks")))
+
+
+def task_samples(task, setting: str) -> Samples:
+    """Task `task`'s training data, labelled for a head per task or for a shared head."""
+    local = task.train.labels
+    labels = local if setting == "task" else task.global_labels(local)
+    classes = np.asarray(task.classes)[local]
+    return Samples(task.train.images, labels, classes, np.full(len(local), task.index))
+
+
+class Finetune:
+    """`finetune`: each task trained in turn with nothing to protect the earlier ones."""
+
+    name = "finetune"
+
+    def __init__(self, model, scenario, config):
+        self.model, self.scenario, self.config = model, scenario, config
+
+    def training_samples(self, task) -> Samples:
+        return task_samples(task, self.config.setting)
+
+    def before_task(self, task, normalize) -> None:
+        pass
+
+    def replay(self, rng) -> Samples | None:
+        return None
+
+    def after_backward(self, task) -> None:
+        pass
+
+    def after_step(self, batch: Samples, rng) -> None:
+        pass
+
+    def after_task(self, task, normalize) -> None:
+        pass
+
+    def state(self) -> dict:
+        return {}
+
+    def load_state(self, state: dict) -> None:
+        pass
+
+    def persistent_bytes(self) -> int:
+        return sum(a.nbytes for a in flatten(self.state()).values())
+
+
+class Joint(Finetune):
+    """`joint`: task t trains on the data of tasks 0..t together (the cumulative upper bound);
+    its last task is joint training on everything."""
+
+    name = "joint"
+
+    def training_samples(self, task) -> Samples:
+        return Samples.concat([task_samples(t, self.config.setting) for t in self.scenario.tasks[: task.index + 1]])
+
+    def persistent_bytes(self) -> int:
+        """The earlier tasks' raw samples, which joint training keeps (after the last task)."""
+        kept = self.scenario.tasks[:-1]
+        return sum(t.train.images.nbytes + t.train.labels.nbytes for t in kept)
+
+
+class ExperienceReplay(Finetune):
+    """`er`: each minibatch joined by as many samples from a class-balanced reservoir of the
+    samples seen so far (specs/continual.md#replay-buffer)."""
+
+    name = "er"
+
+    def __init__(self, model, scenario, config):
+        super().__init__(model, scenario, config)
+        first = scenario.tasks[0].train.images
+        self.buffer = ClassBalancedReservoir(config.buffer_size, first.shape[1:], first.dtype)
+
+    def replay(self, rng) -> Samples | None:
+        if self.buffer.size == 0:
+            return None
+        b = self.buffer
+        index = b.sample(self.config.batch_size, rng)
+        return Samples(b.images[index], b.labels[index], b.classes[index], b.tasks[index])
+
+    def after_step(self, batch: Samples, rng) -> None:
+        self.buffer.add(batch.images, batch.labels, batch.classes, batch.tasks, rng)
+
+    def state(self) -> dict:
+        return self.buffer.state()
+
+    def load_state(self, state: dict) -> None:
+        self.buffer.load_state(state)
+
+    def persistent_bytes(self) -> int:
+        return self.buffer.nbytes
+
+
+class EWC(Finetune):
+    """`ewc` (Kirkpatrick et al., PNAS 2017), online form: after each task the diagonal Fisher
+    F += mean over batches of g_b^2 (g_b the gradient of batch b's mean loss) and the anchor
+    theta* = theta; while training, lambda F (theta - theta*) is added to each gradient, the
+    gradient of (lambda / 2) sum F (theta - theta*)^2."""
+
+    name = "ewc"
+
+    def __init__(self, model, scenario, config):
+        super().__init__(model, scenario, config)
+        if not config.ewc_lambda >= 0:
+            raise ValueError(f"ewc_lambda must be >= 0, got {config.ewc_lambda}")
+        self.fisher, self.anchor = {}, {}
+
+    def after_backward(self, task) -> None:
+        for name, p in self.model.named_parameters():
+            if name in self.fisher and p.grad is not None:
+                p.grad += (self.config.ewc_lambda * self.fisher[name] * (p.data - self.anchor[name])).astype(p.grad.dtype)
+
+    def after_task(self, task, normalize) -> None:
+        params = dict(self.model.named_parameters())
+        squares = {name: np.zeros_like(p.data, dtype=np.float64) for name, p in params.items()}
+        samples, rng = self.training_samples(task), np.random.default_rng((self.config.seed, task.index, 1))
+        batches = 0
+        self.model.train()
+        for index in minibatches(len(samples), self.config.batch_size, rng):
+            batch = samples.take(index)
+            self.model.zero_grad()
+            task_loss(self.model, normalize(batch.images), batch.labels, batch.tasks, self.config.setting).backward()
+            for name, p in params.items():
+                if p.grad is not None:
+                    squares[name] += p.grad.astype(np.float64) ** 2
+            batches += 1
+        self.model.zero_grad()
+        for name, p in params.items():
+            self.fisher[name] = self.fisher.get(name, 0) + squares[name] / batches
+            self.anchor[name] = p.data.copy()
+
+    def state(self) -> dict:
+        return dict(fisher=self.fisher, anchor=self.anchor) if self.fisher else {}
+
+    def load_state(self, state: dict) -> None:
+        self.fisher, self.anchor = dict(state["fisher"]), dict(state["anchor"])
+
+
+def freeze_batchnorm(model) -> None:
+    """BatchNorm's affine parameters get no further update (GPM, LANCE-CL: after task 0)."""
+    for module in model.modules():
+        if isinstance(module, (BatchNorm1d, BatchNorm2d)):
+            module.freeze()
+
+
+class GPM(Finetune):
+    """`gpm`: after each task, each protected layer's memory grows from a representation of
+    `representation_samples` training inputs (threshold th_0 + step * t); in later tasks the
+    layer's gradient is projected off its memory and BatchNorm is frozen."""
+
+    name = "gpm"
+
+    def __init__(self, model, scenario, config):
+        super().__init__(model, scenario, config)
+        check_threshold(config.gpm_threshold, "gpm_threshold")
+        self.layers = protected_layers(model)
+        self.memory = {}
+
+    def threshold(self, task) -> float:
+        return min(1.0, self.config.gpm_threshold + self.config.gpm_threshold_step * task.index)
+
+    def before_task(self, task, normalize) -> None:
+        if task.index > 0:
+            freeze_batchnorm(self.model)
+
+    def after_backward(self, task) -> None:
+        for name, memory in self.memory.items():
+            weight = self.layers[name].weight
+            if weight.grad is not None:
+                weight.grad = project_out(weight.grad, memory)
+
+    def after_task(self, task, normalize) -> None:
+        count = min(self.config.representation_samples, len(task.train))
+        index = np.random.default_rng((self.config.seed, task.index, 2)).choice(len(task.train), count, replace=False)
+        inputs = layer_inputs(self.model, self.layers, normalize(task.train.images[np.sort(index)]), **forward_task(self.model, task, self.config.setting))
+        for name, layer in self.layers.items():
+            rows = patch_rows(layer, inputs[name])
+            self.memory[name] = extend_memory(self.memory.get(name), rows.T, self.threshold(task))
+
+    def state(self) -> dict:
+        return dict(self.memory)
+
+    def load_state(self, state: dict) -> None:
+        self.memory = dict(state)
+
+
+def forward_task(model, task, setting: str) -> dict:
+    """The forward options that select `task`'s head (none for a shared head)."""
+    return dict(task=task.index) if setting == "task" else {}
+
+
+STRATEGIES = {s.name: s for s in (Finetune, Joint, ExperienceReplay, EWC, GPM)}
+
+
+def make_strategy(name: str, model, scenario, config):
+    if name not in STRATEGIES:
+        raise ValueError(f"unknown strategy {name!r}; available: {sorted(STRATEGIES)}")
+    return STRATEGIES[name](model, scenario, config)

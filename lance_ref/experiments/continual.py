@@ -1,0 +1,115 @@
+"""`lance-ref continual`: a continual-learning benchmark with one strategy (specs/continual.md).
+
+Split-MNIST (the bundled digits, 5 tasks of 2 classes) or Split CIFAR-10/100 from
+`--data-path`; task-incremental (a head per task, GPM's protocol) or class-incremental (one
+shared head). Writes `results.json` (the accuracy matrix, ACC, BWT, forgetting, memory, time)
+and, with the `plot` extra, `accuracy_matrix.png`. `--resume` continues an interrupted run
+from the checkpoint written after its last finished task.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import random
+from ..continual import STRATEGIES, load_benchmark, make_strategy
+from ..continual.metrics import average_accuracy, backward_transfer, forgetting, ragged
+from ..continual.scenario import check_setting
+from ..io import save_json
+from ..nn import build_model
+from ..tensor import float_dtype
+from .report import pyplot, save_figure
+
+
+@dataclass
+class ContinualConfig:
+    """Every choice of a continual-learning run; stored in results.json."""
+
+    benchmark: str = "split-mnist"
+    data_path: str = ""
+    strategy: str = "finetune"
+    setting: str = "task"
+    model: str = "alexnet-gpm"
+    epochs: int = 5
+    batch_size: int = 64
+    lr: float = 0.01
+    seed: int = 0
+    shuffle_classes: bool = True
+    buffer_size: int = 200
+    ewc_lambda: float = 100.0
+    gpm_threshold: float = 0.97
+    gpm_threshold_step: float = 0.003
+    representation_samples: int = 125
+    dtype: str = "float32"
+    resume: bool = False
+
+    def check(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {self.strategy!r}; available: {sorted(STRATEGIES)}")
+        check_setting(self.setting)
+        for name in ("epochs", "batch_size", "buffer_size", "representation_samples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        float_dtype(self.dtype, "dtype")
+
+
+def build(config: ContinualConfig, scenario):
+    """The zoo model with a head per task or one shared head, initialised from the seed."""
+    random.manual_seed(config.seed)
+    first = scenario.tasks[0].train
+    return build_model(
+        config.model, num_classes=scenario.num_classes, in_channels=first.images.shape[1],
+        image_size=first.images.shape[2], heads=scenario.head_sizes(config.setting), dtype=np.dtype(config.dtype),
+    )
+
+
+def plot_matrix(matrix: np.ndarray, title: str, path: Path) -> None:
+    plt = pyplot()
+    if plt is None:
+        return
+    shown = np.where(np.tril(np.ones_like(matrix, dtype=bool)), matrix, np.nan)
+    figure, axes = plt.subplots(figsize=(4.5, 4))
+    image = axes.imshow(shown, vmin=0, vmax=1, cmap="viridis")
+    for (i, j), value in np.ndenumerate(shown):
+        if np.isfinite(value):
+            axes.text(j, i, f"{100 * value:.0f}", ha="center", va="center", color="w" if value < 0.6 else "k", fontsize=8)
+    axes.set(xlabel="evaluated task", ylabel="after training task", title=title)
+    figure.colorbar(image)
+    figure.tight_layout()
+    save_figure(figure, path)
+
+
+def run(config: ContinualConfig, out: str | Path, show: bool = True) -> dict:
+    """Run per `config`; write `out`/results.json (and the heatmap); return the results."""
+    from ..continual.loop import run_tasks
+
+    config.check()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    scenario = load_benchmark(config.benchmark, config.seed if config.shuffle_classes else None, config.data_path)
+    model = build(config, scenario)
+    strategy = make_strategy(config.strategy, model, scenario, config)
+    outcome = run_tasks(model, scenario, strategy, config, out, show, config.resume)
+    matrix = outcome["accuracy_matrix"]
+    results = dict(
+        command="continual",
+        config=asdict(config),
+        class_order=scenario.class_order,
+        tasks=[list(t.classes) for t in scenario.tasks],
+        accuracy_matrix=ragged(matrix),
+        acc=average_accuracy(matrix),
+        bwt=backward_transfer(matrix),
+        forgetting=forgetting(matrix),
+        activation_bytes=int(outcome["activation_bytes"][:, 0].max()),
+        activation_bytes_all_ops=int(outcome["activation_bytes"][:, 1].max()),
+        persistent_bytes=strategy.persistent_bytes(),
+        task_seconds=outcome["task_seconds"].tolist(),
+    )
+    save_json(out / "results.json", results)
+    plot_matrix(matrix, f"{config.strategy} on {config.benchmark} ({config.setting}-incremental)", out / "accuracy_matrix.png")
+    return results

@@ -1,0 +1,268 @@
+"""Continual learning: scenarios, metrics, the replay buffer, GPM, the loop and its CLI."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from lance_ref import functional as F
+from lance_ref.continual import (
+    ClassBalancedReservoir, average_accuracy, backward_transfer, extend_memory, forgetting, head_names,
+    load_benchmark, make_scenario, patch_rows, project_out, protected_layers, split_classes,
+)
+from lance_ref.continual.metrics import ragged
+from lance_ref.data import Dataset
+from lance_ref.experiments.continual import ContinualConfig, run
+from lance_ref.nn import Conv2d, Linear, Module, ModuleList, ReLU
+from lance_ref.tensor import Tensor
+
+from helpers import arrays
+
+
+# --- scenarios -------------------------------------------------------------------------------
+@given(st.integers(1, 8), st.integers(1, 6), st.one_of(st.none(), st.integers(0, 2**32 - 1)))
+def test_split_puts_every_class_in_exactly_one_task(tasks, per_task, seed):
+    splits = split_classes(tasks * per_task, tasks, seed)
+    assert len(splits) == tasks and all(len(s) == per_task for s in splits)
+    assert sorted(c for s in splits for c in s) == list(range(tasks * per_task))
+    assert splits == split_classes(tasks * per_task, tasks, seed)  # the order is the seed's
+    if seed is None:
+        assert [c for s in splits for c in s] == list(range(tasks * per_task))
+
+
+def test_split_rejects_classes_that_do_not_divide():
+    with pytest.raises(ValueError, match="10 classes do not divide into 3 tasks"):
+        split_classes(10, 3, 0)
+
+
+def test_split_mnist_tasks_relabel_locally():
+    scenario = load_benchmark("split-mnist", seed=0)
+    assert len(scenario.tasks) == 5 and scenario.head_sizes("task") == [2] * 5 and scenario.head_sizes("class") == [10]
+    for task in scenario.tasks:
+        assert set(task.train.labels) == {0, 1} and len(task.test) == 200
+        assert task.global_labels(np.array([0, 1])).tolist() == [task.offset, task.offset + 1]
+
+
+@pytest.mark.parametrize("benchmark, message", [
+    ("split-svhn", "unknown benchmark 'split-svhn'"),
+    ("split-cifar10", "split-cifar10 needs data_path"),
+])
+def test_bad_benchmarks_are_clear_errors(benchmark, message):
+    with pytest.raises(ValueError, match=message):
+        load_benchmark(benchmark, seed=0)
+
+
+def test_missing_dataset_path_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_benchmark("split-cifar100", seed=0, data_path=str(tmp_path / "nowhere"))
+
+
+# --- metrics ---------------------------------------------------------------------------------
+def test_metrics_by_hand():
+    r = np.array([[0.9, 0, 0], [0.8, 0.95, 0], [0.7, 0.9, 1.0]])
+    assert average_accuracy(r) == pytest.approx((0.7 + 0.9 + 1.0) / 3)
+    assert backward_transfer(r) == pytest.approx(((0.7 - 0.9) + (0.9 - 0.95)) / 2)
+    assert forgetting(r) == pytest.approx([0.2, 0.05])
+    assert ragged(r) == [[0.9], [0.8, 0.95], [0.7, 0.9, 1.0]]
+
+
+@given(st.integers(1, 6).flatmap(lambda t: st.lists(st.floats(0, 1), min_size=t * t, max_size=t * t)))
+def test_metrics_on_drawn_matrices(values):
+    t = int(round(len(values) ** 0.5))
+    r = np.tril(np.array(values).reshape(t, t))
+    assert average_accuracy(r) == pytest.approx(r[-1].mean())
+    bwt = backward_transfer(r)
+    assert bwt == pytest.approx(0.0 if t == 1 else np.mean([r[-1, j] - r[j, j] for j in range(t - 1)]))
+    assert -1 <= bwt <= 1
+    drops = forgetting(r)
+    assert len(drops) == t - 1 and all(d >= r[j, j] - r[-1, j] - 1e-12 for j, d in enumerate(drops))
+    unchanged = np.tril(np.tile(np.diag(r), (t, 1)))  # every task keeps its accuracy
+    assert backward_transfer(unchanged) == pytest.approx(0) and forgetting(unchanged) == pytest.approx([0] * (t - 1))
+
+
+@pytest.mark.parametrize("matrix", [np.zeros((2, 3)), np.zeros((0, 0)), np.array([[1.5]]), np.array([[np.nan]])])
+def test_bad_accuracy_matrices_are_refused(matrix):
+    with pytest.raises(ValueError, match="accuracy matrix"):
+        average_accuracy(matrix)
+
+
+# --- replay buffer ---------------------------------------------------------------------------
+@given(st.integers(1, 30), st.lists(st.integers(0, 5), min_size=1, max_size=200), st.integers(0, 2**16))
+def test_reservoir_stays_class_balanced(capacity, stream, seed):
+    buffer = ClassBalancedReservoir(capacity, (1,))
+    rng = np.random.default_rng(seed)
+    labels = np.array(stream)
+    buffer.add(labels[:, None].astype(np.uint8), labels, labels, np.zeros_like(labels), rng)
+    held = np.bincount(buffer.classes[: buffer.size], minlength=6)
+    assert buffer.size == min(capacity, len(stream))
+    assert (buffer.images[: buffer.size, 0] == buffer.classes[: buffer.size]).all()  # samples stay whole
+    seen = np.bincount(labels, minlength=6)
+    # A class keeps all its samples or is among the largest, within one of each other.
+    largest = held.max()
+    assert all(held[c] == seen[c] or held[c] >= largest - 1 for c in range(6))
+
+
+def test_reservoir_state_round_trips_and_zero_size_is_refused():
+    buffer = ClassBalancedReservoir(4, (2,))
+    buffer.add(np.ones((6, 2), np.uint8), np.arange(6) % 2, np.arange(6) % 2, np.zeros(6, np.int64), np.random.default_rng(0))
+    copy = ClassBalancedReservoir(4, (2,))
+    copy.load_state(buffer.state())
+    assert copy.size == 4 and copy.seen == {0: 3, 1: 3} and (copy.classes == buffer.classes).all()
+    assert buffer.nbytes == 4 * 2 + 3 * 4 * 8
+    with pytest.raises(ValueError, match="buffer_size must be a positive int"):
+        ClassBalancedReservoir(0, (2,))
+
+
+# --- GPM -------------------------------------------------------------------------------------
+@given(st.integers(0, 2**16), st.integers(2, 12), st.floats(0.5, 0.999))
+def test_gpm_memory_is_orthonormal_and_projection_annihilates_it(seed, features, threshold):
+    rng = np.random.default_rng(seed)
+    memory = None
+    for _ in range(3):  # three tasks
+        representation = rng.standard_normal((features, 3)) @ rng.standard_normal((3, 20))
+        memory = extend_memory(memory, representation, threshold)
+        assert memory.shape[0] == features and memory.shape[1] <= features
+        np.testing.assert_allclose(memory.T @ memory, np.eye(memory.shape[1]), atol=1e-10)
+        grad = rng.standard_normal((5, features))
+        assert np.abs(project_out(grad, memory) @ memory).max(initial=0) < 1e-10
+
+
+def test_gpm_memory_by_hand():
+    # Energy 9, 4, 1 along e0, e1, e2: threshold 0.9 keeps e0 (9/14 < 0.9), not e1 (13/14 >= 0.9).
+    r = np.diag([3.0, 2.0, 1.0])
+    m = extend_memory(None, r, 0.9)
+    assert m.shape == (3, 1) and abs(m[0, 0]) == 1
+    # The next task: M explains 9/14; e1 is added (9/14 < 0.95), then 13/14 < 0.95 adds e2 too.
+    assert extend_memory(m, r, 0.95).shape == (3, 3)
+    with pytest.raises(ValueError, match="threshold must lie in"):
+        extend_memory(None, r, 1.5)
+
+
+@given(st.data())
+def test_patch_rows_times_weight_is_the_conv(data):
+    kernel, stride, padding = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 2)), data.draw(st.integers(0, 1))
+    conv = Conv2d(2, 3, kernel, stride=stride, padding=padding, bias=False, dtype=np.float64)
+    x = data.draw(arrays((2, 2, 5, 5)))
+    y = F.conv2d(Tensor(x), conv.weight, None, stride, padding).data
+    rows = patch_rows(conv, x)
+    expected = (rows @ conv.weight.data.reshape(3, -1).T).reshape(2, y.shape[2], y.shape[3], 3).transpose(0, 3, 1, 2)
+    np.testing.assert_allclose(expected, y, atol=1e-12)
+
+
+# --- the loop --------------------------------------------------------------------------------
+class TinyNet(Module):
+    """conv -> relu -> linear -> heads: the smallest model with a head per task."""
+
+    def __init__(self, heads, dtype=np.float64):
+        super().__init__()
+        self.conv = Conv2d(1, 4, 3, bias=False, dtype=dtype)
+        self.relu = ReLU()
+        self.fc = Linear(4 * 4 * 4, 8, bias=False, dtype=dtype)
+        self.heads = ModuleList([Linear(8, n, bias=False, dtype=dtype) for n in heads])
+
+    def forward(self, x, task=None):
+        h = self.relu(self.fc(F.flatten(self.relu(self.conv(x)), 1)))
+        if task is not None:
+            return self.heads[task](h)
+        logits = [head(h) for head in self.heads]
+        return logits[0] if len(logits) == 1 else logits  # as the zoo's models
+
+
+def tiny_scenario():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 12)
+    images = (rng.random((48, 1, 6, 6)) * 100 + labels[:, None, None, None] * 40).astype(np.uint8)
+    data = Dataset(images, labels, tuple("abcd"), "tiny", (0.3,), (0.2,))
+    return make_scenario(data, data, 2, seed=1)
+
+
+def test_heads_and_protected_layers():
+    model = TinyNet([2, 2])
+    assert head_names(model) == ["heads.0", "heads.1"]
+    assert list(protected_layers(model)) == ["conv", "fc"]
+
+
+def gpm_gradient_after_task_0(model, scenario, config):
+    from lance_ref.continual import make_strategy
+    from lance_ref.continual.loop import train_task
+    from lance_ref.continual.steps import task_loss
+    from lance_ref.data import normalize
+
+    strategy = make_strategy("gpm", model, scenario, config)
+    norm = lambda images: normalize(images, (0.3,), (0.2,), np.float64)  # noqa: E731
+    train_task(model, strategy, scenario.tasks[0], config, norm, show=False)
+    task = scenario.tasks[1]
+    strategy.before_task(task, norm)
+    model.zero_grad()
+    task_loss(model, norm(task.train.images), task.train.labels, np.ones(len(task.train), int), "task").backward()
+    strategy.after_backward(task)
+    return strategy
+
+
+def test_gpm_gradients_are_orthogonal_to_the_memory():
+    config = ContinualConfig(strategy="gpm", epochs=2, batch_size=8, lr=0.05, dtype="float64", gpm_threshold=0.9)
+    model = TinyNet([2, 2])
+    strategy = gpm_gradient_after_task_0(model, tiny_scenario(), config)
+    for name, layer in strategy.layers.items():
+        memory = strategy.memory[name]
+        assert memory.shape[1] > 0
+        assert np.abs(layer.weight.grad.reshape(len(layer.weight.grad), -1) @ memory).max() < 1e-10
+
+
+def run_tiny(tmp_path, strategy, monkeypatch, **overrides):
+    scenario = tiny_scenario()
+    monkeypatch.setattr("lance_ref.experiments.continual.load_benchmark", lambda *a, **k: scenario)
+    monkeypatch.setattr("lance_ref.experiments.continual.build_model", lambda name, **k: TinyNet(k["heads"]))
+    settings = dict(epochs=2, batch_size=8, lr=0.05, dtype="float64", buffer_size=6, representation_samples=10)
+    config = ContinualConfig(strategy=strategy, **{**settings, **overrides})
+    return run(config, tmp_path, show=False)
+
+
+@pytest.mark.parametrize("strategy", ["finetune", "joint", "er", "ewc", "gpm"])
+@pytest.mark.parametrize("setting", ["task", "class"])
+def test_every_strategy_runs_and_reports(tmp_path, monkeypatch, strategy, setting):
+    results = run_tiny(tmp_path, strategy, monkeypatch, setting=setting)
+    assert len(results["accuracy_matrix"]) == 2 and 0 <= results["acc"] <= 1
+    assert results["activation_bytes"] > 0 and len(results["task_seconds"]) == 2
+    assert (results["persistent_bytes"] > 0) == (strategy != "finetune")
+    assert (tmp_path / "results.json").exists() and (tmp_path / "checkpoint.npz").exists()
+
+
+def test_replay_doubles_the_activation_bytes(tmp_path, monkeypatch):
+    plain = run_tiny(tmp_path / "a", "finetune", monkeypatch)
+    replay = run_tiny(tmp_path / "b", "er", monkeypatch)
+    assert replay["activation_bytes"] > plain["activation_bytes"]
+
+
+@pytest.mark.parametrize("strategy", ["er", "ewc", "gpm"])
+def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch, strategy):
+    whole = run_tiny(tmp_path / "whole", strategy, monkeypatch)
+    from lance_ref.continual import loop
+
+    original = loop.train_task
+
+    def stop_at_task_1(model, strategy, task, *args, **kwargs):
+        if task.index == 1:
+            raise KeyboardInterrupt
+        return original(model, strategy, task, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "train_task", stop_at_task_1)
+    with pytest.raises(KeyboardInterrupt):
+        run_tiny(tmp_path / "cut", strategy, monkeypatch)
+    monkeypatch.setattr(loop, "train_task", original)
+    resumed = run_tiny(tmp_path / "cut", strategy, monkeypatch, resume=True)
+    assert resumed["accuracy_matrix"] == whole["accuracy_matrix"]
+    assert resumed["persistent_bytes"] == whole["persistent_bytes"]
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(strategy="lwf"), "unknown strategy 'lwf'"),
+    (dict(strategy="er", buffer_size=0), "buffer_size must be >= 1"),
+    (dict(setting="domain"), "setting must be one of"),
+    (dict(gpm_threshold=0.0, strategy="gpm"), "gpm_threshold must lie in"),
+])
+def test_bad_configs_are_clear_errors(tmp_path, monkeypatch, change, message):
+    with pytest.raises(ValueError, match=message):
+        run_tiny(tmp_path, change.pop("strategy", "finetune"), monkeypatch, **change)
