@@ -8,7 +8,7 @@ from dataclasses import fields
 
 from . import __version__
 from .allocator import keep_freed_memory
-from .experiments import continual, finetune, supervised, sweep
+from .experiments import continual, continual_sweep, finetune, supervised, sweep
 
 
 def _add_config_arguments(parser: argparse.ArgumentParser, config_class) -> None:
@@ -23,7 +23,7 @@ def _add_config_arguments(parser: argparse.ArgumentParser, config_class) -> None
 
 def _summary(results: dict) -> str:
     """One line: the result's headline figures."""
-    if results["command"] == "finetune-sweep":
+    if results["command"] in ("finetune-sweep", "continual-sweep"):
         return results["table"]
     config = results["config"]
     if results["command"] == "continual":
@@ -50,6 +50,7 @@ COMMANDS = {
     "finetune": (finetune.FinetuneConfig, finetune.run, "fine-tune the last layers on new classes (full, hosvd, lance)"),
     "finetune-sweep": (sweep.SweepConfig, sweep.run, "fine-tune with every method and eps over several seeds"),
     "continual": (continual.ContinualConfig, continual.run, "learn the tasks of a continual benchmark in turn with one strategy"),
+    "continual-sweep": (continual_sweep.ContinualSweepConfig, continual_sweep.run, "every continual strategy over several seeds"),
 }
 
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from .autograd import topological_order
 
-ACTIVATION, PARAMETER = "activation", "parameter"
+ACTIVATION, PARAMETER, FIXED = "activation", "parameter", "fixed"
 
 
 def root_buffer(array: np.ndarray) -> np.ndarray:
@@ -76,18 +76,20 @@ class Ledger:
         return "\n".join(lines)
 
 
-def ledger(output, parameters=()) -> Ledger:
+def ledger(output, parameters=(), fixed=()) -> Ledger:
     """The ledger of the graph that produced `output` (call it before `backward`).
 
     Saved arrays whose buffer is the data of a leaf that requires grad, or of one of
     `parameters` (pass a model's parameters to classify frozen weights too), count as
-    parameters; everything else is activation memory.
+    parameters; those whose buffer is one of the arrays `fixed` (kept from step to step, such
+    as bases fixed for a whole task) count as fixed; everything else is activation memory.
     """
     tensors = topological_order(output)
     parameter_buffers = {id(root_buffer(p.data)) for p in parameters}
     parameter_buffers |= {
         id(root_buffer(t.data)) for t in tensors if t._node is None and t.requires_grad
     }
+    fixed_buffers = {id(root_buffer(a)) for a in fixed}
     records = []
     for tensor in tensors:
         node = tensor._node
@@ -97,7 +99,7 @@ def ledger(output, parameters=()) -> Ledger:
             if not isinstance(array, np.ndarray):
                 continue
             root = root_buffer(array)
-            kind = PARAMETER if id(root) in parameter_buffers else ACTIVATION
+            kind = PARAMETER if id(root) in parameter_buffers else FIXED if id(root) in fixed_buffers else ACTIVATION
             records.append(
                 Record(node.owner, type(node).__name__, id(root), root.nbytes, array.shape, str(array.dtype), kind)
             )

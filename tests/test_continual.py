@@ -1,6 +1,5 @@
 """Continual learning: scenarios, metrics, the replay buffer, GPM, the loop and its CLI."""
 
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -184,19 +183,21 @@ def test_heads_and_protected_layers():
     assert list(protected_layers(model)) == ["conv", "fc"]
 
 
-def gpm_gradient_after_task_0(model, scenario, config):
+def gradient_on_task_1(strategy_name, model, scenario, config):
+    """The strategy after training task 0, with the gradient of task 1's first full pass."""
     from lance_ref.continual import make_strategy
     from lance_ref.continual.loop import train_task
     from lance_ref.continual.steps import task_loss
     from lance_ref.data import normalize
 
-    strategy = make_strategy("gpm", model, scenario, config)
+    strategy = make_strategy(strategy_name, model, scenario, config)
     norm = lambda images: normalize(images, (0.3,), (0.2,), np.float64)  # noqa: E731
     train_task(model, strategy, scenario.tasks[0], config, norm, show=False)
     task = scenario.tasks[1]
     strategy.before_task(task, norm)
     model.zero_grad()
-    task_loss(model, norm(task.train.images), task.train.labels, np.ones(len(task.train), int), "task").backward()
+    samples = strategy.training_samples(task)
+    task_loss(model, norm(samples.images[:8]), samples.labels[:8], samples.tasks[:8], "task").backward()
     strategy.after_backward(task)
     return strategy
 
@@ -204,7 +205,7 @@ def gpm_gradient_after_task_0(model, scenario, config):
 def test_gpm_gradients_are_orthogonal_to_the_memory():
     config = ContinualConfig(strategy="gpm", epochs=2, batch_size=8, lr=0.05, dtype="float64", gpm_threshold=0.9)
     model = TinyNet([2, 2])
-    strategy = gpm_gradient_after_task_0(model, tiny_scenario(), config)
+    strategy = gradient_on_task_1("gpm", model, tiny_scenario(), config)
     for name, layer in strategy.layers.items():
         memory = strategy.memory[name]
         assert memory.shape[1] > 0
@@ -220,7 +221,7 @@ def run_tiny(tmp_path, strategy, monkeypatch, **overrides):
     return run(config, tmp_path, show=False)
 
 
-@pytest.mark.parametrize("strategy", ["finetune", "joint", "er", "ewc", "gpm"])
+@pytest.mark.parametrize("strategy", ["finetune", "joint", "er", "ewc", "gpm", "lance"])
 @pytest.mark.parametrize("setting", ["task", "class"])
 def test_every_strategy_runs_and_reports(tmp_path, monkeypatch, strategy, setting):
     results = run_tiny(tmp_path, strategy, monkeypatch, setting=setting)
@@ -236,7 +237,7 @@ def test_replay_doubles_the_activation_bytes(tmp_path, monkeypatch):
     assert replay["activation_bytes"] > plain["activation_bytes"]
 
 
-@pytest.mark.parametrize("strategy", ["er", "ewc", "gpm"])
+@pytest.mark.parametrize("strategy", ["er", "ewc", "gpm", "lance"])
 def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch, strategy):
     whole = run_tiny(tmp_path / "whole", strategy, monkeypatch)
     from lance_ref.continual import loop
@@ -266,3 +267,58 @@ def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch, st
 def test_bad_configs_are_clear_errors(tmp_path, monkeypatch, change, message):
     with pytest.raises(ValueError, match=message):
         run_tiny(tmp_path, change.pop("strategy", "finetune"), monkeypatch, **change)
+
+
+def test_cli_reports_bad_strategies_before_any_work(tmp_path, capsys):
+    from lance_ref.cli import main
+
+    assert main(["continual", "--strategy", "lwf", "--out", str(tmp_path)]) == 2
+    assert main(["continual-sweep", "--strategies", "er,lwf", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.count("unknown strategy 'lwf'") == 2
+
+
+def test_sweep_table_lists_every_strategy():
+    from lance_ref.experiments.continual_sweep import format_table
+
+    row = dict(seeds=3, acc=0.9, acc_std=0.01, bwt=-0.02, activation_bytes=2048, persistent_bytes=0, task_seconds=1.0)
+    table = format_table([dict(strategy="er", **row), dict(strategy="gpm", **row)]).splitlines()
+    assert len(table) == 3 and table[1].startswith("er") and "-0.0200" in table[2]
+
+
+# --- LANCE-CL --------------------------------------------------------------------------------
+@given(st.integers(0, 2**16), st.integers(1, 100), st.data())
+def test_complement_basis_is_orthonormal_and_off_the_protected_span(seed, features, data):
+    from lance_ref.continual import complement_basis
+
+    rng = np.random.default_rng(seed)
+    protected = np.linalg.qr(rng.standard_normal((features, data.draw(st.integers(0, features)))))[0]
+    x = rng.standard_normal((features, 30))
+    u = complement_basis(x @ x.T, protected, data.draw(st.floats(0.5, 1.0)), np.float64)
+    free = features - protected.shape[1]
+    assert u.shape[1] == free if features <= 80 else 1 <= u.shape[1] <= max(free, 1) or free == 0
+    np.testing.assert_allclose(u.T @ u, np.eye(u.shape[1]), atol=1e-10)
+    assert np.abs(u.T @ protected).max(initial=0) < 1e-10
+
+
+def test_lance_updates_annihilate_the_protected_basis():
+    """dW P = 0 for every protected layer, so a step leaves outputs on span(P) unchanged."""
+    config = ContinualConfig(strategy="lance", epochs=2, batch_size=8, lr=0.05, dtype="float64", gpm_threshold=0.9,
+                             lance_eps=0.9)
+    model = TinyNet([2, 2])
+    strategy = gradient_on_task_1("lance", model, tiny_scenario(), config)
+    rng = np.random.default_rng(0)
+    for name, layer in strategy.layers.items():
+        p = strategy.memory[name]
+        grad = layer.weight.grad.reshape(len(layer.weight.grad), -1)
+        assert p.shape[1] > 0 and np.abs(grad @ p).max() < 1e-10 * max(1.0, np.abs(grad).max())
+        rows = rng.standard_normal((4, p.shape[1])) @ p.T  # inputs in span(P)
+        before = rows @ layer.weight.data.reshape(len(grad), -1).T
+        after = rows @ (layer.weight.data.reshape(len(grad), -1) - 0.05 * grad).T
+        np.testing.assert_allclose(after, before, atol=1e-10)
+
+
+def test_lance_counts_its_bases_as_persistent_not_activation(tmp_path, monkeypatch):
+    gpm = run_tiny(tmp_path / "gpm", "gpm", monkeypatch)
+    lance = run_tiny(tmp_path / "lance", "lance", monkeypatch)
+    assert lance["activation_bytes_by_task"][0] == gpm["activation_bytes_by_task"][0]  # task 0: full backprop
+    assert lance["activation_bytes"] < gpm["activation_bytes"]

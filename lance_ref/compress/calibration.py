@@ -76,6 +76,13 @@ class Calibrator:
             )
 
     @property
+    def dtype(self) -> np.dtype:
+        """The dtype of the batches (and of the bases)."""
+        if self._first is None:
+            raise ValueError("calibration saw no batches")
+        return self._first[1]
+
+    @property
     def grams(self) -> list:
         """Copies of the accumulated float64 Grams (None for modes not calibrated)."""
         return [None if g is None else g.copy() for g in self._grams]
@@ -86,8 +93,7 @@ class Calibrator:
         if self.batches_seen == 0:
             raise ValueError("calibration saw no batches")
         if self._bases is None:
-            dtype = self._first[1]
-            self._bases = [None if g is None else leading_eigenvectors(g, self.eps, dtype) for g in self._grams]
+            self._bases = [None if g is None else leading_eigenvectors(g, self.eps, self.dtype) for g in self._grams]
         return list(self._bases)
 
     @property

@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import functional as F
 from ..autograd import is_grad_enabled
-from ..functional.conv import conv2d_forward, conv2d_grads, conv2d_params, conv_geometry
+from ..functional.conv import conv2d_forward, conv2d_grads, conv2d_params, conv_geometry, im2col
 from ..kernels import tucker_project
 from ..nn import Conv2d, Module
 from ..tensor import Function
@@ -61,8 +61,12 @@ class FixedBases:
     def finish_calibration(self) -> None:
         if self.calibrator is None:
             raise ValueError("calibration saw no batches")
-        self.factors = self.calibrator.bases()
+        self.factors = self.bases_from(self.calibrator)
         self.calibrating, self.calibrator = False, None
+
+    def bases_from(self, calibrator: Calibrator) -> list:
+        """The fixed factors from the summed Grams: by the energy rule on every mode."""
+        return calibrator.bases()
 
     @property
     def ranks(self):
@@ -123,6 +127,62 @@ class CompressedLinearFunction(Function):
         grad_x = grad @ weight if weight is not None else None
         grad_w = linear_weight_grad(core, factors, grad) if core is not None else None
         return grad_x, grad_w, grad.reshape(-1, grad.shape[-1]).sum(axis=0)
+
+
+class PatchCompressedConv2dFunction(Function):
+    """conv2d read as y = X W^T over its patch tokens X (B, L, C kh kw), whose backward keeps
+    (core, factors) of X (specs/compressed.md#patch-compressed-conv2d)."""
+
+    def forward(self, x, weight, *, tokens, geometry, compressor):
+        self.geometry, self.input_shape, self.weight_shape = geometry, x.shape, weight.shape
+        need_x, need_w = self.needs_input_grad[:2]
+        core, factors = compressor(tokens) if need_w else (None, ())
+        self.save(weight if need_x else None, core, *factors)
+        y = tokens @ weight.reshape(len(weight), -1).T  # (B, L, O)
+        return np.ascontiguousarray(y.reshape(len(x), *geometry["out_hw"], -1).transpose(0, 3, 1, 2))
+
+    def backward(self, grad):
+        weight, core, *factors = self.saved_arrays
+        grad_x = conv2d_grads(grad, weight, None, self.input_shape, self.geometry)[0] if weight is not None else None
+        grad_w = None
+        if core is not None:
+            grad_tokens = grad.reshape(len(grad), len(grad[0]), -1).transpose(0, 2, 1)  # (B, L, O)
+            grad_w = linear_weight_grad(core, factors, grad_tokens).reshape(self.weight_shape)
+        return grad_x, grad_w
+
+
+def patch_tokens(x: np.ndarray, geometry) -> np.ndarray:
+    """X[n, (h', w'), (c, i, j)] = x_pad[n, c, s h' + d i, s w' + d j], shape (B, L, C kh kw): the
+    rows of conv2d as a product with W reshaped to (O, C kh kw) (specs/compressed.md#patch-compressed-conv2d)."""
+    (kh, kw), channels = geometry["kernel"], x.shape[1]
+    cols = im2col(x, **geometry)[0]  # (B L, (i, j, c))
+    return cols.reshape(len(x), -1, kh, kw, channels).transpose(0, 1, 4, 2, 3).reshape(len(x), cols.shape[0] // len(x), -1)
+
+
+class PatchCompressedConv2d(Module):
+    """A bias-free, groups = 1 Conv2d whose backward keeps a Tucker form of its patch tokens
+    (B, L, C kh kw) on bases fixed by calibration (LANCE-CL's 3-mode tensors); with no
+    compressor it is the plain conv. `compressor` is a `FixedBases` (or a subclass)."""
+
+    def __init__(self, conv: Conv2d, compressor=None):
+        super().__init__()
+        if conv.bias is not None or conv.groups != 1:
+            raise ValueError("PatchCompressedConv2d needs a bias-free conv with groups=1")
+        self.weight = conv.weight
+        self.stride, self.padding, self.dilation, self.groups = conv.stride, conv.padding, conv.dilation, 1
+        self.compressor = compressor
+
+    def forward(self, x):
+        if self.compressor is None:
+            return F.conv2d(x, self.weight, None, self.stride, self.padding, self.dilation)
+        geometry = conv_geometry(x.shape, self.weight.shape[2:], self.stride, self.padding, self.dilation, 1)
+        tokens = patch_tokens(x.data, geometry)
+        if self.compressor.calibrating:
+            self.compressor.observe(tokens)
+        return PatchCompressedConv2dFunction.apply(x, self.weight, tokens=tokens, geometry=geometry, compressor=self.compressor)
+
+    def extra_repr(self) -> str:
+        return f"kernel={tuple(self.weight.shape[2:])}, stride={self.stride}, padding={self.padding}, dilation={self.dilation}"
 
 
 class _Compressed(Module):

@@ -41,7 +41,7 @@ def protected_layers(model) -> dict:
 def patch_rows(layer, x: np.ndarray) -> np.ndarray:
     """The rows whose product with W^T gives the layer's output: conv patches (N*H'*W',
     C*kh*kw) in the (c, i, j) order of `weight.reshape(C_out, -1)`, or a linear layer's input."""
-    if isinstance(layer, Linear):
+    if layer.weight.ndim == 2:  # a Linear, or a layer wrapping one
         return x.reshape(-1, x.shape[-1])
     geometry = conv_geometry(x.shape, layer.weight.shape[2:], layer.stride, layer.padding, layer.dilation, 1)
     cols = im2col(x, **geometry)[0]  # (N*H'*W', (i, j, c))

@@ -17,15 +17,10 @@ from ..data import normalize as normalize_images
 from ..io import flatten, load_npz, save_npz, unflatten
 from ..optim import SGD
 from ..progress import Progress
-from .layers import head_names, protected_layers
 from .steps import evaluate, minibatches, task_loss
 from .strategies import Samples
 
 CHECKPOINT = "checkpoint.npz"
-
-
-def weight_layer_names(model) -> list:
-    return [*protected_layers(model), *head_names(model)]
 
 
 def train_task(model, strategy, task, config, normalize, show: bool) -> memory.Ledger:
@@ -44,7 +39,7 @@ def train_task(model, strategy, task, config, normalize, show: bool) -> memory.L
             replayed = strategy.replay(rng)
             step = batch if replayed is None else Samples.concat([batch, replayed])
             loss = task_loss(model, normalize(step.images), step.labels, step.tasks, config.setting)
-            ledger = ledger or memory.ledger(loss, model.parameters())
+            ledger = ledger or memory.ledger(loss, model.parameters(), strategy.fixed_arrays())
             optimizer.zero_grad()
             loss.backward()
             strategy.after_backward(task)
@@ -91,7 +86,7 @@ def run_tasks(model, scenario, strategy, config, out: Path, show: bool = True, r
         progress = load_progress(out / CHECKPOINT, model, strategy)
         start = int(progress["next_task"])
         matrix, seconds, activation = progress["accuracy_matrix"], progress["task_seconds"], progress["activation_bytes"]
-    names = weight_layer_names(model)
+    names = strategy.weight_layer_names()
     for task in scenario.tasks[start:]:
         began = time.perf_counter()
         ledger = train_task(model, strategy, task, config, normalize, show)

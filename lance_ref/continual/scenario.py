@@ -7,7 +7,7 @@ one head per task; `Task.global_labels` gives the labels of a shared head (class
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -90,12 +90,3 @@ def load_benchmark(benchmark: str, seed: int | None, data_path: str = "") -> Sce
     train, test = load_dataset(kind if kind == "mnist5k" else f"{kind}:{data_path}")
     return make_scenario(train, test, num_tasks, seed, benchmark)
 
-
-def joint_task(scenario: Scenario, setting: str) -> tuple:
-    """Every task's training data in one set, and the task of each sample (for `joint`)."""
-    images = np.concatenate([t.train.images for t in scenario.tasks])
-    labels = np.concatenate([t.train.labels if setting == "task" else t.global_labels(t.train.labels) for t in scenario.tasks])
-    task_ids = np.concatenate([np.full(len(t.train), t.index) for t in scenario.tasks])
-    first = scenario.tasks[0].train
-    classes = tuple(str(c) for c in range(scenario.num_classes))
-    return replace(first, images=images, labels=labels, classes=classes), task_ids

@@ -13,7 +13,7 @@ import numpy as np
 from ..io import flatten
 from ..nn import BatchNorm1d, BatchNorm2d
 from .gpm import check_threshold, extend_memory, project_out
-from .layers import layer_inputs, patch_rows, protected_layers
+from .layers import head_names, layer_inputs, patch_rows, protected_layers
 from .replay import ClassBalancedReservoir
 from .steps import minibatches, task_loss
 
@@ -50,6 +50,20 @@ class Finetune:
 
     def __init__(self, model, scenario, config):
         self.model, self.scenario, self.config = model, scenario, config
+        self.layer_names, self.head_names = list(protected_layers(model)), head_names(model)
+
+    @property
+    def layers(self) -> dict:
+        """name -> module of the protected layers (as they are now: a strategy may wrap them)."""
+        return {name: self.model.get_submodule(name) for name in self.layer_names}
+
+    def weight_layer_names(self) -> list:
+        return self.layer_names + self.head_names
+
+    def fixed_arrays(self) -> list:
+        """Arrays kept from step to step that the graph saves (counted as persistent, not as
+        activation memory)."""
+        return []
 
     def training_samples(self, task) -> Samples:
         return task_samples(task, self.config.setting)
@@ -187,7 +201,6 @@ class GPM(Finetune):
     def __init__(self, model, scenario, config):
         super().__init__(model, scenario, config)
         check_threshold(config.gpm_threshold, "gpm_threshold")
-        self.layers = protected_layers(model)
         self.memory = {}
 
     def threshold(self, task) -> float:
@@ -198,16 +211,18 @@ class GPM(Finetune):
             freeze_batchnorm(self.model)
 
     def after_backward(self, task) -> None:
+        layers = self.layers
         for name, memory in self.memory.items():
-            weight = self.layers[name].weight
+            weight = layers[name].weight
             if weight.grad is not None:
                 weight.grad = project_out(weight.grad, memory)
 
     def after_task(self, task, normalize) -> None:
         count = min(self.config.representation_samples, len(task.train))
         index = np.random.default_rng((self.config.seed, task.index, 2)).choice(len(task.train), count, replace=False)
-        inputs = layer_inputs(self.model, self.layers, normalize(task.train.images[np.sort(index)]), **forward_task(self.model, task, self.config.setting))
-        for name, layer in self.layers.items():
+        layers = self.layers
+        inputs = layer_inputs(self.model, layers, normalize(task.train.images[np.sort(index)]), **forward_task(task, self.config.setting))
+        for name, layer in layers.items():
             rows = patch_rows(layer, inputs[name])
             self.memory[name] = extend_memory(self.memory.get(name), rows.T, self.threshold(task))
 
@@ -218,15 +233,8 @@ class GPM(Finetune):
         self.memory = dict(state)
 
 
-def forward_task(model, task, setting: str) -> dict:
+def forward_task(task, setting: str) -> dict:
     """The forward options that select `task`'s head (none for a shared head)."""
     return dict(task=task.index) if setting == "task" else {}
 
 
-STRATEGIES = {s.name: s for s in (Finetune, Joint, ExperienceReplay, EWC, GPM)}
-
-
-def make_strategy(name: str, model, scenario, config):
-    if name not in STRATEGIES:
-        raise ValueError(f"unknown strategy {name!r}; available: {sorted(STRATEGIES)}")
-    return STRATEGIES[name](model, scenario, config)

@@ -1,0 +1,128 @@
+"""LANCE-CL: task-orthogonal compressed subspaces (specs/continual.md#lance-cl).
+
+Task 0 trains by full backprop. Before each later task, one pass over its data calibrates, per
+protected layer, fixed bases of the layer's input tensor (conv: patch tokens (B, L, C kh kw);
+linear: (B, F)): the batch and token modes by the energy rule, the feature mode in the
+complement of the protected basis P. The layer's weight gradient is formed from the compressed
+input, so its rows lie in span(U_F), orthogonal to P, and inputs of earlier tasks (in span(P))
+see no change. After each task, P grows by GPM's memory update.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..compress import CompressedLinear, FixedBases, PatchCompressedConv2d, calibrate, check_eps
+from ..compress.hosvd import leading_eigenvectors
+from ..nn import Conv2d
+from .strategies import GPM, forward_task
+from .steps import minibatches
+
+WHOLE_COMPLEMENT_BELOW = 80  # feature sizes up to this use all of span(P)-perp, as upstream
+
+
+def complement_basis(gram: np.ndarray, protected: np.ndarray | None, threshold: float, dtype) -> np.ndarray:
+    """An orthonormal basis U_F of directions orthogonal to span(P), from the feature Gram G:
+    all of span(P)-perp when the feature size is at most WHOLE_COMPLEMENT_BELOW; otherwise the
+    leading eigenvectors of G_perp = (I - P P^T) G (I - P P^T), added by GPM's criterion
+    (starting from the energy share P explains, while the share stays below `threshold`), at
+    least one. Shape (F, k), k = 0 only when P spans everything."""
+    f = len(gram)
+    p = np.zeros((f, 0)) if protected is None else protected.astype(np.float64)
+    if p.shape[1] >= f:
+        return np.zeros((f, 0), dtype=dtype)
+    if f <= WHOLE_COMPLEMENT_BELOW:
+        u, _, _ = np.linalg.svd(p, full_matrices=True)
+        return np.ascontiguousarray(u[:, p.shape[1] :], dtype=dtype)
+    projector = np.eye(f) - p @ p.T
+    perp = projector @ gram @ projector
+    values, vectors = np.linalg.eigh((perp + perp.T) / 2)
+    values, vectors = np.clip(values[::-1], 0, None), vectors[:, ::-1]
+    total = float(np.trace(gram))
+    explained = (total - values.sum()) / total if total > 0 else 1.0
+    rank = 0
+    for value in values[: f - p.shape[1]]:
+        if explained >= threshold and rank > 0:
+            break
+        explained += value / total if total > 0 else 0.0
+        rank += 1
+    basis = projector @ vectors[:, :rank]  # exactly off span(P), then orthonormal again
+    return np.ascontiguousarray(np.linalg.qr(basis)[0], dtype=dtype)
+
+
+class ProtectedBases(FixedBases):
+    """LANCE's fixed bases whose last (feature) mode lies in the complement of `protected`."""
+
+    def __init__(self, eps: float, protected: np.ndarray | None):
+        super().__init__(eps, "all")
+        self.protected = protected
+
+    def bases_from(self, calibrator) -> list:
+        *others, features = calibrator.grams
+        bases = [leading_eigenvectors(g, self.eps, calibrator.dtype) for g in others]
+        return bases + [complement_basis(features, self.protected, self.eps, calibrator.dtype)]
+
+
+class LanceCL(GPM):
+    """`lance`: the protected layers and the heads become compressed layers (plain until task
+    1); P is GPM's memory. The head being trained is compressed on bases by the energy rule
+    alone (heads are not shared, so nothing to protect); the other heads are frozen."""
+
+    name = "lance"
+
+    def __init__(self, model, scenario, config):
+        super().__init__(model, scenario, config)
+        self.eps = check_eps(config.lance_eps)
+        for name in self.weight_layer_names():
+            layer = model.get_submodule(name)
+            wrapped = PatchCompressedConv2d(layer) if isinstance(layer, Conv2d) else CompressedLinear(layer, "full")
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, child, wrapped)
+
+    def compressed_layers(self) -> dict:
+        """name -> layer of every wrapped layer, protected layers and heads."""
+        return {name: self.model.get_submodule(name) for name in self.weight_layer_names()}
+
+    def training_samples(self, task):
+        samples = super().training_samples(task)
+        # A fixed batch-mode basis needs full minibatches: the last partial one is left out.
+        return samples if task.index == 0 else samples.take(np.arange(len(samples) - len(samples) % self.config.batch_size))
+
+    def before_task(self, task, normalize) -> None:
+        super().before_task(task, normalize)
+        if task.index == 0:
+            return
+        for name, layer in self.layers.items():
+            layer.compressor = ProtectedBases(self.eps, self.memory.get(name))
+        current = self.head_names[task.index if len(self.head_names) > 1 else 0]
+        for name in self.head_names:
+            head = self.model.get_submodule(name)
+            head.compressor = FixedBases(self.eps, "all") if name == current else None
+            head.requires_grad_(name == current)
+        samples = self.training_samples(task)
+        rng = np.random.default_rng((self.config.seed, task.index, 3))
+        batches = (normalize(samples.images[i]) for i in minibatches(len(samples), self.config.batch_size, rng))
+        calibrate(self.model, batches, **forward_task(task, self.config.setting))
+        for layer in self.layers.values():
+            if layer.compressor.factors[-1].shape[1] == 0:  # P spans every direction: nothing to learn
+                layer.freeze()
+
+    def after_backward(self, task) -> None:
+        pass  # the gradients lie in span(U_F), orthogonal to P, by construction
+
+    def current_factors(self) -> dict:
+        """name -> the fixed factors of the task being learnt (empty before task 1)."""
+        return {name: layer.compressor.factors for name, layer in self.compressed_layers().items()
+                if layer.compressor is not None and layer.compressor.factors}
+
+    def fixed_arrays(self) -> list:
+        return [u for factors in self.current_factors().values() for u in factors]
+
+    def state(self) -> dict:
+        """P per layer and, for the memory figures, the current factors (recalibrated at each
+        task, so not read back)."""
+        factors = {name: {str(n): u for n, u in enumerate(us)} for name, us in self.current_factors().items()}
+        return {**super().state(), **({"factors": factors} if factors else {})}
+
+    def load_state(self, state: dict) -> None:
+        super().load_state({name: m for name, m in state.items() if name != "factors"})

@@ -1,0 +1,60 @@
+"""`lance-ref continual-sweep`: every strategy over several seeds, as one table (specs/continual.md)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from ..io import save_json
+from . import continual
+from .finetune import parse_list
+
+COLUMNS = ("acc", "bwt", "activation_bytes", "persistent_bytes")
+
+
+@dataclass
+class ContinualSweepConfig:
+    """The strategies and seeds of a sweep; the other settings are those of `continual`."""
+
+    benchmark: str = "split-mnist"
+    data_path: str = ""
+    setting: str = "task"
+    strategies: str = "finetune,joint,er,ewc,gpm,lance"
+    seeds: str = "0,1,2"
+    epochs: int = 5
+
+
+def format_table(summary: list) -> str:
+    lines = [f"{'strategy':<10}{'seeds':>6}{'ACC':>8}{'+-':>7}{'BWT':>8}{'act. KiB/step':>15}{'persistent KiB':>16}{'s/task':>8}"]
+    for s in summary:
+        lines.append(
+            f"{s['strategy']:<10}{s['seeds']:>6}{s['acc']:>8.4f}{s['acc_std']:>7.4f}{s['bwt']:>+8.4f}"
+            f"{s['activation_bytes'] / 1024:>15.1f}{s['persistent_bytes'] / 1024:>16.1f}{s['task_seconds']:>8.1f}"
+        )
+    return "\n".join(lines)
+
+
+def run(config: ContinualSweepConfig, out: str | Path, show: bool = True) -> dict:
+    """Run every strategy with every seed; write `out`/results.json with the runs and the table."""
+    out = Path(out)
+    base = continual.ContinualConfig(benchmark=config.benchmark, data_path=config.data_path, setting=config.setting, epochs=config.epochs)
+    strategies, rows = parse_list(config.strategies, str), []
+    for strategy in strategies:
+        replace(base, strategy=strategy).check()  # every name is checked before hours of work
+    for seed in parse_list(config.seeds, int):
+        for strategy in strategies:
+            result = continual.run(replace(base, strategy=strategy, seed=seed), out / f"seed{seed}" / strategy, show=False)
+            rows.append(dict(seed=seed, strategy=strategy, task_seconds=float(np.mean(result["task_seconds"])),
+                             **{k: result[k] for k in COLUMNS}))
+            if show:
+                print(f"seed {seed} {strategy:<9} ACC {result['acc']:.4f} BWT {result['bwt']:+.4f}", flush=True)
+    summary = []
+    for strategy in strategies:
+        group = [r for r in rows if r["strategy"] == strategy]
+        mean = {k: float(np.mean([r[k] for r in group])) for k in (*COLUMNS, "task_seconds")}
+        summary.append(dict(strategy=strategy, seeds=len(group), acc_std=float(np.std([r["acc"] for r in group])), **mean))
+    results = dict(command="continual-sweep", config=asdict(config), runs=rows, summary=summary, table=format_table(summary))
+    save_json(out / "results.json", results)
+    return results
