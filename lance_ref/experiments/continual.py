@@ -43,7 +43,7 @@ class ContinualConfig:
     gpm_threshold: float = 0.97
     gpm_threshold_step: float = 0.003
     representation_samples: int = 125
-    lance_eps: float = 0.98
+    lance_eps: float = 0.9
     dtype: str = "float32"
     resume: bool = False
 
