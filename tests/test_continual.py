@@ -322,3 +322,16 @@ def test_lance_counts_its_bases_as_persistent_not_activation(tmp_path, monkeypat
     lance = run_tiny(tmp_path / "lance", "lance", monkeypatch)
     assert lance["activation_bytes_by_task"][0] == gpm["activation_bytes_by_task"][0]  # task 0: full backprop
     assert lance["activation_bytes"] < gpm["activation_bytes"]
+
+
+def test_projection_strategies_refuse_grouped_convs():
+    from lance_ref.continual import make_strategy
+
+    model = TinyNet([2, 2])
+    model.conv = Conv2d(2, 4, 3, groups=2, bias=False)  # the strategies check it before any forward
+    scenario = tiny_scenario()
+    config = ContinualConfig()
+    make_strategy("finetune", model, scenario, config)  # any model for the plain strategies
+    for strategy in ("gpm", "lance"):
+        with pytest.raises(ValueError, match="groups=1 convs only"):
+            make_strategy(strategy, model, scenario, config)

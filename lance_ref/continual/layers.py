@@ -31,11 +31,14 @@ def head_names(model) -> list:
 def protected_layers(model) -> dict:
     """name -> Conv2d or Linear for every weight layer but the heads, in forward order."""
     heads = set(head_names(model))
-    layers = {n: m for n, m in model.named_modules() if isinstance(m, (Conv2d, Linear)) and n not in heads}
+    return {n: m for n, m in model.named_modules() if isinstance(m, (Conv2d, Linear)) and n not in heads}
+
+
+def check_ungrouped(layers: dict) -> None:
+    """Patch rows (and so GPM's memories and LANCE-CL's bases) need groups = 1 convs."""
     for name, layer in layers.items():
-        if isinstance(layer, Conv2d) and layer.groups != 1:
-            raise ValueError(f"layer {name!r} has groups={layer.groups}; only groups=1 convs can be protected")
-    return layers
+        if getattr(layer, "groups", 1) != 1:
+            raise ValueError(f"layer {name!r} has groups={layer.groups}; GPM and LANCE-CL protect groups=1 convs only")
 
 
 def patch_rows(layer, x: np.ndarray) -> np.ndarray:

@@ -8,21 +8,26 @@ strategy's persistent memory, and the checkpoint stores it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..io import flatten
 from ..nn import BatchNorm1d, BatchNorm2d
 from .gpm import check_threshold, extend_memory, project_out
-from .layers import head_names, layer_inputs, patch_rows, protected_layers
+from .layers import check_ungrouped, head_names, layer_inputs, patch_rows, protected_layers
 from .replay import ClassBalancedReservoir
 from .steps import minibatches, task_loss
 
 
+@dataclass
 class Samples:
     """Raw training samples: images, labels as the loss sees them, dataset classes, task ids."""
 
-    def __init__(self, images, labels, classes, tasks):
-        self.images, self.labels, self.classes, self.tasks = images, labels, classes, tasks
+    images: np.ndarray
+    labels: np.ndarray
+    classes: np.ndarray
+    tasks: np.ndarray
 
     def __len__(self):
         return len(self.labels)
@@ -201,6 +206,7 @@ class GPM(Finetune):
     def __init__(self, model, scenario, config):
         super().__init__(model, scenario, config)
         check_threshold(config.gpm_threshold, "gpm_threshold")
+        check_ungrouped(self.layers)
         self.memory = {}
 
     def threshold(self, task) -> float:
