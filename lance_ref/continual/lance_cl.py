@@ -22,32 +22,26 @@ WHOLE_COMPLEMENT_BELOW = 80  # feature sizes up to this use all of span(P)-perp,
 
 
 def complement_basis(gram: np.ndarray, protected: np.ndarray | None, threshold: float, dtype) -> np.ndarray:
-    """An orthonormal basis U_F of directions orthogonal to span(P), from the feature Gram G:
-    all of span(P)-perp when the feature size is at most WHOLE_COMPLEMENT_BELOW; otherwise the
-    leading eigenvectors of G_perp = (I - P P^T) G (I - P P^T), added by GPM's criterion
-    (starting from the energy share P explains, while the share stays below `threshold`), at
-    least one. Shape (F, k), k = 0 only when P spans everything."""
+    """An orthonormal basis U_F (F, k) of directions orthogonal to span(P), from the feature
+    Gram G (specs/continual.md#lance-cl): with Q an orthonormal basis of span(P)-perp, all of Q
+    when F <= WHOLE_COMPLEMENT_BELOW; otherwise Q V, V the leading eigenvectors of Q^T G Q
+    added by GPM's criterion (from the energy share P explains, while the share stays below
+    `threshold`), at least one. k = 0 only when P spans everything."""
     f = len(gram)
     p = np.zeros((f, 0)) if protected is None else protected.astype(np.float64)
-    if p.shape[1] >= f:
-        return np.zeros((f, 0), dtype=dtype)
-    if f <= WHOLE_COMPLEMENT_BELOW:
-        u, _, _ = np.linalg.svd(p, full_matrices=True)
-        return np.ascontiguousarray(u[:, p.shape[1] :], dtype=dtype)
-    projector = np.eye(f) - p @ p.T
-    perp = projector @ gram @ projector
-    values, vectors = np.linalg.eigh((perp + perp.T) / 2)
+    complement = np.eye(f) if p.shape[1] == 0 else np.linalg.svd(p, full_matrices=True)[0][:, p.shape[1] :]
+    if f <= WHOLE_COMPLEMENT_BELOW or complement.shape[1] == 0:
+        return np.ascontiguousarray(complement, dtype=dtype)
+    values, vectors = np.linalg.eigh(complement.T @ gram @ complement)  # ascending
     values, vectors = np.clip(values[::-1], 0, None), vectors[:, ::-1]
     total = float(np.trace(gram))
-    explained = (total - values.sum()) / total if total > 0 else 1.0
-    rank = 0
-    for value in values[: f - p.shape[1]]:
-        if explained >= threshold and rank > 0:
+    explained, rank = (1 - values.sum() / total, 0) if total > 0 else (1.0, 0)
+    for value in values:
+        if explained >= threshold:
             break
-        explained += value / total if total > 0 else 0.0
+        explained += value / total
         rank += 1
-    basis = projector @ vectors[:, :rank]  # exactly off span(P), then orthonormal again
-    return np.ascontiguousarray(np.linalg.qr(basis)[0], dtype=dtype)
+    return np.ascontiguousarray(complement @ vectors[:, : max(rank, 1)], dtype=dtype)
 
 
 class ProtectedBases(FixedBases):
