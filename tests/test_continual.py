@@ -14,6 +14,7 @@ from lance_ref.continual import (
 from lance_ref.continual.metrics import ragged
 from lance_ref.data import Dataset
 from lance_ref.experiments.continual import ContinualConfig, run
+from lance_ref.experiments.report import pyplot
 from lance_ref.nn import Conv2d, Linear, Module, ModuleList, ReLU
 from lance_ref.tensor import Tensor
 
@@ -229,6 +230,7 @@ def test_every_strategy_runs_and_reports(tmp_path, monkeypatch, strategy, settin
     assert results["activation_bytes"] > 0 and len(results["task_seconds"]) == 2
     assert (results["persistent_bytes"] > 0) == (strategy != "finetune")
     assert (tmp_path / "results.json").exists() and (tmp_path / "checkpoint.npz").exists()
+    assert (tmp_path / "accuracy_matrix.png").exists() == (pyplot() is not None)  # the `plot` extra
 
 
 def test_replay_doubles_the_activation_bytes(tmp_path, monkeypatch):
@@ -340,3 +342,34 @@ def test_projection_strategies_refuse_grouped_convs():
     for strategy in ("gpm", "lance"):
         with pytest.raises(ValueError, match="groups=1 convs only"):
             make_strategy(strategy, model, scenario, config)
+
+
+def write_cifar10_binary(root, per_class_train=2, per_class_test=1):
+    """A miniature CIFAR-10 binary release whose every class has samples."""
+    folder = root / "cifar-10-batches-bin"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+
+    def records(per_class):
+        labels = np.repeat(np.arange(10, dtype=np.uint8), per_class)
+        return np.concatenate([labels[:, None], rng.integers(0, 256, (len(labels), 3072), dtype=np.uint8)], 1).tobytes()
+
+    for i in range(1, 6):
+        (folder / f"data_batch_{i}.bin").write_bytes(records(per_class_train))
+    (folder / "test_batch.bin").write_bytes(records(per_class_test))
+
+
+def test_split_cifar10_from_a_path_runs(tmp_path):
+    write_cifar10_binary(tmp_path)
+    scenario = load_benchmark("split-cifar10", seed=3, data_path=str(tmp_path))
+    assert len(scenario.tasks) == 5 and all(len(t.train) == 20 and len(t.test) == 2 for t in scenario.tasks)
+    config = ContinualConfig(benchmark="split-cifar10", data_path=str(tmp_path), strategy="finetune", epochs=1,
+                             batch_size=10, representation_samples=8, seed=3)
+    results = run(config, tmp_path / "out", show=False)
+    assert len(results["accuracy_matrix"]) == 5 and results["class_order"] == list(scenario.class_order)
+
+
+def test_a_task_without_samples_is_a_clear_error():
+    data = Dataset(np.zeros((4, 1, 2, 2), np.uint8), np.array([0, 0, 1, 1]), tuple("abcd"), "tiny", (0.5,), (0.2,))
+    with pytest.raises(ValueError, match=r"task 1 \(classes \[2, 3\]\) has no training or no test samples"):
+        make_scenario(data, data, 2, seed=None)

@@ -75,7 +75,10 @@ def make_scenario(train: Dataset, test: Dataset, num_tasks: int, seed: int | Non
     splits = split_classes(len(train.classes), num_tasks, seed)
     tasks, offset = [], 0
     for index, classes in enumerate(splits):
-        tasks.append(Task(index, classes, offset, subset_by_classes(train, classes), subset_by_classes(test, classes)))
+        task = Task(index, classes, offset, subset_by_classes(train, classes), subset_by_classes(test, classes))
+        if len(task.train) == 0 or len(task.test) == 0:
+            raise ValueError(f"task {index} (classes {list(classes)}) has no training or no test samples in {train.name}")
+        tasks.append(task)
         offset += len(classes)
     return Scenario(name or f"split-{train.name}", tuple(c for split in splits for c in split), tuple(tasks))
 
