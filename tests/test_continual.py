@@ -15,7 +15,7 @@ from lance_ref.continual.metrics import ragged
 from lance_ref.data import Dataset
 from lance_ref.experiments.continual import ContinualConfig, run
 from lance_ref.experiments.report import pyplot
-from lance_ref.nn import Conv2d, Linear, Module, ModuleList, ReLU
+from lance_ref.nn import BatchNorm2d, Conv2d, Linear, Module, ModuleList, ReLU
 from lance_ref.tensor import Tensor
 
 from helpers import arrays
@@ -153,17 +153,18 @@ def test_patch_rows_times_weight_is_the_conv(data):
 
 # --- the loop --------------------------------------------------------------------------------
 class TinyNet(Module):
-    """conv -> relu -> linear -> heads: the smallest model with a head per task."""
+    """conv -> BN -> relu -> linear -> heads: the smallest model with a head per task."""
 
-    def __init__(self, heads, dtype=np.float64):
+    def __init__(self, heads, track_running_stats=False, dtype=np.float64):
         super().__init__()
         self.conv = Conv2d(1, 4, 3, bias=False, dtype=dtype)
+        self.bn = BatchNorm2d(4, track_running_stats=track_running_stats, dtype=dtype)
         self.relu = ReLU()
         self.fc = Linear(4 * 4 * 4, 8, bias=False, dtype=dtype)
         self.heads = ModuleList([Linear(8, n, bias=False, dtype=dtype) for n in heads])
 
     def forward(self, x, task=None):
-        h = self.relu(self.fc(F.flatten(self.relu(self.conv(x)), 1)))
+        h = self.relu(self.fc(F.flatten(self.relu(self.bn(self.conv(x))), 1)))
         if task is not None:
             return self.heads[task](h)
         logits = [head(h) for head in self.heads]
@@ -216,10 +217,18 @@ def test_gpm_gradients_are_orthogonal_to_the_memory():
 def run_tiny(tmp_path, strategy, monkeypatch, **overrides):
     scenario = tiny_scenario()
     monkeypatch.setattr("lance_ref.experiments.continual.load_benchmark", lambda *a, **k: scenario)
-    monkeypatch.setattr("lance_ref.experiments.continual.build_model", lambda name, **k: TinyNet(k["heads"]))
+    built = []
+
+    def build_tiny(name, **options):
+        built.append(TinyNet(options["heads"], options["track_running_stats"]))
+        return built[-1]
+
+    monkeypatch.setattr("lance_ref.experiments.continual.build_model", build_tiny)
     settings = dict(epochs=2, batch_size=8, lr=0.05, dtype="float64", buffer_size=6, representation_samples=10)
     config = ContinualConfig(strategy=strategy, **{**settings, **overrides})
-    return run(config, tmp_path, show=False)
+    results = run(config, tmp_path, show=False)
+    run_tiny.model = built[-1]
+    return results
 
 
 @pytest.mark.parametrize("strategy", ["finetune", "joint", "er", "ewc", "gpm", "lance"])
@@ -373,3 +382,28 @@ def test_a_task_without_samples_is_a_clear_error():
     data = Dataset(np.zeros((4, 1, 2, 2), np.uint8), np.array([0, 0, 1, 1]), tuple("abcd"), "tiny", (0.5,), (0.2,))
     with pytest.raises(ValueError, match=r"task 1 \(classes \[2, 3\]\) has no training or no test samples"):
         make_scenario(data, data, 2, seed=None)
+
+
+@pytest.mark.parametrize("strategy", ["gpm", "lance"])
+def test_batchnorm_is_frozen_after_task_0_with_its_running_statistics(tmp_path, monkeypatch, strategy):
+    from lance_ref.continual import loop
+
+    original, seen = loop.train_task, []
+
+    def watch(model, strategy, task, *args, **kwargs):
+        ledger = original(model, strategy, task, *args, **kwargs)
+        seen.append((model.bn.weight.data.copy(), model.bn.running_mean.copy()))
+        return ledger
+
+    monkeypatch.setattr(loop, "train_task", watch)
+    run_tiny(tmp_path, strategy, monkeypatch, setting="class")
+    assert run_tiny.model.bn.track_running_stats  # class-incremental: running statistics
+    (w0, m0), (w1, m1) = seen
+    assert np.array_equal(w0, w1) and np.array_equal(m0, m1)
+
+
+def test_task_incremental_models_use_batch_statistics_and_other_models_are_refused(tmp_path, monkeypatch):
+    run_tiny(tmp_path, "finetune", monkeypatch)
+    assert not run_tiny.model.bn.track_running_stats
+    with pytest.raises(ValueError, match="model must be one of"):
+        run_tiny(tmp_path, "finetune", monkeypatch, model="small-cnn")

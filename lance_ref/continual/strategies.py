@@ -190,10 +190,11 @@ class EWC(Finetune):
 
 
 def freeze_batchnorm(model) -> None:
-    """BatchNorm's affine parameters get no further update (GPM, LANCE-CL: after task 0)."""
+    """BatchNorm gets no further update, of its affine parameters or of its running statistics
+    if it keeps them (GPM, LANCE-CL: after task 0)."""
     for module in model.modules():
         if isinstance(module, (BatchNorm1d, BatchNorm2d)):
-            module.freeze()
+            module.freeze().keep_eval()
 
 
 class GPM(Finetune):

@@ -24,6 +24,9 @@ from ..tensor import float_dtype
 from .report import pyplot, save_figure
 
 
+MODELS = ("alexnet-gpm", "resnet18-reduced")  # the zoo's models with task heads
+
+
 @dataclass
 class ContinualConfig:
     """Every choice of a continual-learning run; stored in results.json."""
@@ -51,6 +54,8 @@ class ContinualConfig:
         if self.strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {self.strategy!r}; available: {sorted(STRATEGIES)}")
         check_setting(self.setting)
+        if self.model not in MODELS:
+            raise ValueError(f"model must be one of {MODELS} (the zoo's models with task heads), got {self.model!r}")
         for name in ("epochs", "batch_size", "buffer_size", "representation_samples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -60,12 +65,17 @@ class ContinualConfig:
 
 
 def build(config: ContinualConfig, scenario):
-    """The zoo model with a head per task or one shared head, initialised from the seed."""
+    """The zoo model with a head per task or one shared head, initialised from the seed.
+
+    Task-incremental: BatchNorm without running statistics, as GPM. Class-incremental: with
+    them, so a test prediction does not depend on which classes share its test batch
+    (specs/continual.md#scenarios)."""
     random.manual_seed(config.seed)
     first = scenario.tasks[0].train
     return build_model(
         config.model, num_classes=scenario.num_classes, in_channels=first.images.shape[1],
-        image_size=first.images.shape[2], heads=scenario.head_sizes(config.setting), dtype=np.dtype(config.dtype),
+        image_size=first.images.shape[2], heads=scenario.head_sizes(config.setting),
+        track_running_stats=config.setting == "class", dtype=np.dtype(config.dtype),
     )
 
 

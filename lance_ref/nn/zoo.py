@@ -82,30 +82,35 @@ class AlexNetGPM(Module):
     conv 64 k4 -> BN -> ReLU -> dropout 0.2 -> maxpool 2; conv 128 k3 -> ... dropout 0.2 ...;
     conv 256 k2 -> ... dropout 0.5 ...; fc 2048 -> BN1d -> ReLU -> dropout 0.5; fc 2048 -> BN1d ->
     ReLU -> dropout 0.5; task heads `fc3`. No biases; BatchNorm without running statistics
-    (batch statistics in eval too), as upstream. `heads` defaults to one head of `num_classes`.
+    (batch statistics in eval too), as upstream, unless `track_running_stats`. `heads` defaults
+    to one head of `num_classes`.
     """
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 3, image_size: int = 32, heads=None, dtype=None):
+    def __init__(
+        self, num_classes: int = 10, in_channels: int = 3, image_size: int = 32, heads=None,
+        track_running_stats: bool = False, dtype=None,
+    ):
         super().__init__()
         side = image_size
         for kernel in (4, 3, 2):
             side = (side - kernel + 1) // 2
         if side < 1:
             raise ValueError(f"image_size {image_size} is too small for AlexNetGPM (at least 22)")
+        bn = dict(track_running_stats=track_running_stats, dtype=dtype)
         self.conv1 = Conv2d(in_channels, 64, 4, bias=False, dtype=dtype)
-        self.bn1 = BatchNorm2d(64, track_running_stats=False, dtype=dtype)
+        self.bn1 = BatchNorm2d(64, **bn)
         self.conv2 = Conv2d(64, 128, 3, bias=False, dtype=dtype)
-        self.bn2 = BatchNorm2d(128, track_running_stats=False, dtype=dtype)
+        self.bn2 = BatchNorm2d(128, **bn)
         self.conv3 = Conv2d(128, 256, 2, bias=False, dtype=dtype)
-        self.bn3 = BatchNorm2d(256, track_running_stats=False, dtype=dtype)
+        self.bn3 = BatchNorm2d(256, **bn)
         self.maxpool = MaxPool2d(2)
         self.relu = ReLU()
         self.drop1 = Dropout(0.2)
         self.drop2 = Dropout(0.5)
         self.fc1 = Linear(256 * side * side, 2048, bias=False, dtype=dtype)
-        self.bn4 = BatchNorm1d(2048, track_running_stats=False, dtype=dtype)
+        self.bn4 = BatchNorm1d(2048, **bn)
         self.fc2 = Linear(2048, 2048, bias=False, dtype=dtype)
-        self.bn5 = BatchNorm1d(2048, track_running_stats=False, dtype=dtype)
+        self.bn5 = BatchNorm1d(2048, **bn)
         self.fc3 = _multi_head(2048, [num_classes] if heads is None else heads, dtype)
 
     def forward(self, x, task=None):
