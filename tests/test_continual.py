@@ -214,13 +214,13 @@ def test_gpm_gradients_are_orthogonal_to_the_memory():
         assert np.abs(layer.weight.grad.reshape(len(layer.weight.grad), -1) @ memory).max() < 1e-10
 
 
-def run_tiny(tmp_path, strategy, monkeypatch, **overrides):
+def run_tiny(tmp_path, strategy, monkeypatch, running_stats=False, **overrides):
     scenario = tiny_scenario()
     monkeypatch.setattr("lance_ref.experiments.continual.load_benchmark", lambda *a, **k: scenario)
     built = []
 
     def build_tiny(name, **options):
-        built.append(TinyNet(options["heads"], options["track_running_stats"]))
+        built.append(TinyNet(options["heads"], running_stats))
         return built[-1]
 
     monkeypatch.setattr("lance_ref.experiments.continual.build_model", build_tiny)
@@ -396,14 +396,29 @@ def test_batchnorm_is_frozen_after_task_0_with_its_running_statistics(tmp_path, 
         return ledger
 
     monkeypatch.setattr(loop, "train_task", watch)
-    run_tiny(tmp_path, strategy, monkeypatch, setting="class")
-    assert run_tiny.model.bn.track_running_stats  # class-incremental: running statistics
+    run_tiny(tmp_path, strategy, monkeypatch, running_stats=True, setting="class")
     (w0, m0), (w1, m1) = seen
     assert np.array_equal(w0, w1) and np.array_equal(m0, m1)
 
 
-def test_task_incremental_models_use_batch_statistics_and_other_models_are_refused(tmp_path, monkeypatch):
-    run_tiny(tmp_path, "finetune", monkeypatch)
-    assert not run_tiny.model.bn.track_running_stats
+def test_only_models_with_task_heads_are_accepted(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="model must be one of"):
         run_tiny(tmp_path, "finetune", monkeypatch, model="small-cnn")
+
+
+class PixelLogits(Module):
+    """Logits that are the first pixels of each image: predictions independent of batch-mates."""
+
+    def forward(self, x, task=None):
+        return F.flatten(x, 1)[:, :4]
+
+
+def test_class_incremental_evaluation_pools_the_tasks_and_splits_them_back():
+    from lance_ref.continual.steps import evaluate
+
+    scenario = tiny_scenario()
+    identity = lambda images: images.astype(np.float64)  # noqa: E731
+    pooled = evaluate(PixelLogits(), scenario.tasks, "class", identity, np.random.default_rng(0))
+    for task, value in zip(scenario.tasks, pooled):
+        logits = task.test.images.reshape(len(task.test), -1)[:, :4]
+        assert value == pytest.approx((logits.argmax(1) == task.global_labels(task.test.labels)).mean())

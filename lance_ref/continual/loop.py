@@ -1,7 +1,7 @@
 """Train task after task, evaluate every seen task after each, checkpoint between tasks
 (specs/continual.md#loop).
 
-Every random stream of task t (shuffling, replay draws, dropout) is seeded from (seed, t), so a
+Every random stream of task t (shuffling, replay draws, dropout, the test order) is seeded from (seed, t), so a
 run resumed from the checkpoint of task t - 1 repeats the uninterrupted run exactly.
 """
 
@@ -92,8 +92,9 @@ def run_tasks(model, scenario, strategy, config, out: Path, show: bool = True, r
         ledger = train_task(model, strategy, task, config, normalize, show)
         seconds[task.index] = time.perf_counter() - began
         activation[task.index] = ledger.bytes(names), ledger.bytes()
-        for seen in scenario.tasks[: task.index + 1]:
-            matrix[task.index, seen.index] = evaluate(model, seen, config.setting, normalize)
+        seen = scenario.tasks[: task.index + 1]
+        rng = np.random.default_rng((config.seed, task.index, 4))
+        matrix[task.index, : task.index + 1] = evaluate(model, seen, config.setting, normalize, rng)
         if show:
             row = " ".join(f"{a:.3f}" for a in matrix[task.index, : task.index + 1])
             print(f"after task {task.index + 1}/{count}: accuracy per task {row}")

@@ -6,7 +6,7 @@ import numpy as np
 
 from .. import functional as F
 from ..tensor import Tensor
-from ..train import accuracy
+from ..train import accuracy, predict
 
 
 def minibatches(count: int, batch_size: int, rng: np.random.Generator):
@@ -33,9 +33,16 @@ def task_loss(model, x: np.ndarray, labels: np.ndarray, tasks: np.ndarray, setti
     return total / len(labels)
 
 
-def evaluate(model, task, setting: str, normalize) -> float:
-    """Test accuracy on `task`: its own head (task-incremental) or the shared head over all classes."""
-    images = normalize(task.test.images)
+def evaluate(model, tasks, setting: str, normalize, rng: np.random.Generator) -> list:
+    """Test accuracy on each of `tasks`. Task-incremental: each task's test set on its own head.
+    Class-incremental: the test sets of all `tasks` pooled in `rng`'s order, so that every
+    batch mixes the seen classes as training batches do (BatchNorm's batch statistics see
+    them all), scored over the shared head's outputs and split back by task."""
     if setting == "task":
-        return accuracy(model, images, task.test.labels, task=task.index)
-    return accuracy(model, images, task.global_labels(task.test.labels))
+        return [accuracy(model, normalize(t.test.images), t.test.labels, task=t.index) for t in tasks]
+    images = np.concatenate([t.test.images for t in tasks])
+    labels = np.concatenate([t.global_labels(t.test.labels) for t in tasks])
+    owner = np.concatenate([np.full(len(t.test), t.index) for t in tasks])
+    order = rng.permutation(len(labels))
+    correct = predict(model, normalize(images[order])).argmax(axis=1) == labels[order]
+    return [float(correct[owner[order] == t.index].mean()) for t in tasks]

@@ -65,17 +65,12 @@ class ContinualConfig:
 
 
 def build(config: ContinualConfig, scenario):
-    """The zoo model with a head per task or one shared head, initialised from the seed.
-
-    Task-incremental: BatchNorm without running statistics, as GPM. Class-incremental: with
-    them, so a test prediction does not depend on which classes share its test batch
-    (specs/continual.md#scenarios)."""
+    """The zoo model with a head per task or one shared head, initialised from the seed."""
     random.manual_seed(config.seed)
     first = scenario.tasks[0].train
     return build_model(
         config.model, num_classes=scenario.num_classes, in_channels=first.images.shape[1],
-        image_size=first.images.shape[2], heads=scenario.head_sizes(config.setting),
-        track_running_stats=config.setting == "class", dtype=np.dtype(config.dtype),
+        image_size=first.images.shape[2], heads=scenario.head_sizes(config.setting), dtype=np.dtype(config.dtype),
     )
 
 

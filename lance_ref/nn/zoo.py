@@ -82,21 +82,17 @@ class AlexNetGPM(Module):
     conv 64 k4 -> BN -> ReLU -> dropout 0.2 -> maxpool 2; conv 128 k3 -> ... dropout 0.2 ...;
     conv 256 k2 -> ... dropout 0.5 ...; fc 2048 -> BN1d -> ReLU -> dropout 0.5; fc 2048 -> BN1d ->
     ReLU -> dropout 0.5; task heads `fc3`. No biases; BatchNorm without running statistics
-    (batch statistics in eval too), as upstream, unless `track_running_stats`. `heads` defaults
-    to one head of `num_classes`.
+    (batch statistics in eval too), as upstream. `heads` defaults to one head of `num_classes`.
     """
 
-    def __init__(
-        self, num_classes: int = 10, in_channels: int = 3, image_size: int = 32, heads=None,
-        track_running_stats: bool = False, dtype=None,
-    ):
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, image_size: int = 32, heads=None, dtype=None):
         super().__init__()
         side = image_size
         for kernel in (4, 3, 2):
             side = (side - kernel + 1) // 2
         if side < 1:
             raise ValueError(f"image_size {image_size} is too small for AlexNetGPM (at least 22)")
-        bn = dict(track_running_stats=track_running_stats, dtype=dtype)
+        bn = dict(track_running_stats=False, dtype=dtype)
         self.conv1 = Conv2d(in_channels, 64, 4, bias=False, dtype=dtype)
         self.bn1 = BatchNorm2d(64, **bn)
         self.conv2 = Conv2d(64, 128, 3, bias=False, dtype=dtype)
