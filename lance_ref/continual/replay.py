@@ -59,8 +59,3 @@ class ClassBalancedReservoir:
         for name in ("images", "labels", "classes", "tasks"):
             getattr(self, name)[: self.size] = state[name]
         self.seen = {int(c): int(n) for c, n in state["seen"]}
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes held between tasks: the stored samples with their labels and task ids."""
-        return sum(a.nbytes for name, a in self.state().items() if name != "seen")

@@ -140,9 +140,6 @@ class ExperienceReplay(Finetune):
     def load_state(self, state: dict) -> None:
         self.buffer.load_state(state)
 
-    def persistent_bytes(self) -> int:
-        return self.buffer.nbytes
-
 
 class EWC(Finetune):
     """`ewc` (Kirkpatrick et al., PNAS 2017), online form: after each task the diagonal Fisher
