@@ -1,0 +1,77 @@
+"""Which conv output channels may update under a parameter budget (specs/selection.md#budget).
+
+Every conv output channel is a neuron costing its own parameters: C_in / groups * kh * kw
+weights (kh * kw for a depthwise channel) plus its bias. A policy orders the neurons and keeps
+the longest prefix of that order whose summed cost fits the budget.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from ..nn import Conv2d
+
+POLICIES = ("neq", "random", "su", "full")
+
+
+def conv_neurons(model) -> dict:
+    """layer name -> (per-channel parameter costs) for every Conv2d, in registration order."""
+    costs = {}
+    for name, layer in model.named_modules():
+        if isinstance(layer, Conv2d):
+            out_channels, per_channel = layer.weight.shape[0], int(np.prod(layer.weight.shape[1:]))
+            costs[name] = np.full(out_channels, per_channel + (layer.bias is not None), dtype=np.int64)
+    if not costs:
+        raise ValueError("the model has no Conv2d layer to select neurons from")
+    return costs
+
+
+def budget_parameters(budget, costs: np.ndarray) -> int:
+    """The budget in parameters: a ratio in (0, 1] of all conv parameters, or an int count; it
+    must afford the cheapest neuron and not exceed the total."""
+    total = int(costs.sum())
+    if isinstance(budget, bool) or not isinstance(budget, numbers.Real):
+        raise TypeError(f"budget must be a ratio in (0, 1] or a parameter count, got {budget!r}")
+    if isinstance(budget, numbers.Integral):
+        count = int(budget)
+    elif 0 < budget <= 1:
+        count = int(np.floor(float(budget) * total))
+    else:
+        raise ValueError(f"a fractional budget must lie in (0, 1], got {budget}")
+    if count < costs.min() or count > total:
+        raise ValueError(
+            f"budget {budget!r} is {count} parameters; it must afford the cheapest neuron ({costs.min()}) "
+            f"and not exceed all conv parameters ({total})"
+        )
+    return count
+
+
+def greedy_prefix(order: np.ndarray, costs: np.ndarray, budget: int) -> np.ndarray:
+    """Mask of the neurons of the longest prefix of `order` whose summed cost is <= `budget`."""
+    fits = np.cumsum(costs[order]) <= budget
+    chosen = order[: int(np.argmin(fits)) if not fits.all() else len(order)]
+    mask = np.zeros(len(costs), dtype=bool)
+    mask[chosen] = True
+    return mask
+
+
+def select(policy: str, costs: np.ndarray, budget: int, velocity=None, norms=None, rng=None) -> np.ndarray:
+    """The mask of neurons that update: `neq` by |v| / cost, `random` in `rng`'s shuffled order,
+    `su` by weight L2 norm (static), each the greedy prefix of its order; `full` all neurons.
+    Ties keep the neuron order."""
+    if policy not in POLICIES:
+        raise ValueError(f"unknown policy {policy!r}; available: {POLICIES}")
+    needed = {"neq": ("velocity", velocity), "su": ("norms", norms), "random": ("rng", rng)}.get(policy)
+    if needed is not None and needed[1] is None:
+        raise ValueError(f"policy {policy!r} needs {needed[0]}")
+    if policy == "full":
+        return np.ones(len(costs), dtype=bool)
+    if policy == "neq":
+        order = np.argsort(-np.abs(velocity) / costs, kind="stable")
+    elif policy == "su":
+        order = np.argsort(-np.asarray(norms, dtype=np.float64), kind="stable")
+    else:
+        order = rng.permutation(len(costs))
+    return greedy_prefix(order, costs, budget)

@@ -1,0 +1,117 @@
+"""Budgeted neuron selection: NEq velocity, budgets and the selection policies."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from lance_ref.nn import Conv2d, Module, ReLU, Sequential
+from lance_ref.selection import VelocityTracker, budget_parameters, conv_neurons, cosine_distance, greedy_prefix, select
+
+
+def maps(*vectors):
+    """(N=1, C, 1, len) outputs, one channel per vector."""
+    return np.array(vectors, dtype=np.float64)[None, :, None, :]
+
+
+def test_velocity_by_hand():
+    tracker = VelocityTracker({"conv": 2}, momentum=0.5)
+    # Channel 0 turns by 90 degrees, then by 45; channel 1 never moves.
+    y0 = maps([1.0, 0.0], [1.0, 1.0])
+    y1 = maps([0.0, 1.0], [2.0, 2.0])
+    y2 = maps([1.0, 1.0], [3.0, 3.0])
+    y3 = maps([1.0, 1.0], [3.0, 3.0])
+    assert tracker.update({"conv": y0}).tolist() == [0.0, 0.0]  # no earlier forward
+    d1 = np.array([1.0, 0.0])                       # 1 - cos 90 deg; unchanged
+    v1 = (0 - d1) - 0 + 0.5 * 0                     # dphi1 = d0 - d1 with d0 = 0
+    np.testing.assert_allclose(tracker.update({"conv": y1}), v1, atol=1e-15)
+    d2 = np.array([1 - np.sqrt(0.5), 0.0])
+    dphi1, dphi2 = -d1, d1 - d2
+    v2 = dphi2 - dphi1 + 0.5 * v1
+    np.testing.assert_allclose(tracker.update({"conv": y2}), v2, atol=1e-15)
+    d3 = np.zeros(2)
+    v3 = (d2 - d3) - dphi2 + 0.5 * v2
+    np.testing.assert_allclose(tracker.update({"conv": y3}), v3, atol=1e-15)
+    assert v3[1] == 0  # a neuron that never moves has velocity 0
+
+
+def test_cosine_distance_of_zero_maps():
+    zero, one = maps([0.0, 0.0]), maps([1.0, 0.0])
+    assert cosine_distance(zero, zero).tolist() == [0.0]
+    assert cosine_distance(one, zero).tolist() == [1.0]
+
+
+def test_velocity_checks_its_inputs():
+    tracker = VelocityTracker({"conv": 2})
+    with pytest.raises(ValueError, match=r"outputs\['conv'\] must have shape \(N >= 1, 2, H, W\)"):
+        tracker.update({"conv": np.zeros((0, 2, 3, 3))})
+    with pytest.raises(ValueError, match="momentum must lie in"):
+        VelocityTracker({"conv": 2}, momentum=1.0)
+
+
+class Net(Module):
+    def __init__(self, widths, depthwise):
+        super().__init__()
+        layers, previous = [], 3
+        for width in widths:
+            layers += [Conv2d(previous, width, 3, bias=False), ReLU()]
+            previous = width
+        if depthwise:
+            layers.append(Conv2d(previous, previous, 3, groups=previous))
+        self.body = Sequential(*layers)
+
+
+def test_neuron_costs_count_their_own_parameters():
+    costs = conv_neurons(Net([4, 2], depthwise=True))
+    assert {name: c.tolist() for name, c in costs.items()} == {
+        "body.0": [27] * 4, "body.2": [36] * 2, "body.4": [10] * 2}  # depthwise: 3*3 + bias
+
+
+@given(st.lists(st.integers(1, 5), min_size=1, max_size=3), st.booleans(), st.floats(0.01, 1.0),
+       st.sampled_from(["neq", "random", "su"]), st.integers(0, 2**16))
+def test_selection_never_exceeds_the_budget(widths, depthwise, ratio, policy, seed):
+    costs = np.concatenate(list(conv_neurons(Net(widths, depthwise)).values()))
+    try:
+        budget = budget_parameters(ratio, costs)
+    except ValueError:
+        assert np.floor(ratio * costs.sum()) < costs.min()
+        return
+    rng = np.random.default_rng(seed)
+    mask = select(policy, costs, budget, velocity=rng.standard_normal(len(costs)), norms=rng.random(len(costs)),
+                  rng=np.random.default_rng(seed))
+    assert costs[mask].sum() <= budget and mask.any()
+    if policy == "random":  # the budget is summed in the shuffled order: the picks are its prefix
+        order = np.random.default_rng(seed).permutation(len(costs))
+        prefix = order[np.cumsum(costs[order]) <= budget]
+        assert set(prefix) == set(np.flatnonzero(mask))
+
+
+def test_neq_prefers_fast_cheap_neurons_and_stops_at_the_first_misfit():
+    costs = np.array([10, 1, 5, 1])
+    velocity = np.array([10.0, 0.5, 50.0, -3.0])  # |v| / p: 1, 0.5, 10, 3
+    assert select("neq", costs, 7, velocity=velocity).tolist() == [False, False, True, True]
+    # 5 + 1 = 6 fit; neuron 0 (10) does not, and ends the prefix although neuron 1 would fit.
+    assert greedy_prefix(np.array([2, 3, 0, 1]), costs, 7).tolist() == [False, False, True, True]
+    assert select("su", costs, 11, norms=np.array([3.0, 2.0, 1.0, 0.5])).tolist() == [True, True, False, False]
+    assert select("full", costs, 1).all()
+
+
+@pytest.mark.parametrize("budget, error, message", [
+    (0.0, ValueError, "fractional budget must lie in"),
+    (1.5, ValueError, "fractional budget must lie in"),
+    (2, ValueError, "must afford the cheapest neuron"),
+    (1000, ValueError, "not exceed all conv parameters"),
+    ("10%", TypeError, "budget must be a ratio"),
+])
+def test_bad_budgets_are_clear_errors(budget, error, message):
+    with pytest.raises(error, match=message):
+        budget_parameters(budget, np.array([10, 5, 5]))
+
+
+def test_unknown_policy_and_missing_inputs_are_clear_errors():
+    with pytest.raises(ValueError, match="unknown policy 'top'"):
+        select("top", np.array([1]), 1)
+    with pytest.raises(ValueError, match="policy 'neq' needs velocity"):
+        select("neq", np.array([1]), 1)
+    with pytest.raises(ValueError, match="no Conv2d layer"):
+        conv_neurons(Sequential(ReLU()))
