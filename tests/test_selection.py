@@ -79,7 +79,7 @@ def test_selection_never_exceeds_the_budget(widths, depthwise, ratio, policy, se
     rng = np.random.default_rng(seed)
     mask = select(policy, costs, budget, velocity=rng.standard_normal(len(costs)), norms=rng.random(len(costs)),
                   rng=np.random.default_rng(seed))
-    assert costs[mask].sum() <= budget and mask.any()
+    assert costs[mask].sum() <= budget  # possibly nothing: an expensive first neuron ends the prefix
     if policy == "random":  # the budget is summed in the shuffled order: the picks are its prefix
         order = np.random.default_rng(seed).permutation(len(costs))
         prefix = order[np.cumsum(costs[order]) <= budget]
@@ -115,3 +115,51 @@ def test_unknown_policy_and_missing_inputs_are_clear_errors():
         select("neq", np.array([1]), 1)
     with pytest.raises(ValueError, match="no Conv2d layer"):
         conv_neurons(Sequential(ReLU()))
+
+
+@given(st.data())
+def test_partial_weight_gradient_is_the_full_ones_rows(data):
+    """float64: the selected rows equal the full gradient's, the others are exactly zero; input
+    and bias gradients are exact."""
+    from lance_ref import Tensor
+    from lance_ref.selection.layers import SelectiveConv2d
+    from helpers import arrays, grouped_channels
+
+    groups, c, o = data.draw(grouped_channels(max_channels=4, general_groups=[2]))
+    k, stride, padding, dilation = (data.draw(st.integers(1, 2)) for _ in range(4))
+    conv = Conv2d(c, o, k, stride=stride, padding=padding - 1, dilation=dilation, groups=groups, dtype=np.float64)
+    x = data.draw(arrays((data.draw(st.integers(1, 3)), c, *[data.draw(st.integers(3, 5)) for _ in range(2)])))
+    v = np.random.default_rng(0).standard_normal(conv(Tensor(x)).shape)
+
+    def grads(layer):
+        xt = Tensor(x, requires_grad=True)
+        layer.weight.grad = layer.bias.grad = None
+        layer(xt).backward(v)
+        return xt.grad, layer.weight.grad.copy(), layer.bias.grad.copy()
+
+    full = grads(conv)
+    selective = SelectiveConv2d(conv)
+    selective.mask = np.array(data.draw(st.lists(st.booleans(), min_size=o, max_size=o)))
+    dx, dw, db = grads(selective)
+    np.testing.assert_allclose(dx, full[0], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dw[selective.mask], full[1][selective.mask], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(db[selective.mask], full[2][selective.mask], rtol=1e-12, atol=1e-12)
+    assert not dw[~selective.mask].any() and not db[~selective.mask].any()
+
+
+def test_frozen_channels_stay_bit_identical_under_sgd():
+    from lance_ref import Tensor
+    from lance_ref.optim import SGD
+    from lance_ref.selection.layers import SelectiveConv2d
+
+    layer = SelectiveConv2d(Conv2d(3, 4, 3))
+    layer.mask = np.array([True, False, True, False])
+    before = layer.weight.data.copy(), layer.bias.data.copy()
+    optimizer = SGD(layer.parameters(), lr=0.1)
+    for _ in range(3):
+        optimizer.zero_grad()
+        (layer(Tensor(np.random.default_rng(1).standard_normal((2, 3, 5, 5)).astype(np.float32))) ** 2).sum().backward()
+        optimizer.step()
+    frozen = ~layer.mask
+    assert np.array_equal(layer.weight.data[frozen], before[0][frozen]) and np.array_equal(layer.bias.data[frozen], before[1][frozen])
+    assert not np.array_equal(layer.weight.data[layer.mask], before[0][layer.mask])

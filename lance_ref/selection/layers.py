@@ -1,0 +1,71 @@
+"""A Conv2d whose backward forms only the weight-gradient rows of the channels allowed to update
+(specs/selection.md#partial-weight-gradient): the rows of frozen channels are zero and never
+computed, so a smaller budget really does less work."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import functional as F
+from ..functional.conv import conv2d_forward, conv2d_grads, conv2d_params, conv_geometry, im2col
+from ..nn import Conv2d, Module
+from ..tensor import Function
+
+
+def partial_weight_grad(grad: np.ndarray, x: np.ndarray, rows: np.ndarray, weight_shape, geometry) -> np.ndarray:
+    """dW with only `rows` (output channels) formed: dW[o] = sum_{n,h',w'} dY[n,o,h',w'] X_g(o)[(n,h',w'), :]
+    for o in `rows`, zero elsewhere; X_g the im2col rows of o's group."""
+    out_channels, (kh, kw), groups = weight_shape[0], geometry["kernel"], geometry["groups"]
+    grad_w = np.zeros((out_channels, kh * kw * weight_shape[1]), dtype=grad.dtype)
+    if len(rows) == 0:
+        return grad_w.reshape(weight_shape)
+    cols = im2col(x, **geometry)  # (G, N*H'*W', (i, j, c))
+    dy = grad.transpose(0, 2, 3, 1).reshape(-1, out_channels)
+    group_of = rows // (out_channels // groups)
+    for g in np.unique(group_of):
+        selected = rows[group_of == g]
+        grad_w[selected] = dy[:, selected].T @ cols[g]
+    return grad_w.reshape(out_channels, kh, kw, -1).transpose(0, 3, 1, 2)
+
+
+class PartialConv2dFunction(Function):
+    """conv2d with the exact input and bias gradients and the weight gradient of `rows` only."""
+
+    def forward(self, x, weight, bias=None, *, params, rows):
+        self.geometry = conv_geometry(x.shape, weight.shape[2:], **params)
+        self.input_shape, self.weight_shape, self.rows = x.shape, weight.shape, rows
+        need_x, need_w = self.needs_input_grad[:2]
+        self.save(weight if need_x else None, x if need_w else None)
+        y = conv2d_forward(x, weight, self.geometry)
+        return y + bias.reshape(1, -1, 1, 1) if bias is not None else y
+
+    def backward(self, grad):
+        weight, x = self.saved_arrays
+        grad_x = conv2d_grads(grad, weight, None, self.input_shape, self.geometry)[0] if weight is not None else None
+        grad_w = partial_weight_grad(grad, x, self.rows, self.weight_shape, self.geometry) if x is not None else None
+        grad_b = np.zeros(grad.shape[1], dtype=grad.dtype)
+        grad_b[self.rows] = grad[:, self.rows].sum(axis=(0, 2, 3))
+        return grad_x, grad_w, grad_b
+
+
+class SelectiveConv2d(Module):
+    """A Conv2d (same Parameters, same names) whose output channels update only where `mask` is
+    True; with every channel selected it is the plain conv."""
+
+    def __init__(self, conv: Conv2d):
+        super().__init__()
+        self.weight = conv.weight
+        self.register_parameter("bias", conv.bias)
+        self.stride, self.padding, self.dilation, self.groups = conv.stride, conv.padding, conv.dilation, conv.groups
+        self.mask = np.ones(conv.weight.shape[0], dtype=bool)
+
+    def forward(self, x):
+        if self.mask.all():
+            return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        bias_shape = None if self.bias is None else self.bias.shape
+        params = conv2d_params(x.shape, self.weight.shape, bias_shape, self.stride, self.padding, self.dilation, self.groups)
+        inputs = (x, self.weight) if self.bias is None else (x, self.weight, self.bias)
+        return PartialConv2dFunction.apply(*inputs, params=params, rows=np.flatnonzero(self.mask))
+
+    def extra_repr(self) -> str:
+        return f"updating {int(self.mask.sum())}/{len(self.mask)} channels"
