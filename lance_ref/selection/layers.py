@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 
 from .. import functional as F
-from ..functional.conv import conv2d_forward, conv2d_grads, conv2d_params, conv_geometry, im2col
+from ..functional.conv import Conv2d as Conv2dFunction
+from ..functional.conv import conv2d_grads, conv2d_params, im2col
 from ..nn import Conv2d, Module
-from ..tensor import Function
 
 
 def partial_weight_grad(grad: np.ndarray, x: np.ndarray, rows: np.ndarray, weight_shape, geometry) -> np.ndarray:
@@ -28,16 +28,13 @@ def partial_weight_grad(grad: np.ndarray, x: np.ndarray, rows: np.ndarray, weigh
     return grad_w.reshape(out_channels, kh, kw, -1).transpose(0, 3, 1, 2)
 
 
-class PartialConv2dFunction(Function):
-    """conv2d with the exact input and bias gradients and the weight gradient of `rows` only."""
+class PartialConv2dFunction(Conv2dFunction):
+    """conv2d (forward as `functional.conv2d`) with the exact input and bias gradients and the
+    weight gradient of `rows` only."""
 
-    def forward(self, x, weight, bias=None, *, params, rows):
-        self.geometry = conv_geometry(x.shape, weight.shape[2:], **params)
-        self.input_shape, self.weight_shape, self.rows = x.shape, weight.shape, rows
-        need_x, need_w = self.needs_input_grad[:2]
-        self.save(weight if need_x else None, x if need_w else None)
-        y = conv2d_forward(x, weight, self.geometry)
-        return y + bias.reshape(1, -1, 1, 1) if bias is not None else y
+    def forward(self, x, weight, bias=None, *, rows, **params):
+        self.rows, self.weight_shape = rows, weight.shape
+        return super().forward(x, weight, bias, **params)
 
     def backward(self, grad):
         weight, x = self.saved_arrays
@@ -65,7 +62,7 @@ class SelectiveConv2d(Module):
         bias_shape = None if self.bias is None else self.bias.shape
         params = conv2d_params(x.shape, self.weight.shape, bias_shape, self.stride, self.padding, self.dilation, self.groups)
         inputs = (x, self.weight) if self.bias is None else (x, self.weight, self.bias)
-        return PartialConv2dFunction.apply(*inputs, params=params, rows=np.flatnonzero(self.mask))
+        return PartialConv2dFunction.apply(*inputs, rows=np.flatnonzero(self.mask), **params)
 
     def extra_repr(self) -> str:
         return f"updating {int(self.mask.sum())}/{len(self.mask)} channels"
