@@ -375,3 +375,12 @@ def test_get_submodule():
     assert model.get_submodule("") is model
     with pytest.raises(AttributeError, match="no submodule '1'"):
         model.get_submodule("0.1")
+
+
+def test_set_submodule():
+    model = nn.Sequential(nn.Sequential(nn.Linear(2, 2)))
+    replacement = nn.ReLU()
+    model.set_submodule("0.0", replacement)
+    assert model.get_submodule("0.0") is replacement and model[0][0] is replacement
+    with pytest.raises(AttributeError, match="no submodule '1'"):
+        model.set_submodule("0.1", nn.ReLU())

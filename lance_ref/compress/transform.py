@@ -12,12 +12,6 @@ from ..tensor import Tensor
 from .layers import CompressedConv2d, CompressedLinear, FixedBases
 
 
-def _set_submodule(model: Module, name: str, module: Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    setattr(parent, child, module)
-
-
 def prepare_finetune(
     model: Module, last_n: int, method: str, eps: float = 0.9, mode_set: str = "all", compress_classifier: bool = False
 ) -> list:
@@ -42,9 +36,9 @@ def prepare_finetune(
     for name in names:
         layer = model.get_submodule(name)
         if isinstance(layer, Conv2d):
-            _set_submodule(model, name, CompressedConv2d(layer, method, eps, mode_set))
+            model.set_submodule(name, CompressedConv2d(layer, method, eps, mode_set))
         else:
-            _set_submodule(model, name, CompressedLinear(layer, method if compress_classifier else "full", eps, mode_set))
+            model.set_submodule(name, CompressedLinear(layer, method if compress_classifier else "full", eps, mode_set))
         layer.requires_grad_(True)
     return names
 

@@ -69,9 +69,7 @@ class LanceCL(GPM):
         self.eps = check_eps(config.lance_eps)
         for name in self.weight_layer_names():
             layer = model.get_submodule(name)
-            wrapped = PatchCompressedConv2d(layer) if isinstance(layer, Conv2d) else CompressedLinear(layer, "full")
-            parent, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent) if parent else model, child, wrapped)
+            model.set_submodule(name, PatchCompressedConv2d(layer) if isinstance(layer, Conv2d) else CompressedLinear(layer, "full"))
 
     def compressed_layers(self) -> dict:
         """name -> layer of every wrapped layer, protected layers and heads."""

@@ -13,7 +13,8 @@ from contextlib import contextmanager
 import numpy as np
 
 from ..autograd import no_grad
-from ..functional.conv import conv_geometry, im2col
+from ..compress.layers import patch_tokens
+from ..functional.conv import conv_geometry
 from ..nn import Conv2d, Linear, ModuleList
 from ..tensor import Tensor
 
@@ -47,9 +48,8 @@ def patch_rows(layer, x: np.ndarray) -> np.ndarray:
     if layer.weight.ndim == 2:  # a Linear, or a layer wrapping one
         return x.reshape(-1, x.shape[-1])
     geometry = conv_geometry(x.shape, layer.weight.shape[2:], layer.stride, layer.padding, layer.dilation, 1)
-    cols = im2col(x, **geometry)[0]  # (N*H'*W', (i, j, c))
-    kh, kw = geometry["kernel"]
-    return cols.reshape(-1, kh, kw, x.shape[1]).transpose(0, 3, 1, 2).reshape(len(cols), -1)
+    tokens = patch_tokens(x, geometry)
+    return tokens.reshape(-1, tokens.shape[-1])
 
 
 @contextmanager

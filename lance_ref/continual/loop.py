@@ -51,10 +51,8 @@ def train_task(model, strategy, task, config, normalize, show: bool) -> memory.L
 
 
 def save_progress(path: Path, model, strategy, progress: dict) -> None:
-    state = {"model": model.state_dict(), "progress": progress}
-    if strategy.state():
-        state["strategy"] = strategy.state()
-    save_npz(path, flatten(state))
+    state = {"model": model.state_dict(), "progress": progress, "strategy": strategy.state()}
+    save_npz(path, flatten({key: value for key, value in state.items() if value}))  # an empty mapping cannot be stored
 
 
 def load_progress(path: Path, model, strategy) -> dict:

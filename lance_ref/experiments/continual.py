@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import random
-from ..continual import STRATEGIES, load_benchmark, make_strategy
+from ..continual import STRATEGIES, load_benchmark, make_strategy, run_tasks
 from ..continual.metrics import average_accuracy, backward_transfer, forgetting, ragged
 from ..continual.scenario import check_setting
 from ..io import save_json
@@ -92,8 +92,6 @@ def plot_matrix(matrix: np.ndarray, title: str, path: Path) -> None:
 
 def run(config: ContinualConfig, out: str | Path, show: bool = True) -> dict:
     """Run per `config`; write `out`/results.json (and the heatmap); return the results."""
-    from ..continual.loop import run_tasks
-
     config.check()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -110,8 +110,7 @@ def replace_classifier(model, classes: int, dtype) -> None:
     """A fresh classifier (the model's last Linear) for `classes` target classes."""
     name = [n for n, m in model.named_modules() if isinstance(m, Linear)][-1]
     old = model.get_submodule(name)
-    parent_name, _, child = name.rpartition(".")
-    setattr(model.get_submodule(parent_name), child, Linear(old.in_features, classes, bias=old.bias is not None, dtype=dtype))
+    model.set_submodule(name, Linear(old.in_features, classes, bias=old.bias is not None, dtype=dtype))
 
 
 def run(config: FinetuneConfig, out: str | Path, show: bool = True) -> dict:

@@ -174,6 +174,15 @@ class Module:
             module = child
         return module
 
+    def set_submodule(self, name: str, module: Module) -> None:
+        """Replace the descendant with dotted name `name` by `module`, as torch (the descendant
+        must exist)."""
+        parent_name, _, child = name.rpartition(".")
+        parent = self.get_submodule(parent_name)
+        if parent._modules.get(child) is None:
+            raise AttributeError(f"{type(parent).__name__} has no submodule {child!r} (setting {name!r})")
+        setattr(parent, child, module)
+
     def modules(self) -> Iterator[Module]:
         return (module for _, module in self.named_modules())
 
