@@ -123,7 +123,7 @@ def test_partial_weight_gradient_is_the_full_ones_rows(data):
     and bias gradients are exact."""
     from lance_ref import Tensor
     from lance_ref.selection.layers import SelectiveConv2d
-    from helpers import arrays, grouped_channels
+    from helpers import arrays, grouped_channels, numerical_vjp
 
     groups, c, o = data.draw(grouped_channels(max_channels=4, general_groups=[2]))
     k, stride, padding, dilation = (data.draw(st.integers(1, 2)) for _ in range(4))
@@ -142,6 +142,16 @@ def test_partial_weight_gradient_is_the_full_ones_rows(data):
     selective.mask = np.array(data.draw(st.lists(st.booleans(), min_size=o, max_size=o)))
     dx, dw, db = grads(selective)
     np.testing.assert_allclose(dx, full[0], rtol=1e-12, atol=1e-12)
+    params = [x, conv.weight.data.copy(), conv.bias.data.copy()]
+
+    def forward(x, weight, bias):  # finite differences move the layer's own parameters
+        selective.weight.data[...], selective.bias.data[...] = weight.data, bias.data
+        return selective(x)
+
+    for i, analytic in ((0, dx), (1, dw), (2, db)):
+        numeric = numerical_vjp(forward, params, i, v)
+        rows = Ellipsis if i == 0 else selective.mask
+        np.testing.assert_allclose(analytic[rows], numeric[rows], rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(dw[selective.mask], full[1][selective.mask], rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(db[selective.mask], full[2][selective.mask], rtol=1e-12, atol=1e-12)
     assert not dw[~selective.mask].any() and not db[~selective.mask].any()
