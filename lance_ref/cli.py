@@ -8,7 +8,7 @@ from dataclasses import fields
 
 from . import __version__
 from .allocator import keep_freed_memory
-from .experiments import continual, continual_sweep, finetune, supervised, sweep
+from .experiments import continual, continual_sweep, finetune, selection_sweep, supervised, sweep
 
 
 def _add_config_arguments(parser: argparse.ArgumentParser, config_class) -> None:
@@ -23,7 +23,7 @@ def _add_config_arguments(parser: argparse.ArgumentParser, config_class) -> None
 
 def _summary(results: dict) -> str:
     """One line: the result's headline figures."""
-    if results["command"] in ("finetune-sweep", "continual-sweep"):
+    if results["command"] in ("finetune-sweep", "continual-sweep", "selection-sweep"):
         return results["table"]
     config = results["config"]
     if results["command"] == "continual":
@@ -33,7 +33,13 @@ def _summary(results: dict) -> str:
             f"persistent bytes {results['persistent_bytes']:,}"
         )
     line = f"{config['model']} on {config['dataset']}: test accuracy {results['test_accuracy']:.4f}"
-    if results["command"] == "finetune":
+    if results["command"] == "finetune" and results["budget"] is not None:
+        line += (
+            f" ({config['method']}, last {config['last_n']} conv layers); at most {results['updated_parameters']:,} of "
+            f"{results['conv_parameters']:,} conv parameters updated per epoch (budget {results['budget']:,}); "
+            f"backward {results['backward_seconds']:.2f} s in all"
+        )
+    elif results["command"] == "finetune":
         ratio = results["full_activation_bytes"] / max(results["activation_bytes"], 1)
         line += (
             f" ({config['method']}, last {config['last_n']} conv layers, eps {config['eps']}); activation bytes "
@@ -47,8 +53,9 @@ def _summary(results: dict) -> str:
 
 COMMANDS = {
     "train": (supervised.TrainConfig, supervised.run, "train a zoo model on a dataset"),
-    "finetune": (finetune.FinetuneConfig, finetune.run, "fine-tune the last layers on new classes (full, hosvd, lance)"),
+    "finetune": (finetune.FinetuneConfig, finetune.run, "fine-tune the last layers on new classes (full, hosvd, lance, neq, random, su)"),
     "finetune-sweep": (sweep.SweepConfig, sweep.run, "fine-tune with every method and eps over several seeds"),
+    "selection-sweep": (selection_sweep.SelectionSweepConfig, selection_sweep.run, "fine-tune under parameter budgets with every selection policy over several seeds"),
     "continual": (continual.ContinualConfig, continual.run, "learn the tasks of a continual benchmark in turn with one strategy"),
     "continual-sweep": (continual_sweep.ContinualSweepConfig, continual_sweep.run, "every continual strategy over several seeds"),
 }

@@ -22,13 +22,14 @@ class EpochResult:
     loss: float
     accuracy: float
     seconds: float
+    backward_seconds: float  # of the epoch's `loss.backward()` calls alone
     ledger: memory.Ledger  # what backward kept in the epoch's first step
 
 
 def train_epoch(model, optimizer, loader, clip_grad_norm: float | None = None, label: str = "", show: bool = True) -> EpochResult:
     """One pass over `loader` with cross-entropy loss; the first step's graph goes to the ledger."""
     model.train()
-    start, ledger = time.perf_counter(), None
+    start, ledger, backward_seconds = time.perf_counter(), None, 0.0
     total_loss, correct, seen = 0.0, 0, 0
     bar = Progress(loader, label=label, enabled=show)
     for x, y in bar:
@@ -37,7 +38,9 @@ def train_epoch(model, optimizer, loader, clip_grad_norm: float | None = None, l
         if ledger is None:
             ledger = memory.ledger(loss, model.parameters())
         optimizer.zero_grad()
+        backward_start = time.perf_counter()
         loss.backward()
+        backward_seconds += time.perf_counter() - backward_start
         if clip_grad_norm is not None:
             clip_grad_norm_(model.parameters(), clip_grad_norm)
         optimizer.step()
@@ -45,15 +48,17 @@ def train_epoch(model, optimizer, loader, clip_grad_norm: float | None = None, l
         correct += int((logits.data.argmax(axis=1) == y).sum())
         seen += len(y)
         bar.set(loss=total_loss / seen, acc=correct / seen)
-    return EpochResult(total_loss / seen, correct / seen, time.perf_counter() - start, ledger)
+    return EpochResult(total_loss / seen, correct / seen, time.perf_counter() - start, backward_seconds, ledger)
 
 
 def fit(model, optimizer, loader, test_images, test_labels, epochs: int, schedule=None,
-        clip_grad_norm: float | None = None, show: bool = True) -> tuple[list, memory.Ledger]:
+        clip_grad_norm: float | None = None, show: bool = True, before_epoch=None) -> tuple[list, memory.Ledger]:
     """Train for `epochs`, testing after each; returns the per-epoch history and the ledger of
-    the first step."""
+    the first step. `before_epoch(epoch)`, if given, runs before each epoch and may return a dict
+    of figures for that epoch's history row."""
     history, first_ledger = [], None
     for epoch in range(1, epochs + 1):
+        figures = before_epoch(epoch) if before_epoch is not None else None
         result = train_epoch(model, optimizer, loader, clip_grad_norm, label=f"epoch {epoch}/{epochs}", show=show)
         if schedule is not None:
             schedule.step()
@@ -61,7 +66,7 @@ def fit(model, optimizer, loader, test_images, test_labels, epochs: int, schedul
         history.append(
             dict(epoch=epoch, loss=result.loss, train_accuracy=result.accuracy,
                  test_accuracy=accuracy(model, test_images, test_labels), seconds=result.seconds,
-                 steps=len(loader))
+                 backward_seconds=result.backward_seconds, steps=len(loader), **(figures or {}))
         )
     return history, first_ledger
 

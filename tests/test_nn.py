@@ -384,3 +384,20 @@ def test_set_submodule():
     assert model.get_submodule("0.0") is replacement and model[0][0] is replacement
     with pytest.raises(AttributeError, match="no submodule '1'"):
         model.set_submodule("0.1", nn.ReLU())
+
+
+def test_recording_inputs_and_outputs():
+    from lance_ref.nn import layer_activations, recording
+
+    model = nn.Sequential(nn.Linear(3, 2), nn.ReLU())
+    model.train()
+    x = np.array([[1.0, -2.0, 0.5]], dtype=np.float32)
+    outputs = layer_activations(model, {"0": model[0], "1": model[1]}, x, kind="output")
+    expected = model[0](lr.Tensor(x)).data
+    np.testing.assert_array_equal(outputs["0"], expected)
+    np.testing.assert_array_equal(outputs["1"], np.maximum(expected, 0))
+    np.testing.assert_array_equal(layer_activations(model, {"1": model[1]}, x)["1"], expected)
+    assert model.training and "forward" not in model[0].__dict__  # mode and methods restored
+    with pytest.raises(ValueError, match="kind must be one of"):
+        with recording({"0": model[0]}, kind="gradient"):
+            pass

@@ -61,8 +61,12 @@ class Net(Module):
         self.body = Sequential(*layers)
 
 
+def convs(model) -> dict:
+    return {name: m for name, m in model.named_modules() if isinstance(m, Conv2d)}
+
+
 def test_neuron_costs_count_their_own_parameters():
-    costs = conv_neurons(Net([4, 2], depthwise=True))
+    costs = conv_neurons(convs(Net([4, 2], depthwise=True)))
     assert {name: c.tolist() for name, c in costs.items()} == {
         "body.0": [27] * 4, "body.2": [36] * 2, "body.4": [10] * 2}  # depthwise: 3*3 + bias
 
@@ -70,7 +74,7 @@ def test_neuron_costs_count_their_own_parameters():
 @given(st.lists(st.integers(1, 5), min_size=1, max_size=3), st.booleans(), st.floats(0.01, 1.0),
        st.sampled_from(["neq", "random", "su"]), st.integers(0, 2**16))
 def test_selection_never_exceeds_the_budget(widths, depthwise, ratio, policy, seed):
-    costs = np.concatenate(list(conv_neurons(Net(widths, depthwise)).values()))
+    costs = np.concatenate(list(conv_neurons(convs(Net(widths, depthwise))).values()))
     try:
         budget = budget_parameters(ratio, costs)
     except ValueError:
@@ -113,8 +117,8 @@ def test_unknown_policy_and_missing_inputs_are_clear_errors():
         select("top", np.array([1]), 1)
     with pytest.raises(ValueError, match="policy 'neq' needs velocity"):
         select("neq", np.array([1]), 1)
-    with pytest.raises(ValueError, match="no Conv2d layer"):
-        conv_neurons(Sequential(ReLU()))
+    with pytest.raises(ValueError, match="no conv layer"):
+        conv_neurons(convs(Sequential(ReLU())))
 
 
 @given(st.data())
@@ -131,11 +135,11 @@ def test_partial_weight_gradient_is_the_full_ones_rows(data):
     x = data.draw(arrays((data.draw(st.integers(1, 3)), c, *[data.draw(st.integers(3, 5)) for _ in range(2)])))
     v = np.random.default_rng(0).standard_normal(conv(Tensor(x)).shape)
 
-    def grads(layer):
+    def grads(layer):  # a parameter left without a gradient counts as a zero one
         xt = Tensor(x, requires_grad=True)
         layer.weight.grad = layer.bias.grad = None
         layer(xt).backward(v)
-        return xt.grad, layer.weight.grad.copy(), layer.bias.grad.copy()
+        return xt.grad, *(np.zeros_like(p.data) if p.grad is None else p.grad.copy() for p in (layer.weight, layer.bias))
 
     full = grads(conv)
     selective = SelectiveConv2d(conv)
@@ -173,3 +177,137 @@ def test_frozen_channels_stay_bit_identical_under_sgd():
     frozen = ~layer.mask
     assert np.array_equal(layer.weight.data[frozen], before[0][frozen]) and np.array_equal(layer.bias.data[frozen], before[1][frozen])
     assert not np.array_equal(layer.weight.data[layer.mask], before[0][layer.mask])
+
+
+def test_an_unselected_layer_leaves_the_graph():
+    from lance_ref import Tensor
+    from lance_ref.selection import SelectiveConv2d
+
+    first, second = SelectiveConv2d(Conv2d(2, 3, 3)), SelectiveConv2d(Conv2d(3, 4, 3))
+    first.mask = np.zeros(3, dtype=bool)
+    second.mask = np.array([True, False, False, True])
+    hidden = first(Tensor(np.ones((1, 2, 6, 6), dtype=np.float32)))
+    assert not hidden.requires_grad  # backward will stop at `second`
+    second(hidden).sum().backward()
+    assert first.weight.grad is None and first.bias.grad is None
+    assert second.weight.grad[[0, 3]].any() and not second.weight.grad[[1, 2]].any()
+
+
+def selective_net(seed=0):
+    from lance_ref import random
+    from lance_ref.nn import Flatten, Linear
+    from lance_ref.selection import SelectiveConv2d
+
+    random.manual_seed(seed)
+    model = Sequential(Conv2d(1, 4, 3), ReLU(), Conv2d(4, 6, 3, padding=1), ReLU(), Flatten(), Linear(6 * 4 * 4, 3))
+    for name in ("0", "2"):
+        model.set_submodule(name, SelectiveConv2d(model.get_submodule(name)))
+    return model
+
+
+def test_selector_masks_fit_the_budget_and_neq_starts_at_random():
+    from lance_ref.nn import layer_activations
+    from lance_ref.selection import NeuronSelector
+
+    model, images = selective_net(), np.random.default_rng(0).standard_normal((5, 1, 6, 6)).astype(np.float32)
+    selector = NeuronSelector(model, "neq", 0.3, images, rng=np.random.default_rng(7))
+    costs = np.array([10] * 4 + [37] * 6)
+    assert selector.budget == int(0.3 * costs.sum())
+    first = selector.before_epoch(1)
+    masks = np.concatenate([model[0].mask, model[2].mask])
+    assert masks.tolist() == select("random", costs, selector.budget, rng=np.random.default_rng(7)).tolist()
+    assert first["updated_parameters"] == costs[masks].sum() <= selector.budget
+    tracker = VelocityTracker({"0": 4, "2": 6})
+    tracker.update(layer_activations(model, {"0": model[0], "2": model[2]}, images, kind="output"))
+    model[2].weight.data[...] *= -1.5  # something moved
+    model[0].weight.data[1:] += 0.1
+    velocity = tracker.update(layer_activations(model, {"0": model[0], "2": model[2]}, images, kind="output"))
+    selector.before_epoch(2)
+    masks = np.concatenate([model[0].mask, model[2].mask])
+    assert masks.tolist() == select("neq", costs, selector.budget, velocity=velocity).tolist()
+
+
+def test_frozen_channels_are_bit_identical_after_an_epoch():
+    from lance_ref.data import DataLoader
+    from lance_ref.optim import SGD
+    from lance_ref.selection import NeuronSelector
+    from lance_ref.train import train_epoch
+
+    model, rng = selective_net(), np.random.default_rng(1)
+    images, labels = rng.standard_normal((40, 1, 6, 6)).astype(np.float32), rng.integers(0, 3, 40)
+    selector = NeuronSelector(model, "random", 0.4, rng=np.random.default_rng(3))
+    optimizer = SGD(list(model.parameters()), lr=0.1)
+    for epoch in (1, 2):
+        selector.before_epoch(epoch)
+        before = {name: p.data.copy() for name, p in model.named_parameters()}
+        train_epoch(model, optimizer, DataLoader(images, labels, 8, shuffle=True, seed=epoch), show=False)
+        for index in ("0", "2"):
+            frozen = ~model[int(index)].mask
+            for kind in ("weight", "bias"):
+                now, then = getattr(model.get_submodule(index), kind).data, before[f"{index}.{kind}"]
+                assert np.array_equal(now[frozen], then[frozen])
+                assert not np.array_equal(now[~frozen], then[~frozen]) or not (~frozen).any()
+
+
+def test_selector_bad_input():
+    from lance_ref.selection import NeuronSelector
+
+    images = np.zeros((2, 1, 6, 6), dtype=np.float32)
+    with pytest.raises(ValueError, match="the velocity set is empty"):
+        NeuronSelector(selective_net(), "neq", 0.5, images[:0], rng=np.random.default_rng(0))
+    with pytest.raises(ValueError, match="unknown policy 'best'"):
+        NeuronSelector(selective_net(), "best", 0.5)
+    with pytest.raises(ValueError, match="not exceed all conv parameters"):
+        NeuronSelector(selective_net(), "su", 10**6)
+    with pytest.raises(ValueError, match="no conv layer"):
+        NeuronSelector(Sequential(ReLU()), "su", 0.5)
+    assert NeuronSelector(selective_net(), "full", None).before_epoch(1)["updated_parameters"] == 40 + 222
+
+
+@pytest.fixture(scope="module")
+def tiny_digits(tmp_path_factory):
+    """300 real digits (30 per class) as a user npz dataset."""
+    from lance_ref.data import load_mnist5k
+
+    digits = load_mnist5k()
+    keep = np.concatenate([np.flatnonzero(digits.labels == c)[:30] for c in range(10)])
+    path = tmp_path_factory.mktemp("data") / "tiny.npz"
+    np.savez(path, images=digits.images[keep, 0], labels=digits.labels[keep])
+    return path
+
+
+def finetune(out, dataset, *extra):
+    import json
+
+    from lance_ref.cli import main
+
+    arguments = ["finetune", "--dataset", f"npz:{dataset}", "--last-n", "3", "--batch-size", "16", "--out", str(out), "--quiet"]
+    code = main([*arguments, *extra])
+    return json.loads((out / "results.json").read_text()) if code == 0 else code
+
+
+def test_finetune_with_every_policy(tmp_path, tiny_digits):
+    full = finetune(tmp_path / "full", tiny_digits, "--method", "full", "--pretrain-epochs", "1", "--epochs", "2")
+    checkpoint = str(tmp_path / "full" / "source_model.npz")
+    assert full["budget"] is None and full["updated_parameters"] == full["conv_parameters"] == 23184
+    for policy in ("neq", "random", "su"):
+        results = finetune(tmp_path / policy, tiny_digits, "--method", policy, "--budget", "0.2", "--checkpoint", checkpoint, "--epochs", "3")
+        assert results["budget"] == int(0.2 * 23184)
+        assert all(0 < e["updated_parameters"] <= results["budget"] for e in results["epochs"])
+        assert results["updated_parameters"] == max(e["updated_parameters"] for e in results["epochs"])
+        assert results["backward_seconds"] == pytest.approx(sum(e["backward_seconds"] for e in results["epochs"]))
+        assert 0 < results["backward_seconds"] < results["wall_seconds"]
+    assert finetune(tmp_path / "count", tiny_digits, "--method", "su", "--budget", "5000", "--checkpoint", checkpoint, "--epochs", "1")["budget"] == 5000
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--budget", "2.0"], "a fractional budget must lie in (0, 1]"),
+    (["--budget", "100000"], "not exceed all conv parameters (23184)"),
+    (["--budget", "ten"], "budget must be a ratio like '0.1' or a parameter count"),
+    (["--velocity-samples", "0"], "the velocity set cannot be empty"),
+    (["--velocity-samples", "100000"], "velocity_samples (100000) exceeds the target training images"),
+    (["--momentum", "0.9"], "a momentum buffer would move frozen channels"),
+])
+def test_finetune_selection_bad_arguments(tmp_path, capsys, tiny_digits, arguments, message):
+    assert finetune(tmp_path, tiny_digits, "--method", "neq", "--pretrain-epochs", "1", *arguments) == 2
+    assert message in capsys.readouterr().err

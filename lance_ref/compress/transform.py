@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
-
 from ..autograd import no_grad
-from ..nn import BatchNorm1d, BatchNorm2d, Conv2d, Linear, Module
+from ..nn import Module, fine_tune_last
 from ..tensor import Tensor
 from .layers import CompressedConv2d, CompressedLinear, FixedBases
 
@@ -17,30 +15,13 @@ def prepare_finetune(
 ) -> list:
     """Replace the last `last_n` Conv2d layers by compressed layers of `method` and make the
     classifier (the last Linear) trainable, by plain backprop unless `compress_classifier`;
-    freeze every other parameter and pin every BatchNorm in eval mode. Returns the names of the
-    fine-tuned layers, in forward order (the classifier last).
-
-    Layers are taken in registration order, which is the forward order of the zoo's models.
-    """
-    convs = [name for name, m in model.named_modules() if isinstance(m, Conv2d)]
-    linears = [name for name, m in model.named_modules() if isinstance(m, Linear)]
-    if not isinstance(last_n, (int, np.integer)) or not 1 <= last_n <= len(convs):
-        raise ValueError(f"last_n must be an int in 1..{len(convs)} (the model's conv layers), got {last_n!r}")
-    if not linears:
-        raise ValueError("the model has no Linear classifier to fine-tune")
-    names = convs[-last_n:] + linears[-1:]
-    model.freeze()
-    for module in model.modules():
-        if isinstance(module, (BatchNorm1d, BatchNorm2d)):
-            module.keep_eval()
-    for name in names:
-        layer = model.get_submodule(name)
-        if isinstance(layer, Conv2d):
-            model.set_submodule(name, CompressedConv2d(layer, method, eps, mode_set))
-        else:
-            model.set_submodule(name, CompressedLinear(layer, method if compress_classifier else "full", eps, mode_set))
-        layer.requires_grad_(True)
-    return names
+    the rest is frozen as `nn.fine_tune_last` does. Returns the names of the fine-tuned layers,
+    in forward order (the classifier last)."""
+    return fine_tune_last(
+        model, last_n,
+        wrap_conv=lambda conv: CompressedConv2d(conv, method, eps, mode_set),
+        wrap_classifier=lambda linear: CompressedLinear(linear, method if compress_classifier else "full", eps, mode_set),
+    )
 
 
 def lance_layers(model: Module) -> list:

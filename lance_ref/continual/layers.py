@@ -8,15 +8,11 @@ The task heads (the model's last child: a Linear, or a ModuleList of them) are n
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import numpy as np
 
-from ..autograd import no_grad
 from ..compress.layers import patch_tokens
 from ..functional.conv import conv_geometry
 from ..nn import Conv2d, Linear, ModuleList
-from ..tensor import Tensor
 
 
 def head_names(model) -> list:
@@ -50,39 +46,3 @@ def patch_rows(layer, x: np.ndarray) -> np.ndarray:
     geometry = conv_geometry(x.shape, layer.weight.shape[2:], layer.stride, layer.padding, layer.dilation, 1)
     tokens = patch_tokens(x, geometry)
     return tokens.reshape(-1, tokens.shape[-1])
-
-
-@contextmanager
-def recording_inputs(layers: dict):
-    """Within the block, each call of a layer in `layers` appends its input array to
-    `recorded[name]` (the yielded dict)."""
-    recorded = {name: [] for name in layers}
-
-    def wrap(name, layer):
-        forward = layer.forward
-
-        def recording(x, *args, **kwargs):
-            recorded[name].append(x.data)
-            return forward(x, *args, **kwargs)
-
-        return recording
-
-    for name, layer in layers.items():
-        object.__setattr__(layer, "forward", wrap(name, layer))
-    try:
-        yield recorded
-    finally:
-        for layer in layers.values():
-            del layer.__dict__["forward"]
-
-
-def layer_inputs(model, layers: dict, x: np.ndarray, **forward_options) -> dict:
-    """name -> the input each layer of `layers` sees when `model` runs on `x` (eval mode, no graph)."""
-    was_training = model.training
-    model.eval()
-    try:
-        with no_grad(), recording_inputs(layers) as recorded:
-            model(Tensor(x), **forward_options)
-    finally:
-        model.train(was_training)
-    return {name: np.concatenate(arrays) for name, arrays in recorded.items()}

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..io import flatten
-from ..nn import BatchNorm1d, BatchNorm2d
+from ..nn import BatchNorm1d, BatchNorm2d, layer_activations
 from .gpm import check_threshold, extend_memory, project_out
-from .layers import check_ungrouped, head_names, layer_inputs, patch_rows, protected_layers
+from .layers import check_ungrouped, head_names, patch_rows, protected_layers
 from .replay import ClassBalancedReservoir
 from .steps import minibatches, task_loss
 
@@ -225,7 +225,7 @@ class GPM(Finetune):
         count = min(self.config.representation_samples, len(task.train))
         index = np.random.default_rng((self.config.seed, task.index, 2)).choice(len(task.train), count, replace=False)
         layers = self.layers
-        inputs = layer_inputs(self.model, layers, normalize(task.train.images[np.sort(index)]), **forward_task(task, self.config.setting))
+        inputs = layer_activations(self.model, layers, normalize(task.train.images[np.sort(index)]), **forward_task(task, self.config.setting))
         for name, layer in layers.items():
             rows = patch_rows(layer, inputs[name])
             self.memory[name] = extend_memory(self.memory.get(name), rows.T, self.threshold(task))

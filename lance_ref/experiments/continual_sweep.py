@@ -10,6 +10,7 @@ import numpy as np
 from ..io import save_json
 from . import continual
 from .finetune import parse_list
+from .report import summarise
 
 COLUMNS = ("acc", "bwt", "activation_bytes", "persistent_bytes")
 
@@ -50,11 +51,7 @@ def run(config: ContinualSweepConfig, out: str | Path, show: bool = True) -> dic
                              **{k: result[k] for k in COLUMNS}))
             if show:
                 print(f"seed {seed} {strategy:<9} ACC {result['acc']:.4f} BWT {result['bwt']:+.4f}", flush=True)
-    summary = []
-    for strategy in strategies:
-        group = [r for r in rows if r["strategy"] == strategy]
-        mean = {k: float(np.mean([r[k] for r in group])) for k in (*COLUMNS, "task_seconds")}
-        summary.append(dict(strategy=strategy, seeds=len(group), acc_std=float(np.std([r["acc"] for r in group])), **mean))
+    summary = summarise(rows, ("strategy",), (*COLUMNS, "task_seconds"), "acc")
     results = dict(command="continual-sweep", config=asdict(config), runs=rows, summary=summary, table=format_table(summary))
     save_json(out / "results.json", results)
     return results

@@ -6,6 +6,10 @@ training images (or loaded from `--checkpoint`), its classifier is replaced by a
 the target classes, the last N conv layers and the classifier are fine-tuned by the chosen
 method while everything else is frozen (BatchNorm in eval mode), and the accuracy is measured
 on the target test images.
+
+Methods: `full` (plain backprop), `hosvd` and `lance` (compressed activations,
+specs/compressed.md), and `neq`, `random` and `su`, which update only the conv channels their
+policy selects under `--budget` (specs/selection.md).
 """
 
 from __future__ import annotations
@@ -22,8 +26,9 @@ from ..compress import METHODS, MODE_SETS, calibrate, prepare_finetune
 from ..compress.hosvd import check_eps
 from ..data import load_dataset, normalize, subset_by_classes
 from ..io import save_json
-from ..nn import Linear
+from ..nn import Linear, fine_tune_last, last_layers
 from ..optim import SGD, CosineAnnealingLR
+from ..selection import POLICIES, NeuronSelector, SelectiveConv2d, budget_parameters, conv_neurons
 from ..tensor import float_dtype
 from ..train import fit
 from .report import write_history
@@ -36,6 +41,20 @@ def parse_list(text: str, kind=int) -> list:
         return [kind(v) for v in text.split(",")]
     except ValueError:
         raise ValueError(f"expected a comma-separated list of {kind.__name__}s, got {text!r}") from None
+
+
+SELECTION_METHODS = tuple(p for p in POLICIES if p != "full")  # `full` is the compress methods' own
+FINETUNE_METHODS = METHODS + SELECTION_METHODS
+
+
+def parse_budget(text: str):
+    """"0.1" -> a ratio 0.1; "5000" -> a count of 5000 parameters (an integer literal is a count)."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    raise ValueError(f"budget must be a ratio like '0.1' or a parameter count like '5000', got {text!r}")
 
 
 def parse_classes(spec: str) -> list:
@@ -58,6 +77,9 @@ class FinetuneConfig:
     eps: float = 0.9
     modes: str = "all"
     compress_classifier: bool = False
+    budget: str = "0.1"
+    velocity_samples: int = 10
+    velocity_momentum: float = 0.5
     source_classes: str = "0-4"
     target_classes: str = "5-9"
     pretrain_epochs: int = 6
@@ -72,8 +94,14 @@ class FinetuneConfig:
     checkpoint: str = ""
 
     def check(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
+        if self.method not in FINETUNE_METHODS:
+            raise ValueError(f"method must be one of {FINETUNE_METHODS}, got {self.method!r}")
+        if self.method in SELECTION_METHODS:
+            parse_budget(self.budget)
+            if self.velocity_samples < 1:
+                raise ValueError(f"velocity_samples must be >= 1 (the velocity set cannot be empty), got {self.velocity_samples}")
+            if self.momentum != 0:
+                raise ValueError(f"momentum must be 0 for method {self.method!r}: a momentum buffer would move frozen channels")
         if self.modes not in MODE_SETS:
             raise ValueError(f"modes must be one of {MODE_SETS}, got {self.modes!r}")
         check_eps(self.eps)
@@ -88,14 +116,13 @@ class FinetuneConfig:
             raise ValueError(f"source and target classes overlap: {sorted(set(source) & set(target))}")
 
 
-def source_model(config: FinetuneConfig, source, source_test, out: Path, show: bool):
-    """The model trained on the source classes: loaded from `config.checkpoint`, or trained
-    and saved to `out`/source_model.npz."""
+def train_source(config: FinetuneConfig, model, source, source_test, out: Path, show: bool) -> None:
+    """Give `model` its source-class weights: loaded from `config.checkpoint`, or trained and
+    saved to `out`/source_model.npz."""
     dtype = np.dtype(config.dtype)
-    model = model_for(config.model, source, config.seed, dtype)
     if config.checkpoint:
         load_checkpoint(config.checkpoint, model)
-        return model
+        return
     optimizer = SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     fit(
         model, optimizer, make_loader(source, config.batch_size, config.seed, dtype, crop_padding=2),
@@ -103,7 +130,6 @@ def source_model(config: FinetuneConfig, source, source_test, out: Path, show: b
         config.pretrain_epochs, CosineAnnealingLR(optimizer, T_max=config.pretrain_epochs), show=show,
     )
     save_checkpoint(out / "source_model.npz", model, meta=dict(classes=config.source_classes, seed=config.seed))
-    return model
 
 
 def replace_classifier(model, classes: int, dtype) -> None:
@@ -111,6 +137,32 @@ def replace_classifier(model, classes: int, dtype) -> None:
     name = [n for n, m in model.named_modules() if isinstance(m, Linear)][-1]
     old = model.get_submodule(name)
     model.set_submodule(name, Linear(old.in_features, classes, bias=old.bias is not None, dtype=dtype))
+
+
+def check_budget(config: FinetuneConfig, model) -> int:
+    """The budget in parameters for `model`'s last `config.last_n` convs (checked before any training)."""
+    convs = {name: model.get_submodule(name) for name in last_layers(model, config.last_n)[:-1]}
+    return budget_parameters(parse_budget(config.budget), np.concatenate(list(conv_neurons(convs).values())))
+
+
+def make_selector(config: FinetuneConfig, model, target, dtype) -> NeuronSelector:
+    """The selector of `config.method`, its velocity set drawn (seeded) from the target training images."""
+    if config.velocity_samples > len(target):
+        raise ValueError(f"velocity_samples ({config.velocity_samples}) exceeds the target training images ({len(target)})")
+    rng = np.random.default_rng([config.seed, 2])
+    index = np.sort(rng.choice(len(target), config.velocity_samples, replace=False))
+    velocity_images = normalize(target.images[index], target.mean, target.std, dtype)
+    return NeuronSelector(model, config.method, parse_budget(config.budget), velocity_images, rng, config.velocity_momentum)
+
+
+def compression_results(model, names: list) -> dict:
+    """The compressed methods' figures: full backprop's activation bytes, ranks and FLOPs per layer."""
+    layers = {name: model.get_submodule(name) for name in names}
+    return dict(
+        full_activation_bytes=sum(layer.full_activation_bytes() for layer in layers.values()),
+        ranks={name: layer.ranks() for name, layer in layers.items()},
+        flops={name: layer.flops() for name, layer in layers.items()},
+    )
 
 
 def run(config: FinetuneConfig, out: str | Path, show: bool = True) -> dict:
@@ -121,16 +173,23 @@ def run(config: FinetuneConfig, out: str | Path, show: bool = True) -> dict:
     dtype = np.dtype(config.dtype)
     train, test = load_dataset(config.dataset)
     source_classes, target_classes = parse_classes(config.source_classes), parse_classes(config.target_classes)
-    model = source_model(
-        config, subset_by_classes(train, source_classes), subset_by_classes(test, source_classes), out, show
-    )
+    source = subset_by_classes(train, source_classes)
+    model = model_for(config.model, source, config.seed, dtype)
+    selecting = config.method in SELECTION_METHODS
+    if selecting:
+        check_budget(config, model)
+    train_source(config, model, source, subset_by_classes(test, source_classes), out, show)
     target, target_test = subset_by_classes(train, target_classes), subset_by_classes(test, target_classes)
     random.manual_seed(config.seed + 1)
     replace_classifier(model, len(target_classes), dtype)
-    names = prepare_finetune(model, config.last_n, config.method, config.eps, config.modes, config.compress_classifier)
     # A fixed batch-mode basis needs full batches, so every method drops the last partial one.
     loader = make_loader(target, config.batch_size, config.seed, dtype, drop_last=True)
-    calibration_seconds = 0.0
+    selector, calibration_seconds = None, 0.0
+    if selecting:
+        names = fine_tune_last(model, config.last_n, SelectiveConv2d, wrap_classifier=lambda linear: linear)
+        selector = make_selector(config, model, target, dtype)
+    else:
+        names = prepare_finetune(model, config.last_n, config.method, config.eps, config.modes, config.compress_classifier)
     if config.method == "lance":
         batches = (x for _, (x, _) in zip(range(config.calibration_batches), loader))
         calibration_seconds = calibrate(model, batches)
@@ -140,19 +199,22 @@ def run(config: FinetuneConfig, out: str | Path, show: bool = True) -> dict:
     history, ledger = fit(
         model, optimizer, loader, normalize(target_test.images, target.mean, target.std, dtype), target_test.labels,
         config.epochs, CosineAnnealingLR(optimizer, T_max=config.epochs), clip_grad_norm=config.clip, show=show,
+        before_epoch=selector.before_epoch if selecting else None,
     )
-    layers = {name: model.get_submodule(name) for name in names}
+    conv_parameters = int(sum(p.data.size for name in names[:-1] for p in model.get_submodule(name).parameters()))
     results = dict(
         command="finetune",
         config=asdict(config),
         test_accuracy=history[-1]["test_accuracy"],
         activation_bytes=ledger.bytes(names),
-        full_activation_bytes=sum(layer.full_activation_bytes() for layer in layers.values()),
         activation_bytes_by_layer={name: ledger.bytes([name]) for name in names},
-        ranks={name: layer.ranks() for name, layer in layers.items()},
-        flops={name: layer.flops() for name, layer in layers.items()},
+        **(compression_results(model, names) if not selecting else {}),
+        budget=selector.budget if selecting else None,
+        conv_parameters=conv_parameters,
+        updated_parameters=max(e["updated_parameters"] for e in history) if selecting else conv_parameters,
         calibration_seconds=calibration_seconds,
         step_seconds=sum(e["seconds"] for e in history) / sum(e["steps"] for e in history),
+        backward_seconds=sum(e["backward_seconds"] for e in history),
         wall_seconds=time.perf_counter() - start,
         trainable_parameters=int(sum(p.data.size for p in trainable)),
         epochs=history,

@@ -6,7 +6,22 @@ import csv
 import io
 from pathlib import Path
 
+import numpy as np
+
 from ..io import save_bytes
+
+
+def summarise(rows: list, keys: tuple, columns: tuple, spread: str) -> list:
+    """One row per distinct value of `keys` (in first-seen order) over the runs `rows`: the
+    number of `seeds`, the mean of each of `columns`, and the std of `spread` as `<spread>_std`."""
+    groups = {}
+    for row in rows:
+        groups.setdefault(tuple(row[k] for k in keys), []).append(row)
+    return [
+        dict(zip(keys, key), seeds=len(group), **{f"{spread}_std": float(np.std([r[spread] for r in group]))},
+             **{c: float(np.mean([r[c] for r in group])) for c in columns})
+        for key, group in groups.items()
+    ]
 
 
 def pyplot():

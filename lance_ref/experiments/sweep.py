@@ -9,11 +9,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import numpy as np
-
 from ..io import save_json
 from . import finetune
-from .report import pyplot, save_figure
+from .report import pyplot, save_figure, summarise
+
+COLUMNS = ("test_accuracy", "activation_bytes", "full_activation_bytes", "step_seconds")
 
 
 @dataclass
@@ -39,24 +39,12 @@ def runs(config: SweepConfig):
                 yield seed, method, eps
 
 
-def summarise(rows: list) -> list:
-    """Mean over seeds per (method, eps): accuracy (and its std), memory, step time."""
-    table = {}
-    for row in rows:
-        table.setdefault((row["method"], row["eps"]), []).append(row)
-    summary = []
-    for (method, eps), group in table.items():
-        mean = {key: float(np.mean([r[key] for r in group])) for key in ("test_accuracy", "activation_bytes", "full_activation_bytes", "step_seconds")}
-        summary.append(dict(method=method, eps=eps, seeds=len(group), accuracy_std=float(np.std([r["test_accuracy"] for r in group])), **mean))
-    return summary
-
-
 def format_table(summary: list) -> str:
     lines = [f"{'method':<7}{'eps':>6}{'seeds':>6}{'accuracy':>10}{'+-':>7}{'act. KiB':>10}{'full KiB':>10}{'ratio':>8}{'ms/step':>9}"]
     for s in summary:
         lines.append(
             f"{s['method']:<7}{s['eps'] if s['method'] != 'full' else '-':>6}{s['seeds']:>6}{s['test_accuracy']:>10.4f}"
-            f"{s['accuracy_std']:>7.4f}{s['activation_bytes'] / 1024:>10.1f}{s['full_activation_bytes'] / 1024:>10.1f}"
+            f"{s['test_accuracy_std']:>7.4f}{s['activation_bytes'] / 1024:>10.1f}{s['full_activation_bytes'] / 1024:>10.1f}"
             f"{s['full_activation_bytes'] / s['activation_bytes']:>8.1f}{s['step_seconds'] * 1e3:>9.1f}"
         )
     return "\n".join(lines)
@@ -91,11 +79,11 @@ def run(config: SweepConfig, out: str | Path, show: bool = True) -> dict:
         folder = out / f"seed{seed}" / (method if method == "full" else f"{method}-eps{eps:g}")
         checkpoint = "" if method == "full" else str(out / f"seed{seed}" / "full" / "source_model.npz")
         result = finetune.run(replace(base, seed=seed, method=method, eps=eps, checkpoint=checkpoint), folder, show=False)
-        rows.append(dict(seed=seed, method=method, eps=eps, **{k: result[k] for k in ("test_accuracy", "activation_bytes", "full_activation_bytes", "step_seconds")}))
+        rows.append(dict(seed=seed, method=method, eps=eps, **{k: result[k] for k in COLUMNS}))
         if show:
             print(f"seed {seed} {method:<5} eps {eps:<5g} accuracy {result['test_accuracy']:.4f} "
                   f"activation bytes {result['activation_bytes']:,}", flush=True)
-    summary = summarise(rows)
+    summary = summarise(rows, ("method", "eps"), COLUMNS, "test_accuracy")
     results = dict(command="finetune-sweep", config=asdict(config), runs=rows, summary=summary, table=format_table(summary))
     save_json(out / "results.json", results)
     plot(summary, out)

@@ -21,4 +21,6 @@ from .layers import (
     Tanh,
 )
 from .module import IncompatibleKeys, Module, Parameter
+from .recording import layer_activations, recording
+from .surgery import fine_tune_last, last_layers
 from .zoo import MODELS, AlexNetGPM, MobileNetV2, ResNet18Reduced, SmallCNN, build_model

@@ -1,7 +1,13 @@
-"""Budgeted neuron selection for on-device fine-tuning: NEq velocity, budgets and selection
-policies (Quelennec et al., 2024; specs/selection.md)."""
+"""Budgeted neuron selection for on-device fine-tuning: NEq velocity, budgets, selection
+policies and convs that skip the frozen channels' weight gradients (Quelennec et al., 2024;
+specs/selection.md)."""
 
 from .budget import POLICIES, budget_parameters, conv_neurons, greedy_prefix, select
+from .layers import SelectiveConv2d
+from .selector import NeuronSelector
 from .velocity import VelocityTracker, cosine_distance
 
-__all__ = ["POLICIES", "VelocityTracker", "budget_parameters", "conv_neurons", "cosine_distance", "greedy_prefix", "select"]
+__all__ = [
+    "POLICIES", "NeuronSelector", "SelectiveConv2d", "VelocityTracker", "budget_parameters", "conv_neurons",
+    "cosine_distance", "greedy_prefix", "select",
+]

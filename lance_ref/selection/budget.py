@@ -11,20 +11,18 @@ import numbers
 
 import numpy as np
 
-from ..nn import Conv2d
-
 POLICIES = ("neq", "random", "su", "full")
 
 
-def conv_neurons(model) -> dict:
-    """layer name -> (per-channel parameter costs) for every Conv2d, in registration order."""
+def conv_neurons(layers: dict) -> dict:
+    """name -> per-output-channel parameter costs of each conv layer of `layers` (name -> a
+    Conv2d or a layer wrapping one: 4-d `weight`, optional `bias`)."""
+    if not layers:
+        raise ValueError("there is no conv layer to select neurons from")
     costs = {}
-    for name, layer in model.named_modules():
-        if isinstance(layer, Conv2d):
-            out_channels, per_channel = layer.weight.shape[0], int(np.prod(layer.weight.shape[1:]))
-            costs[name] = np.full(out_channels, per_channel + (layer.bias is not None), dtype=np.int64)
-    if not costs:
-        raise ValueError("the model has no Conv2d layer to select neurons from")
+    for name, layer in layers.items():
+        out_channels, per_channel = layer.weight.shape[0], int(np.prod(layer.weight.shape[1:]))
+        costs[name] = np.full(out_channels, per_channel + (layer.bias is not None), dtype=np.int64)
     return costs
 
 

@@ -13,18 +13,16 @@ from ..nn import Conv2d, Module
 
 
 def partial_weight_grad(grad: np.ndarray, x: np.ndarray, rows: np.ndarray, weight_shape, geometry) -> np.ndarray:
-    """dW with only `rows` (output channels) formed: dW[o] = sum_{n,h',w'} dY[n,o,h',w'] X_g(o)[(n,h',w'), :]
+    """dW with only `rows` (sorted output channels) formed: dW[o] = sum_{n,h',w'} dY[n,o,h',w'] X_g(o)[(n,h',w'), :]
     for o in `rows`, zero elsewhere; X_g the im2col rows of o's group."""
     out_channels, (kh, kw), groups = weight_shape[0], geometry["kernel"], geometry["groups"]
     grad_w = np.zeros((out_channels, kh * kw * weight_shape[1]), dtype=grad.dtype)
-    if len(rows) == 0:
-        return grad_w.reshape(weight_shape)
     cols = im2col(x, **geometry)  # (G, N*H'*W', (i, j, c))
-    dy = grad.transpose(0, 2, 3, 1).reshape(-1, out_channels)
     group_of = rows // (out_channels // groups)
     for g in np.unique(group_of):
         selected = rows[group_of == g]
-        grad_w[selected] = dy[:, selected].T @ cols[g]
+        dy = grad[:, selected].transpose(0, 2, 3, 1).reshape(-1, len(selected))  # the selected channels only
+        grad_w[selected] = dy.T @ cols[g]
     return grad_w.reshape(out_channels, kh, kw, -1).transpose(0, 3, 1, 2)
 
 
@@ -47,7 +45,8 @@ class PartialConv2dFunction(Conv2dFunction):
 
 class SelectiveConv2d(Module):
     """A Conv2d (same Parameters, same names) whose output channels update only where `mask` is
-    True; with every channel selected it is the plain conv."""
+    True. With none selected its parameters are cut from the graph (they get no gradient, and
+    backward stops here unless the input needs one)."""
 
     def __init__(self, conv: Conv2d):
         super().__init__()
@@ -57,8 +56,9 @@ class SelectiveConv2d(Module):
         self.mask = np.ones(conv.weight.shape[0], dtype=bool)
 
     def forward(self, x):
-        if self.mask.all():
-            return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        if not self.mask.any():  # nothing updates: the parameters leave the graph
+            bias = None if self.bias is None else self.bias.detach()
+            return F.conv2d(x, self.weight.detach(), bias, self.stride, self.padding, self.dilation, self.groups)
         bias_shape = None if self.bias is None else self.bias.shape
         params = conv2d_params(x.shape, self.weight.shape, bias_shape, self.stride, self.padding, self.dilation, self.groups)
         inputs = (x, self.weight) if self.bias is None else (x, self.weight, self.bias)

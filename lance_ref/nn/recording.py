@@ -1,0 +1,52 @@
+"""Reading what layers see and give during a forward pass (specs/nn.md#recording)."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import numpy as np
+
+from ..autograd import no_grad
+from ..tensor import Tensor
+
+KINDS = ("input", "output")
+
+
+@contextmanager
+def recording(layers: dict, kind: str = "input"):
+    """Within the block, each call of a layer in `layers` (name -> Module) appends its input or
+    output array (`kind`) to `recorded[name]`, the yielded dict."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    recorded = {name: [] for name in layers}
+
+    def wrap(name, layer):
+        forward = layer.forward
+
+        def recording_forward(x, *args, **kwargs):
+            y = forward(x, *args, **kwargs)
+            recorded[name].append((x if kind == "input" else y).data)
+            return y
+
+        return recording_forward
+
+    for name, layer in layers.items():
+        object.__setattr__(layer, "forward", wrap(name, layer))
+    try:
+        yield recorded
+    finally:
+        for layer in layers.values():
+            del layer.__dict__["forward"]
+
+
+def layer_activations(model, layers: dict, x: np.ndarray, kind: str = "input", **forward_options) -> dict:
+    """name -> the input or output (`kind`) of each layer of `layers` when `model` runs on `x`
+    in eval mode without a graph; the model's mode is restored."""
+    was_training = model.training
+    model.eval()
+    try:
+        with no_grad(), recording(layers, kind) as recorded:
+            model(Tensor(x), **forward_options)
+    finally:
+        model.train(was_training)
+    return {name: np.concatenate(arrays) for name, arrays in recorded.items()}
