@@ -2,21 +2,9 @@
 
 import json
 
-import numpy as np
 import pytest
 
 from lance_ref.cli import main
-from lance_ref.data import load_mnist5k
-
-
-@pytest.fixture(scope="module")
-def tiny_dataset(tmp_path_factory):
-    """200 real digits (20 per class) as a user npz dataset."""
-    digits = load_mnist5k()
-    keep = np.concatenate([np.flatnonzero(digits.labels == c)[:20] for c in range(10)])
-    path = tmp_path_factory.mktemp("data") / "tiny.npz"
-    np.savez(path, images=digits.images[keep, 0], labels=digits.labels[keep])
-    return path
 
 
 def train(tmp_path, dataset, name, *extra):
@@ -26,8 +14,8 @@ def train(tmp_path, dataset, name, *extra):
     return json.loads((out / "results.json").read_text()), out
 
 
-def test_train_writes_results(tmp_path, tiny_dataset):
-    results, out = train(tmp_path, tiny_dataset, "run")
+def test_train_writes_results(tmp_path, tiny_digits):
+    results, out = train(tmp_path, tiny_digits, "run")
     for key in ("test_accuracy", "epochs", "wall_seconds", "activation_bytes_per_step", "config"):
         assert key in results
     assert len(results["epochs"]) == 2
@@ -36,15 +24,15 @@ def test_train_writes_results(tmp_path, tiny_dataset):
     assert (out / "model.npz").is_file() and (out / "history.csv").is_file()
 
 
-def test_same_seed_same_losses_bit_for_bit(tmp_path, tiny_dataset):
-    first, _ = train(tmp_path, tiny_dataset, "a", "--seed", "3")
-    second, _ = train(tmp_path, tiny_dataset, "b", "--seed", "3")
+def test_same_seed_same_losses_bit_for_bit(tmp_path, tiny_digits):
+    first, _ = train(tmp_path, tiny_digits, "a", "--seed", "3")
+    second, _ = train(tmp_path, tiny_digits, "b", "--seed", "3")
     assert [e["loss"] for e in first["epochs"]] == [e["loss"] for e in second["epochs"]]
 
 
-def test_float64_run(tmp_path, tiny_dataset):
-    results, _ = train(tmp_path, tiny_dataset, "f64", "--dtype", "float64")
-    f32, _ = train(tmp_path, tiny_dataset, "f32")
+def test_float64_run(tmp_path, tiny_digits):
+    results, _ = train(tmp_path, tiny_digits, "f64", "--dtype", "float64")
+    f32, _ = train(tmp_path, tiny_digits, "f32")
     assert results["config"]["dtype"] == "float64"
     # float arrays double; integer ones (max-pool taps, targets) do not
     assert 1.9 < results["activation_bytes_per_step"] / f32["activation_bytes_per_step"] < 2

@@ -264,18 +264,6 @@ def test_selector_bad_input():
     assert NeuronSelector(selective_net(), "full", None).before_epoch(1)["updated_parameters"] == 40 + 222
 
 
-@pytest.fixture(scope="module")
-def tiny_digits(tmp_path_factory):
-    """300 real digits (30 per class) as a user npz dataset."""
-    from lance_ref.data import load_mnist5k
-
-    digits = load_mnist5k()
-    keep = np.concatenate([np.flatnonzero(digits.labels == c)[:30] for c in range(10)])
-    path = tmp_path_factory.mktemp("data") / "tiny.npz"
-    np.savez(path, images=digits.images[keep, 0], labels=digits.labels[keep])
-    return path
-
-
 def finetune(out, dataset, *extra):
     import json
 
@@ -311,3 +299,19 @@ def test_finetune_with_every_policy(tmp_path, tiny_digits):
 def test_finetune_selection_bad_arguments(tmp_path, capsys, tiny_digits, arguments, message):
     assert finetune(tmp_path, tiny_digits, "--method", "neq", "--pretrain-epochs", "1", *arguments) == 2
     assert message in capsys.readouterr().err
+
+
+def test_selection_sweep_compares_policies_per_budget(tmp_path, tiny_digits):
+    import json
+
+    from lance_ref.cli import main
+
+    arguments = ["selection-sweep", "--dataset", f"npz:{tiny_digits}", "--seeds", "0", "--budgets", "0.1,0.3",
+                 "--policies", "neq,random", "--pretrain-epochs", "1", "--epochs", "2", "--out", str(tmp_path), "--quiet"]
+    assert main(arguments) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert [(r["method"], r["budget"]) for r in results["runs"]] == [
+        ("full", "all"), ("neq", "0.1"), ("random", "0.1"), ("neq", "0.3"), ("random", "0.3")]
+    assert [c["budget"] for c in results["comparisons"]] == ["0.1", "0.3"]
+    assert "neq - random at budget 0.3" in results["table"]
+    assert main([*arguments[:-3], "--policies", "neq,full", "--out", str(tmp_path / "bad"), "--quiet"]) == 2
