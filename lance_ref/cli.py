@@ -8,7 +8,7 @@ from dataclasses import fields
 
 from . import __version__
 from .allocator import keep_freed_memory
-from .experiments import continual, continual_sweep, finetune, selection_sweep, supervised, sweep
+from .experiments import continual, continual_sweep, finetune, lightcl_analysis, selection_sweep, supervised, sweep
 
 
 def _add_config_arguments(parser: argparse.ArgumentParser, config_class) -> None:
@@ -23,7 +23,7 @@ def _add_config_arguments(parser: argparse.ArgumentParser, config_class) -> None
 
 def _summary(results: dict) -> str:
     """One line: the result's headline figures."""
-    if results["command"] in ("finetune-sweep", "continual-sweep", "selection-sweep"):
+    if results["command"] in ("finetune-sweep", "continual-sweep", "selection-sweep", "lightcl-analysis"):
         return results["table"]
     config = results["config"]
     if results["command"] == "continual":
@@ -58,6 +58,7 @@ COMMANDS = {
     "selection-sweep": (selection_sweep.SelectionSweepConfig, selection_sweep.run, "fine-tune under parameter budgets with every selection policy over several seeds"),
     "continual": (continual.ContinualConfig, continual.run, "learn the tasks of a continual benchmark in turn with one strategy"),
     "continual-sweep": (continual_sweep.ContinualSweepConfig, continual_sweep.run, "every continual strategy over several seeds"),
+    "lightcl-analysis": (lightcl_analysis.AnalysisConfig, lightcl_analysis.run, "per layer: plasticity when frozen, stability of features (LightCL)"),
 }
 
 

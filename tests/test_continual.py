@@ -214,6 +214,9 @@ def test_gpm_gradients_are_orthogonal_to_the_memory():
         assert np.abs(layer.weight.grad.reshape(len(layer.weight.grad), -1) @ memory).max() < 1e-10
 
 
+TINY_LIGHTCL = dict(lightcl_freeze="fc", lightcl_features="fc", lightcl_buffer=4)  # TinyNet has no defaults
+
+
 def run_tiny(tmp_path, strategy, monkeypatch, running_stats=False, **overrides):
     scenario = tiny_scenario()
     monkeypatch.setattr("lance_ref.experiments.continual.load_benchmark", lambda *a, **k: scenario)
@@ -224,14 +227,14 @@ def run_tiny(tmp_path, strategy, monkeypatch, running_stats=False, **overrides):
         return built[-1]
 
     monkeypatch.setattr("lance_ref.experiments.continual.build_model", build_tiny)
-    settings = dict(epochs=2, batch_size=8, lr=0.05, dtype="float64", buffer_size=6, representation_samples=10)
+    settings = dict(epochs=2, batch_size=8, lr=0.05, dtype="float64", buffer_size=6, representation_samples=10, **TINY_LIGHTCL)
     config = ContinualConfig(strategy=strategy, **{**settings, **overrides})
     results = run(config, tmp_path, show=False)
     run_tiny.model = built[-1]
     return results
 
 
-@pytest.mark.parametrize("strategy", ["finetune", "joint", "er", "ewc", "gpm", "lance"])
+@pytest.mark.parametrize("strategy", ["finetune", "joint", "er", "ewc", "gpm", "lance", "lightcl"])
 @pytest.mark.parametrize("setting", ["task", "class"])
 def test_every_strategy_runs_and_reports(tmp_path, monkeypatch, strategy, setting):
     results = run_tiny(tmp_path, strategy, monkeypatch, setting=setting)
@@ -248,7 +251,7 @@ def test_replay_doubles_the_activation_bytes(tmp_path, monkeypatch):
     assert replay["activation_bytes"] > plain["activation_bytes"]
 
 
-@pytest.mark.parametrize("strategy", ["er", "ewc", "gpm", "lance"])
+@pytest.mark.parametrize("strategy", ["er", "ewc", "gpm", "lance", "lightcl"])
 def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch, strategy):
     whole = run_tiny(tmp_path / "whole", strategy, monkeypatch)
     from lance_ref.continual import loop
@@ -274,6 +277,12 @@ def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch, st
     (dict(strategy="er", buffer_size=0), "buffer_size must be >= 1"),
     (dict(setting="domain"), "setting must be one of"),
     (dict(gpm_threshold=0.0, strategy="gpm"), "gpm_threshold must lie in"),
+    (dict(strategy="lightcl", lightcl_freeze="conv9"), "freeze point 'conv9' names no layer with parameters"),
+    (dict(strategy="lightcl", lightcl_freeze="relu"), "freeze point 'relu' names no layer with parameters"),
+    (dict(strategy="lightcl", lightcl_features="fc,head"), "lightcl_features names no module of the model: \\['head'\\]"),
+    (dict(strategy="lightcl", lightcl_mask_ratio=0.0), "lightcl_mask_ratio must lie in \\(0, 1\\]"),
+    (dict(strategy="lightcl", lightcl_mask_ratio=1.5), "lightcl_mask_ratio must lie in \\(0, 1\\]"),
+    (dict(strategy="lightcl", lightcl_buffer=25), "lightcl_buffer \\(25\\) is larger than a task's training data \\(24 samples\\)"),
 ])
 def test_bad_configs_are_clear_errors(tmp_path, monkeypatch, change, message):
     with pytest.raises(ValueError, match=message):
@@ -422,3 +431,94 @@ def test_class_incremental_evaluation_pools_the_tasks_and_splits_them_back():
     for task, value in zip(scenario.tasks, pooled):
         logits = task.test.images.reshape(len(task.test), -1)[:, :4]
         assert value == pytest.approx((logits.argmax(1) == task.global_labels(task.test.labels)).mean())
+
+
+# --- LightCL ---------------------------------------------------------------------------------
+def lightcl_after_tasks(setting="task"):
+    """LightCL on TinyNet through both tiny tasks: (strategy, normalize, snapshots after each task)."""
+    from lance_ref.continual import make_strategy
+    from lance_ref.continual.loop import normalizer, train_task
+
+    scenario = tiny_scenario()
+    config = ContinualConfig(strategy="lightcl", setting=setting, epochs=2, batch_size=8, lr=0.05, dtype="float64", **TINY_LIGHTCL)
+    model = TinyNet(scenario.head_sizes(setting))
+    strategy, normalize = make_strategy("lightcl", model, scenario, config), normalizer(scenario, "float64")
+    snapshots = []
+    for task in scenario.tasks:
+        train_task(model, strategy, task, config, normalize, show=False)
+        snapshots.append(({n: p.data.copy() for n, p in model.named_parameters()}, {n: m.copy() for n, m in strategy.masks.items()}))
+    return strategy, normalize, snapshots
+
+
+def test_lightcl_freezes_the_lower_layers_and_grows_its_masks():
+    strategy, _, ((params0, masks0), (params1, masks1)) = lightcl_after_tasks()
+    for name in ("conv.weight", "bn.weight", "bn.bias"):  # before the freeze point: bit-identical
+        assert np.array_equal(params0[name], params1[name])
+    assert not np.array_equal(params0["fc.weight"], params1["fc.weight"])
+    assert masks0["fc"].sum() == np.ceil(0.15 * 8)  # the top 15% of fc's 8 units
+    assert (masks1["fc"] >= masks0["fc"]).all()  # OR-ed over tasks: never shrinks
+    strategy.model.train()
+    assert not strategy.model.bn.training and strategy.model.fc.training  # the frozen BatchNorm stays in eval mode
+
+
+@pytest.mark.parametrize("setting", ["task", "class"])
+def test_lightcl_penalty_is_zero_until_the_model_changes(setting):
+    strategy, normalize, _ = lightcl_after_tasks(setting)
+    task = strategy.scenario.tasks[1]
+    strategy.before_task(task, normalize)  # old features and logits of the buffer, from this model
+    assert strategy.buffer.size == 4 and set(strategy.buffer.tasks[:4]) == {0, 1}
+    assert strategy.penalty(task, normalize).item() == 0
+    strategy.model.fc.weight.data[np.flatnonzero(strategy.masks["fc"])[0]] += 0.5  # a masked unit moves
+    moved = strategy.penalty(task, normalize)
+    assert moved.item() > 0
+    moved.backward()
+    assert np.abs(strategy.model.fc.weight.grad).sum() > 0 and strategy.model.conv.weight.grad is None
+
+
+def test_channel_importance_and_top_channels_by_hand():
+    from lance_ref.continual.lightcl import channel_importance, top_channels
+
+    features = np.array([[[[1.0, -2.0]], [[0.5, 0.0]], [[-3.0, 0.0]]]])  # (1, 3, 1, 2)
+    importance = channel_importance(features)
+    assert importance.tolist() == [3.0, 0.5, 3.0]
+    assert top_channels(importance, 0.5).tolist() == [True, False, True]  # ceil(1.5) = 2; ties keep order
+    assert top_channels(importance, 0.1).tolist() == [True, False, False]
+    assert channel_importance(np.array([[1.0, -1.0], [2.0, 0.0]])).tolist() == [3.0, 1.0]  # (N, C) features
+
+
+@given(st.integers(0, 2**16), st.integers(3, 12), st.integers(1, 6), st.floats(0.1, 10.0))
+def test_linear_cka_is_invariant_to_rotations_and_scale(seed, samples, width, scale):
+    from lance_ref.continual.metrics import linear_cka
+
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((samples, width))
+    rotation = np.linalg.qr(rng.standard_normal((width, width)))[0]
+    assert linear_cka(x, x) == pytest.approx(1.0)
+    assert linear_cka(x, scale * x @ rotation + 3.0) == pytest.approx(1.0)  # and to shifts (centred)
+    y = rng.standard_normal((samples, width + 1))
+    assert 0 <= linear_cka(x, y) <= 1 + 1e-12
+    assert linear_cka(x, y) == pytest.approx(linear_cka(y, x))
+
+
+def test_linear_cka_bad_input():
+    from lance_ref.continual.metrics import linear_cka
+
+    with pytest.raises(ValueError, match="same n >= 2 samples"):
+        linear_cka(np.ones((3, 2)), np.ones((4, 2)))
+    with pytest.raises(ValueError, match="constant over the samples"):
+        linear_cka(np.ones((3, 2)), np.arange(6.0).reshape(3, 2))
+
+
+def test_lightcl_analysis_reports_every_layer(tmp_path, monkeypatch):
+    from lance_ref.cli import main
+
+    scenario = tiny_scenario()
+    monkeypatch.setattr("lance_ref.experiments.lightcl_analysis.load_benchmark", lambda *a, **k: scenario)
+    monkeypatch.setattr("lance_ref.experiments.continual.build_model", lambda name, **options: TinyNet(options["heads"]))
+    arguments = ["lightcl-analysis", "--epochs", "2", "--batch-size", "8", "--lr", "0.05", "--dtype", "float64"]
+    assert main([*arguments, "--out", str(tmp_path), "--quiet"]) == 0
+    import json
+
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert [r["layer"] for r in rows] == ["(none)", "conv", "fc"]
+    assert rows[0]["plasticity"] == 1.0 and all(0 <= r["stability"] <= 1 + 1e-9 for r in rows[1:])

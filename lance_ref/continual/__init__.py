@@ -1,5 +1,5 @@
 """Continual learning: class-split scenarios, the accuracy-matrix metrics, strategies (finetune,
-joint, er, ewc, gpm, lance) and the task-by-task loop (specs/continual.md)."""
+joint, er, ewc, gpm, lance, lightcl) and the task-by-task loop (specs/continual.md)."""
 
 from .gpm import extend_memory, project_out
 from .layers import head_names, patch_rows, protected_layers
@@ -8,9 +8,10 @@ from .metrics import average_accuracy, backward_transfer, forgetting
 from .replay import ClassBalancedReservoir
 from .scenario import BENCHMARKS, SETTINGS, Scenario, Task, load_benchmark, make_scenario, split_classes
 from .lance_cl import LanceCL, ProtectedBases, complement_basis
+from .lightcl import LightCL
 from .strategies import EWC, GPM, ExperienceReplay, Finetune, Joint
 
-STRATEGIES = {s.name: s for s in (Finetune, Joint, ExperienceReplay, EWC, GPM, LanceCL)}
+STRATEGIES = {s.name: s for s in (Finetune, Joint, ExperienceReplay, EWC, GPM, LanceCL, LightCL)}
 
 
 def make_strategy(name: str, model, scenario, config):
@@ -21,7 +22,7 @@ def make_strategy(name: str, model, scenario, config):
 
 __all__ = [
     "BENCHMARKS", "EWC", "GPM", "SETTINGS", "STRATEGIES", "ClassBalancedReservoir", "ExperienceReplay", "Finetune",
-    "Joint", "LanceCL", "ProtectedBases", "Scenario", "Task", "average_accuracy", "backward_transfer",
+    "Joint", "LanceCL", "LightCL", "ProtectedBases", "Scenario", "Task", "average_accuracy", "backward_transfer",
     "complement_basis", "extend_memory", "forgetting", "head_names", "load_benchmark", "make_scenario",
     "make_strategy", "patch_rows", "project_out", "protected_layers", "run_tasks", "split_classes",
 ]

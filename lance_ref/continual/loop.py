@@ -23,12 +23,14 @@ from .strategies import Samples
 CHECKPOINT = "checkpoint.npz"
 
 
-def train_task(model, strategy, task, config, normalize, show: bool) -> memory.Ledger:
-    """Train `task` for `config.epochs`; returns the ledger of its first step."""
+def train_task(model, strategy, task, config, normalize, show: bool) -> tuple[memory.Ledger, int]:
+    """Train `task` for `config.epochs`; returns the ledger of its first step and the number of
+    parameters trained."""
     random.manual_seed(config.seed * 1000 + task.index)
     rng = np.random.default_rng((config.seed, task.index, 0))
     strategy.before_task(task, normalize)
-    optimizer = SGD([p for p in model.parameters() if p.requires_grad], lr=config.lr)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = SGD(trainable, lr=config.lr)
     samples, ledger = strategy.training_samples(task), None
     model.train()
     for epoch in range(1, config.epochs + 1):
@@ -39,6 +41,9 @@ def train_task(model, strategy, task, config, normalize, show: bool) -> memory.L
             replayed = strategy.replay(rng)
             step = batch if replayed is None else Samples.concat([batch, replayed])
             loss = task_loss(model, normalize(step.images), step.labels, step.tasks, config.setting)
+            penalty = strategy.penalty(task, normalize)
+            if penalty is not None:
+                loss = loss + penalty
             ledger = ledger or memory.ledger(loss, model.parameters(), strategy.fixed_arrays())
             optimizer.zero_grad()
             loss.backward()
@@ -47,7 +52,17 @@ def train_task(model, strategy, task, config, normalize, show: bool) -> memory.L
             strategy.after_step(batch, rng)
             bar.set(loss=loss.item())
     strategy.after_task(task, normalize)
-    return ledger
+    return ledger, sum(p.data.size for p in trainable)
+
+
+def normalizer(scenario, dtype):
+    """images -> the model's input: normalised by the first task's statistics, in `dtype`."""
+    first = scenario.tasks[0].train
+
+    def normalize(images):
+        return normalize_images(images, first.mean, first.std, np.dtype(dtype))
+
+    return normalize
 
 
 def save_progress(path: Path, model, strategy, progress: dict) -> None:
@@ -70,24 +85,21 @@ def load_progress(path: Path, model, strategy) -> dict:
 def run_tasks(model, scenario, strategy, config, out: Path, show: bool = True, resume: bool = False) -> dict:
     """Learn every task of `scenario` in turn; returns the accuracy matrix, per-task seconds
     and memory figures. With `resume`, continues from `out`/checkpoint.npz if it exists."""
-    first = scenario.tasks[0].train
-    dtype = np.dtype(config.dtype)
-
-    def normalize(images):
-        return normalize_images(images, first.mean, first.std, dtype)
-
+    normalize = normalizer(scenario, config.dtype)
     count = len(scenario.tasks)
     matrix, seconds = np.zeros((count, count)), np.zeros(count)
     activation = np.zeros((count, 2), dtype=np.int64)  # weight layers, every op
+    trainable = np.zeros(count, dtype=np.int64)
     start = 0
     if resume and (out / CHECKPOINT).exists():
         progress = load_progress(out / CHECKPOINT, model, strategy)
         start = int(progress["next_task"])
         matrix, seconds, activation = progress["accuracy_matrix"], progress["task_seconds"], progress["activation_bytes"]
+        trainable = progress["trainable_parameters"]
     names = strategy.weight_layer_names()
     for task in scenario.tasks[start:]:
         began = time.perf_counter()
-        ledger = train_task(model, strategy, task, config, normalize, show)
+        ledger, trainable[task.index] = train_task(model, strategy, task, config, normalize, show)
         seconds[task.index] = time.perf_counter() - began
         activation[task.index] = ledger.bytes(names), ledger.bytes()
         seen = scenario.tasks[: task.index + 1]
@@ -96,6 +108,7 @@ def run_tasks(model, scenario, strategy, config, out: Path, show: bool = True, r
         if show:
             row = " ".join(f"{a:.3f}" for a in matrix[task.index, : task.index + 1])
             print(f"after task {task.index + 1}/{count}: accuracy per task {row}")
-        progress = dict(next_task=task.index + 1, accuracy_matrix=matrix, task_seconds=seconds, activation_bytes=activation)
+        progress = dict(next_task=task.index + 1, accuracy_matrix=matrix, task_seconds=seconds, activation_bytes=activation,
+                        trainable_parameters=trainable)
         save_progress(out / CHECKPOINT, model, strategy, progress)
-    return dict(accuracy_matrix=matrix, task_seconds=seconds, activation_bytes=activation)
+    return dict(accuracy_matrix=matrix, task_seconds=seconds, activation_bytes=activation, trainable_parameters=trainable)

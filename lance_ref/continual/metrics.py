@@ -43,3 +43,23 @@ def ragged(matrix) -> list:
     """The lower triangle as rows of growing length (row i: the i + 1 tasks seen), for JSON."""
     r = check_accuracy_matrix(matrix)
     return [r[i, : i + 1].tolist() for i in range(len(r))]
+
+
+def centred_gram(features: np.ndarray) -> np.ndarray:
+    """K = X X^T of the features X (n, p) centred over the samples."""
+    centred = features - features.mean(axis=0)
+    return centred @ centred.T
+
+
+def linear_cka(x, y) -> float:
+    """Linear CKA of two feature sets of the same n samples, (n, ...) each, flattened per sample
+    (Kornblith et al., ICML 2019; specs/continual.md#layer-wise-analysis):
+    <K_x, K_y>_F / (|K_x|_F |K_y|_F) with K = X X^T of the centred features."""
+    a, b = (np.asarray(f, dtype=np.float64).reshape(len(f), -1) for f in (x, y))
+    if len(a) != len(b) or len(a) < 2:
+        raise ValueError(f"linear CKA needs two feature sets of the same n >= 2 samples, got {len(a)} and {len(b)}")
+    ka, kb = (centred_gram(f) for f in (a, b))
+    norms = np.linalg.norm(ka) * np.linalg.norm(kb)
+    if norms == 0:
+        raise ValueError("linear CKA is undefined for features that are constant over the samples")
+    return float((ka * kb).sum() / norms)

@@ -79,6 +79,10 @@ class Finetune:
     def replay(self, rng) -> Samples | None:
         return None
 
+    def penalty(self, task, normalize):
+        """A term added to each minibatch's loss (a Tensor), or None."""
+        return None
+
     def after_backward(self, task) -> None:
         pass
 

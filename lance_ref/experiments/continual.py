@@ -47,6 +47,11 @@ class ContinualConfig:
     gpm_threshold_step: float = 0.003
     representation_samples: int = 125
     lance_eps: float = 0.9
+    lightcl_freeze: str = "auto"
+    lightcl_features: str = "auto"
+    lightcl_mask_ratio: float = 0.15
+    lightcl_buffer: int = 15
+    lightcl_beta: float = 2e-4
     dtype: str = "float32"
     resume: bool = False
 
@@ -56,7 +61,7 @@ class ContinualConfig:
         check_setting(self.setting)
         if self.model not in MODELS:
             raise ValueError(f"model must be one of {MODELS} (the zoo's models with task heads), got {self.model!r}")
-        for name in ("epochs", "batch_size", "buffer_size", "representation_samples"):
+        for name in ("epochs", "batch_size", "buffer_size", "representation_samples", "lightcl_buffer"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0:
@@ -115,6 +120,8 @@ def run(config: ContinualConfig, out: str | Path, show: bool = True) -> dict:
         activation_bytes_by_task=outcome["activation_bytes"][:, 0].tolist(),
         activation_bytes_all_ops_by_task=outcome["activation_bytes"][:, 1].tolist(),
         persistent_bytes=strategy.persistent_bytes(),
+        trainable_parameters=int(outcome["trainable_parameters"][min(1, len(matrix) - 1) :].max()),
+        trainable_parameters_by_task=outcome["trainable_parameters"].tolist(),
         task_seconds=outcome["task_seconds"].tolist(),
     )
     save_json(out / "results.json", results)

@@ -22,7 +22,7 @@ class ContinualSweepConfig:
     benchmark: str = "split-mnist"
     data_path: str = ""
     setting: str = "task"
-    strategies: str = "finetune,joint,er,ewc,gpm,lance"
+    strategies: str = "finetune,joint,er,ewc,gpm,lance,lightcl"
     seeds: str = "0,1,2"
     epochs: int = 5
 

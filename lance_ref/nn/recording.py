@@ -15,7 +15,7 @@ KINDS = ("input", "output")
 @contextmanager
 def recording(layers: dict, kind: str = "input"):
     """Within the block, each call of a layer in `layers` (name -> Module) appends its input or
-    output array (`kind`) to `recorded[name]`, the yielded dict."""
+    output Tensor (`kind`), graph included, to `recorded[name]`, the yielded dict."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     recorded = {name: [] for name in layers}
@@ -25,7 +25,7 @@ def recording(layers: dict, kind: str = "input"):
 
         def recording_forward(x, *args, **kwargs):
             y = forward(x, *args, **kwargs)
-            recorded[name].append((x if kind == "input" else y).data)
+            recorded[name].append(x if kind == "input" else y)
             return y
 
         return recording_forward
@@ -49,4 +49,4 @@ def layer_activations(model, layers: dict, x: np.ndarray, kind: str = "input", *
             model(Tensor(x), **forward_options)
     finally:
         model.train(was_training)
-    return {name: np.concatenate(arrays) for name, arrays in recorded.items()}
+    return {name: np.concatenate([t.data for t in tensors]) for name, tensors in recorded.items()}

@@ -1,0 +1,88 @@
+"""`lance-ref lightcl-analysis`: the layer-wise analysis that motivates LightCL's freezing point
+(specs/continual.md#layer-wise-analysis).
+
+A model learns task 0 of a benchmark. From that state, task 1 is learned once with every layer
+training, and once per weight layer l with every parameter up to l frozen. Per layer:
+- plasticity: task 1's accuracy with the layers up to l frozen, relative to training everything;
+- stability: linear CKA of l's outputs on task 0's test images, before and after learning task 1
+  with every layer training.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from ..continual import Finetune, head_names, load_benchmark, protected_layers
+from ..continual.lightcl import freeze_before
+from ..continual.loop import normalizer, train_task
+from ..continual.metrics import linear_cka
+from ..continual.steps import evaluate
+from ..continual.strategies import forward_task
+from ..io import save_json
+from ..nn import layer_activations
+from .continual import ContinualConfig, build
+
+
+@dataclass
+class AnalysisConfig:
+    """The benchmark, model and training of the analysis; as in `continual`."""
+
+    benchmark: str = "split-mnist"
+    data_path: str = ""
+    setting: str = "task"
+    model: str = "alexnet-gpm"
+    epochs: int = 5
+    batch_size: int = 64
+    lr: float = 0.01
+    seed: int = 0
+    dtype: str = "float32"
+
+
+def format_table(rows: list) -> str:
+    lines = [f"{'frozen up to':<16}{'task-1 accuracy':>16}{'plasticity':>12}{'stability (CKA)':>17}"]
+    for r in rows:
+        stability = "" if r["stability"] is None else f"{r['stability']:.4f}"
+        lines.append(f"{r['layer']:<16}{r['accuracy']:>16.4f}{r['plasticity']:>12.4f}{stability:>17}")
+    return "\n".join(lines)
+
+
+def run(config: AnalysisConfig, out: str | Path, show: bool = True) -> dict:
+    """Run the analysis; write `out`/results.json; return the results."""
+    settings = ContinualConfig(strategy="finetune", **{f.name: getattr(config, f.name) for f in fields(config)})
+    settings.check()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    scenario = load_benchmark(config.benchmark, config.seed, config.data_path)
+    if len(scenario.tasks) < 2:
+        raise ValueError(f"{config.benchmark} has a single task; the analysis needs two")
+    old, new = scenario.tasks[:2]
+    normalize = normalizer(scenario, config.dtype)
+
+    def learn_new_task(model) -> float:
+        train_task(model, Finetune(model, scenario, settings), new, settings, normalize, show)
+        return evaluate(model, [new], config.setting, normalize, np.random.default_rng((config.seed, 1, 4)))[0]
+
+    model = build(settings, scenario)
+    train_task(model, Finetune(model, scenario, settings), old, settings, normalize, show)
+    learned_old, weight_layers = model.state_dict(), protected_layers(model)
+    old_images, old_head = normalize(old.test.images), forward_task(old, config.setting)
+    before = layer_activations(model, weight_layers, old_images, kind="output", **old_head)
+    everything = learn_new_task(model)
+    after = layer_activations(model, weight_layers, old_images, kind="output", **old_head)
+    layers = list(weight_layers)
+    rows = [dict(layer="(none)", accuracy=everything, plasticity=1.0, stability=None)]
+    heads = head_names(model)[0].split(".")[0]  # the heads' container
+    for i, layer in enumerate(layers):
+        model = build(settings, scenario)
+        model.load_state_dict(learned_old)
+        freeze_before(model, layers[i + 1] if i + 1 < len(layers) else heads)
+        accuracy = learn_new_task(model)
+        rows.append(dict(layer=layer, accuracy=accuracy, plasticity=accuracy / everything, stability=linear_cka(before[layer], after[layer])))
+        if show:
+            print(f"frozen up to {layer}: task-1 accuracy {accuracy:.4f}", flush=True)
+    results = dict(command="lightcl-analysis", config=asdict(config), tasks=[list(old.classes), list(new.classes)], rows=rows, table=format_table(rows))
+    save_json(out / "results.json", results)
+    return results
