@@ -522,3 +522,20 @@ def test_lightcl_analysis_reports_every_layer(tmp_path, monkeypatch):
     rows = json.loads((tmp_path / "results.json").read_text())["rows"]
     assert [r["layer"] for r in rows] == ["(none)", "conv", "fc"]
     assert rows[0]["plasticity"] == 1.0 and all(0 <= r["stability"] <= 1 + 1e-9 for r in rows[1:])
+
+
+@pytest.mark.parametrize("model_name, frozen_last, trained_first", [
+    ("resnet18-reduced", "layer3.1.bn2.bias", "layer4.0.conv1.weight"),
+    ("alexnet-gpm", "bn3.bias", "fc1.weight"),
+])
+def test_lightcl_defaults_fit_the_zoo_models(model_name, frozen_last, trained_first):
+    from lance_ref.continual.lightcl import DEFAULTS, frozen_before
+    from lance_ref.nn import build_model
+
+    model = build_model(model_name, num_classes=4, in_channels=1, image_size=28, heads=[2, 2])
+    freeze, features = DEFAULTS[model_name]
+    frozen = frozen_before(model, freeze)
+    names = [n for n, _ in model.named_parameters()]
+    assert frozen[-1] == frozen_last and names[len(frozen)] == trained_first
+    modules = dict(model.named_modules())
+    assert all(name in modules for name in features.split(","))
