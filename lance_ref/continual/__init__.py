@@ -1,5 +1,6 @@
 """Continual learning: class-split scenarios, the accuracy-matrix metrics, strategies (finetune,
-joint, er, ewc, gpm, lance, lightcl) and the task-by-task loop (specs/continual.md)."""
+joint, er, ewc, gpm, lance, lightcl, and latent replay: float-latent-replay, binary-latent-replay,
+cwr) and the task-by-task loop (specs/continual.md, specs/binary.md)."""
 
 from .gpm import extend_memory, project_out
 from .layers import head_names, patch_rows, protected_layers
@@ -8,10 +9,11 @@ from .metrics import average_accuracy, backward_transfer, forgetting
 from .replay import ClassBalancedReservoir
 from .scenario import BENCHMARKS, SETTINGS, Scenario, Task, load_benchmark, make_scenario, split_classes
 from .lance_cl import LanceCL, ProtectedBases, complement_basis
+from .latent_replay import BinaryLatentReplay, CWRStar, LatentReplay
 from .lightcl import LightCL
 from .strategies import EWC, GPM, ExperienceReplay, Finetune, Joint
 
-STRATEGIES = {s.name: s for s in (Finetune, Joint, ExperienceReplay, EWC, GPM, LanceCL, LightCL)}
+STRATEGIES = {s.name: s for s in (Finetune, Joint, ExperienceReplay, EWC, GPM, LanceCL, LightCL, LatentReplay, BinaryLatentReplay, CWRStar)}
 
 
 def make_strategy(name: str, model, scenario, config):
@@ -21,8 +23,8 @@ def make_strategy(name: str, model, scenario, config):
     return STRATEGIES[name](model, scenario, config)
 
 __all__ = [
-    "BENCHMARKS", "EWC", "GPM", "SETTINGS", "STRATEGIES", "ClassBalancedReservoir", "ExperienceReplay", "Finetune",
-    "Joint", "LanceCL", "LightCL", "ProtectedBases", "Scenario", "Task", "average_accuracy", "backward_transfer",
+    "BENCHMARKS", "BinaryLatentReplay", "CWRStar", "EWC", "GPM", "SETTINGS", "STRATEGIES", "ClassBalancedReservoir", "ExperienceReplay", "Finetune",
+    "Joint", "LanceCL", "LatentReplay", "LightCL", "ProtectedBases", "Scenario", "Task", "average_accuracy", "backward_transfer",
     "complement_basis", "extend_memory", "forgetting", "head_names", "load_benchmark", "make_scenario",
     "make_strategy", "patch_rows", "project_out", "protected_layers", "run_tasks", "split_classes",
 ]

@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 
 from .. import memory, random
+from ..binary import requantize_
 from ..data import normalize as normalize_images
 from ..io import flatten, load_npz, save_npz, unflatten
 from ..optim import SGD
 from ..progress import Progress
-from .steps import evaluate, minibatches, task_loss
-from .strategies import Samples
+from .steps import evaluate, minibatches
 
 CHECKPOINT = "checkpoint.npz"
 
@@ -38,17 +38,13 @@ def train_task(model, strategy, task, config, normalize, show: bool) -> tuple[me
         bar = Progress(minibatches(len(samples), config.batch_size, rng), label=label, enabled=show)
         for index in bar:
             batch = samples.take(index)
-            replayed = strategy.replay(rng)
-            step = batch if replayed is None else Samples.concat([batch, replayed])
-            loss = task_loss(model, normalize(step.images), step.labels, step.tasks, config.setting)
-            penalty = strategy.penalty(task, normalize)
-            if penalty is not None:
-                loss = loss + penalty
+            loss = strategy.minibatch_loss(task, batch, rng, normalize)
             ledger = ledger or memory.ledger(loss, model.parameters(), strategy.fixed_arrays())
             optimizer.zero_grad()
             loss.backward()
             strategy.after_backward(task)
             optimizer.step()
+            requantize_(model)
             strategy.after_step(batch, rng)
             bar.set(loss=loss.item())
     strategy.after_task(task, normalize)

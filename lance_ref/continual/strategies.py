@@ -79,6 +79,14 @@ class Finetune:
     def replay(self, rng) -> Samples | None:
         return None
 
+    def minibatch_loss(self, task, batch: Samples, rng, normalize):
+        """The loss of one step: `batch` joined by the samples `replay` draws, plus `penalty`."""
+        replayed = self.replay(rng)
+        step = batch if replayed is None else Samples.concat([batch, replayed])
+        loss = task_loss(self.model, normalize(step.images), step.labels, step.tasks, self.config.setting)
+        penalty = self.penalty(task, normalize)
+        return loss if penalty is None else loss + penalty
+
     def penalty(self, task, normalize):
         """A term added to each minibatch's loss (a Tensor), or None."""
         return None
@@ -100,6 +108,10 @@ class Finetune:
 
     def persistent_bytes(self) -> int:
         return sum(a.nbytes for a in flatten(self.state()).values())
+
+    def replay_bytes(self) -> int:
+        """The bytes of the samples (or latents) kept for replay."""
+        return 0
 
 
 class Joint(Finetune):
@@ -140,6 +152,9 @@ class ExperienceReplay(Finetune):
 
     def state(self) -> dict:
         return self.buffer.state()
+
+    def replay_bytes(self) -> int:
+        return self.buffer.images[: self.buffer.size].nbytes
 
     def load_state(self, state: dict) -> None:
         self.buffer.load_state(state)

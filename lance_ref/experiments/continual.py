@@ -17,6 +17,7 @@ import numpy as np
 from .. import random
 from ..continual import STRATEGIES, load_benchmark, make_strategy, run_tasks
 from ..continual.metrics import average_accuracy, backward_transfer, forgetting, ragged
+from ..binary import check_bits, set_precision
 from ..continual.scenario import check_setting
 from ..io import save_json
 from ..nn import build_model
@@ -24,7 +25,7 @@ from ..tensor import float_dtype
 from .report import pyplot, save_figure
 
 
-MODELS = ("alexnet-gpm", "resnet18-reduced")  # the zoo's models with task heads
+MODELS = ("alexnet-gpm", "resnet18-reduced", "binary-cnn")  # the zoo's models with task heads (binary-cnn: one shared head)
 
 
 @dataclass
@@ -52,6 +53,10 @@ class ContinualConfig:
     lightcl_mask_ratio: float = 0.15
     lightcl_buffer: int = 15
     lightcl_beta: float = 2e-4
+    latent_layer: str = "latent"
+    latent_replay_size: int = 200
+    forward_bits: int = 8
+    backward_bits: int = 16
     dtype: str = "float32"
     resume: bool = False
 
@@ -61,6 +66,10 @@ class ContinualConfig:
         check_setting(self.setting)
         if self.model not in MODELS:
             raise ValueError(f"model must be one of {MODELS} (the zoo's models with task heads), got {self.model!r}")
+        if self.model == "binary-cnn" and self.setting != "class":
+            raise ValueError("binary-cnn has one shared head: it runs class-incremental (setting 'class')")
+        check_bits(self.forward_bits, "forward_bits")
+        check_bits(self.backward_bits, "backward_bits")
         for name in ("epochs", "batch_size", "buffer_size", "representation_samples", "lightcl_buffer"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -70,13 +79,16 @@ class ContinualConfig:
 
 
 def build(config: ContinualConfig, scenario):
-    """The zoo model with a head per task or one shared head, initialised from the seed."""
+    """The zoo model with a head per task or one shared head, initialised from the seed, its
+    quantised layers (if any) training at `forward_bits` / `backward_bits`."""
     random.manual_seed(config.seed)
     first = scenario.tasks[0].train
-    return build_model(
+    model = build_model(
         config.model, num_classes=scenario.num_classes, in_channels=first.images.shape[1],
         image_size=first.images.shape[2], heads=scenario.head_sizes(config.setting), dtype=np.dtype(config.dtype),
     )
+    set_precision(model, config.forward_bits, config.backward_bits)  # binary-cnn's quantised training; others have none
+    return model
 
 
 def plot_matrix(matrix: np.ndarray, title: str, path: Path) -> None:
@@ -120,6 +132,7 @@ def run(config: ContinualConfig, out: str | Path, show: bool = True) -> dict:
         activation_bytes_by_task=outcome["activation_bytes"][:, 0].tolist(),
         activation_bytes_all_ops_by_task=outcome["activation_bytes"][:, 1].tolist(),
         persistent_bytes=strategy.persistent_bytes(),
+        replay_bytes=strategy.replay_bytes(),
         trainable_parameters=int(outcome["trainable_parameters"][min(1, len(matrix) - 1) :].max()),
         trainable_parameters_by_task=outcome["trainable_parameters"].tolist(),
         task_seconds=outcome["task_seconds"].tolist(),

@@ -282,6 +282,15 @@ def _mobilenetv2(num_classes, in_channels, image_size, **options):
     return MobileNetV2(num_classes, in_channels, **options)
 
 
+@_register("binary-cnn")
+def _binary_cnn(num_classes, in_channels, image_size, heads=None, **options):
+    from ..binary.models import BinaryCNN  # binary layers build on nn: loaded when asked for
+
+    if heads is not None and len(heads) != 1:
+        raise ValueError(f"binary-cnn has one shared head (class-incremental), got heads {heads!r}")
+    return BinaryCNN(heads[0] if heads else num_classes, in_channels, **options)
+
+
 def build_model(name: str, num_classes: int, in_channels: int, image_size: int, **options) -> Module:
     """The zoo model `name` for images (in_channels, image_size, image_size) and `num_classes`
     classes; `options` go to the model's constructor (e.g. `dtype`, `heads`, `nf`, `width_mult`)."""
