@@ -300,7 +300,7 @@ def test_cli_reports_bad_strategies_before_any_work(tmp_path, capsys):
 def test_sweep_table_lists_every_strategy():
     from lance_ref.experiments.continual_sweep import format_table
 
-    row = dict(seeds=3, acc=0.9, acc_std=0.01, bwt=-0.02, activation_bytes=2048, persistent_bytes=0, task_seconds=1.0)
+    row = dict(seeds=3, acc=0.9, acc_std=0.01, bwt=-0.02, activation_bytes=2048, persistent_bytes=0, replay_bytes=0, task_seconds=1.0)
     table = format_table([dict(strategy="er", **row), dict(strategy="gpm", **row)]).splitlines()
     assert len(table) == 3 and table[1].startswith("er") and "-0.0200" in table[2]
 

@@ -12,7 +12,7 @@ from . import continual
 from .finetune import parse_list
 from .report import summarise
 
-COLUMNS = ("acc", "bwt", "activation_bytes", "persistent_bytes")
+COLUMNS = ("acc", "bwt", "activation_bytes", "persistent_bytes", "replay_bytes")
 
 
 @dataclass
@@ -22,17 +22,18 @@ class ContinualSweepConfig:
     benchmark: str = "split-mnist"
     data_path: str = ""
     setting: str = "task"
+    model: str = "alexnet-gpm"
     strategies: str = "finetune,joint,er,ewc,gpm,lance,lightcl"
     seeds: str = "0,1,2"
     epochs: int = 5
 
 
 def format_table(summary: list) -> str:
-    lines = [f"{'strategy':<10}{'seeds':>6}{'ACC':>8}{'+-':>7}{'BWT':>8}{'act. KiB/step':>15}{'persistent KiB':>16}{'s/task':>8}"]
+    lines = [f"{'strategy':<21}{'seeds':>6}{'ACC':>8}{'+-':>7}{'BWT':>8}{'act. KiB/step':>15}{'persistent KiB':>16}{'replay KiB':>12}{'s/task':>8}"]
     for s in summary:
         lines.append(
-            f"{s['strategy']:<10}{s['seeds']:>6}{s['acc']:>8.4f}{s['acc_std']:>7.4f}{s['bwt']:>+8.4f}"
-            f"{s['activation_bytes'] / 1024:>15.1f}{s['persistent_bytes'] / 1024:>16.1f}{s['task_seconds']:>8.1f}"
+            f"{s['strategy']:<21}{s['seeds']:>6}{s['acc']:>8.4f}{s['acc_std']:>7.4f}{s['bwt']:>+8.4f}"
+            f"{s['activation_bytes'] / 1024:>15.1f}{s['persistent_bytes'] / 1024:>16.1f}{s['replay_bytes'] / 1024:>12.1f}{s['task_seconds']:>8.1f}"
         )
     return "\n".join(lines)
 
@@ -40,7 +41,9 @@ def format_table(summary: list) -> str:
 def run(config: ContinualSweepConfig, out: str | Path, show: bool = True) -> dict:
     """Run every strategy with every seed; write `out`/results.json with the runs and the table."""
     out = Path(out)
-    base = continual.ContinualConfig(benchmark=config.benchmark, data_path=config.data_path, setting=config.setting, epochs=config.epochs)
+    base = continual.ContinualConfig(
+        benchmark=config.benchmark, data_path=config.data_path, setting=config.setting, model=config.model, epochs=config.epochs,
+    )
     strategies, rows = parse_list(config.strategies, str), []
     for strategy in strategies:
         replace(base, strategy=strategy).check()  # every name is checked before hours of work
