@@ -127,3 +127,25 @@ def assert_float32_matches_float64(fn, x, rtol=1e-5, atol=1e-6):
         results.append((y.data, t.grad))
     for a32, a64 in zip(*results):
         np.testing.assert_allclose(a32, a64, rtol=rtol, atol=atol)
+
+
+def interrupted_and_resumed(run, tmp_path, monkeypatch) -> tuple:
+    """(results of `run(folder)` uninterrupted, results of a run cut by an interrupt before its
+    task 1 and resumed with `resume=True`): `run(folder, **overrides)` runs a continual benchmark."""
+    import pytest
+
+    from lance_ref.continual import loop
+
+    whole = run(tmp_path / "whole")
+    original = loop.train_task
+
+    def stop_at_task_1(model, strategy, task, *args, **kwargs):
+        if task.index == 1:
+            raise KeyboardInterrupt
+        return original(model, strategy, task, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "train_task", stop_at_task_1)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "cut")
+    monkeypatch.setattr(loop, "train_task", original)
+    return whole, run(tmp_path / "cut", resume=True)

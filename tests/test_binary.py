@@ -14,6 +14,8 @@ from lance_ref.binary import (
 from lance_ref.nn import build_model
 from lance_ref.optim import SGD
 
+from helpers import interrupted_and_resumed
+
 
 
 # --- quantisers ------------------------------------------------------------------------------
@@ -181,22 +183,10 @@ def test_binary_latents_replay_exactly_as_float_ones_at_32x_less_memory(tmp_path
 
 
 def test_latent_replay_resumes_to_the_same_result(tmp_path, monkeypatch):
-    from lance_ref.continual import loop
-
-    whole = run_latent(tmp_path / "whole", "binary-latent-replay", monkeypatch)
-    original = loop.train_task
-
-    def stop_at_task_1(model, strategy, task, *args, **kwargs):
-        if task.index == 1:
-            raise KeyboardInterrupt
-        return original(model, strategy, task, *args, **kwargs)
-
-    monkeypatch.setattr(loop, "train_task", stop_at_task_1)
-    with pytest.raises(KeyboardInterrupt):
-        run_latent(tmp_path / "cut", "binary-latent-replay", monkeypatch)
-    monkeypatch.setattr(loop, "train_task", original)
-    resumed = run_latent(tmp_path / "cut", "binary-latent-replay", monkeypatch, resume=True)
+    whole, resumed = interrupted_and_resumed(
+        lambda out, **o: run_latent(out, "binary-latent-replay", monkeypatch, **o), tmp_path, monkeypatch)
     assert resumed["accuracy_matrix"] == whole["accuracy_matrix"]
+    assert resumed["persistent_bytes"] == whole["persistent_bytes"]
 
 
 def test_front_frozen_after_task_0_and_cwr_consolidation_by_hand():

@@ -18,7 +18,7 @@ from lance_ref.experiments.report import pyplot
 from lance_ref.nn import BatchNorm2d, Conv2d, Linear, Module, ModuleList, ReLU
 from lance_ref.tensor import Tensor
 
-from helpers import arrays
+from helpers import arrays, interrupted_and_resumed
 
 
 # --- scenarios -------------------------------------------------------------------------------
@@ -253,21 +253,7 @@ def test_replay_doubles_the_activation_bytes(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("strategy", ["er", "ewc", "gpm", "lance", "lightcl"])
 def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch, strategy):
-    whole = run_tiny(tmp_path / "whole", strategy, monkeypatch)
-    from lance_ref.continual import loop
-
-    original = loop.train_task
-
-    def stop_at_task_1(model, strategy, task, *args, **kwargs):
-        if task.index == 1:
-            raise KeyboardInterrupt
-        return original(model, strategy, task, *args, **kwargs)
-
-    monkeypatch.setattr(loop, "train_task", stop_at_task_1)
-    with pytest.raises(KeyboardInterrupt):
-        run_tiny(tmp_path / "cut", strategy, monkeypatch)
-    monkeypatch.setattr(loop, "train_task", original)
-    resumed = run_tiny(tmp_path / "cut", strategy, monkeypatch, resume=True)
+    whole, resumed = interrupted_and_resumed(lambda out, **o: run_tiny(out, strategy, monkeypatch, **o), tmp_path, monkeypatch)
     assert resumed["accuracy_matrix"] == whole["accuracy_matrix"]
     assert resumed["persistent_bytes"] == whole["persistent_bytes"]
 

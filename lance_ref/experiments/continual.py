@@ -29,18 +29,25 @@ MODELS = ("alexnet-gpm", "resnet18-reduced", "binary-cnn")  # the zoo's models w
 
 
 @dataclass
-class ContinualConfig:
-    """Every choice of a continual-learning run; stored in results.json."""
+class BenchmarkSettings:
+    """The benchmark, model and training of a continual run (and of `lightcl-analysis`)."""
 
     benchmark: str = "split-mnist"
     data_path: str = ""
-    strategy: str = "finetune"
     setting: str = "task"
     model: str = "alexnet-gpm"
     epochs: int = 5
     batch_size: int = 64
     lr: float = 0.01
     seed: int = 0
+    dtype: str = "float32"
+
+
+@dataclass
+class ContinualConfig(BenchmarkSettings):
+    """Every choice of a continual-learning run; stored in results.json."""
+
+    strategy: str = "finetune"
     shuffle_classes: bool = True
     buffer_size: int = 200
     ewc_lambda: float = 100.0
@@ -57,7 +64,6 @@ class ContinualConfig:
     latent_replay_size: int = 200
     forward_bits: int = 8
     backward_bits: int = 16
-    dtype: str = "float32"
     resume: bool = False
 
     def check(self) -> None:

@@ -10,7 +10,7 @@ training, and once per weight layer l with every parameter up to l frozen. Per l
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,22 +23,12 @@ from ..continual.steps import evaluate
 from ..continual.strategies import forward_task
 from ..io import save_json
 from ..nn import layer_activations
-from .continual import ContinualConfig, build
+from .continual import BenchmarkSettings, ContinualConfig, build
 
 
 @dataclass
-class AnalysisConfig:
+class AnalysisConfig(BenchmarkSettings):
     """The benchmark, model and training of the analysis; as in `continual`."""
-
-    benchmark: str = "split-mnist"
-    data_path: str = ""
-    setting: str = "task"
-    model: str = "alexnet-gpm"
-    epochs: int = 5
-    batch_size: int = 64
-    lr: float = 0.01
-    seed: int = 0
-    dtype: str = "float32"
 
 
 def format_table(rows: list) -> str:
@@ -51,7 +41,7 @@ def format_table(rows: list) -> str:
 
 def run(config: AnalysisConfig, out: str | Path, show: bool = True) -> dict:
     """Run the analysis; write `out`/results.json; return the results."""
-    settings = ContinualConfig(strategy="finetune", **{f.name: getattr(config, f.name) for f in fields(config)})
+    settings = ContinualConfig(strategy="finetune", **asdict(config))
     settings.check()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
