@@ -231,3 +231,17 @@ def test_front_frozen_after_task_0_and_cwr_consolidation_by_hand():
 def test_latent_replay_bad_input(tmp_path, monkeypatch, change, message):
     with pytest.raises(ValueError, match=message):
         run_latent(tmp_path, "binary-latent-replay", monkeypatch, **change)
+
+
+def test_binary_latent_replay_on_split_cifar10_from_a_path(tmp_path):
+    """32x32x3 images through binary-cnn, from a miniature CIFAR-10 release (20 per task)."""
+    from test_continual import write_cifar10_binary
+
+    from lance_ref.experiments.continual import ContinualConfig, run
+
+    write_cifar10_binary(tmp_path)
+    config = ContinualConfig(benchmark="split-cifar10", data_path=str(tmp_path), strategy="binary-latent-replay",
+                             model="binary-cnn", setting="class", epochs=1, batch_size=10, latent_replay_size=10, seed=3)
+    results = run(config, tmp_path / "out", show=False)
+    assert len(results["accuracy_matrix"]) == 5
+    assert results["replay_bytes"] == 10 * 64 * 8 * 8 // 8  # 10 latents of (64, 8, 8) signs, one bit each

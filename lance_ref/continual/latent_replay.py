@@ -28,10 +28,10 @@ class LatentReplay(Finetune):
     def __init__(self, model, scenario, config):
         super().__init__(model, scenario, config)
         if config.setting != "class":
-            raise ValueError(f"{self.name} has a CWR* head over all classes: it is class-incremental (setting 'class')")
+            raise ValueError(f"{self.name} has a CWR* head over all classes: it is class-incremental (setting 'class', model binary-cnn)")
         children = [name for name, _ in model.named_children()]
         if not isinstance(model, Sequential):
-            raise ValueError(f"{self.name} needs a model whose children run in order (a Sequential, like binary-cnn)")
+            raise ValueError(f"{self.name} needs a model whose children run in order (a Sequential): model binary-cnn")
         if config.latent_layer not in children[:-1]:
             raise ValueError(f"latent_layer {config.latent_layer!r} is not a child of the model before its head; children: {children}")
         if self.replays and config.latent_replay_size < scenario.num_classes:
