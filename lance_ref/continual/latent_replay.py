@@ -22,8 +22,8 @@ class LatentReplay(Finetune):
     offered the task's latents. The head is CWR*'s."""
 
     name = "float-latent-replay"
-    packed = False  # store latents as bit-packed signs
-    replays = True
+    packed = False  # True: latents kept as bit-packed signs
+    replays = True  # False: no memory at all (cwr)
 
     def __init__(self, model, scenario, config):
         super().__init__(model, scenario, config)
@@ -44,7 +44,7 @@ class LatentReplay(Finetune):
         self.memory, self.latent_shape = None, None
 
     def head_parameters(self) -> dict:
-        return {name: p for name, p in self.head.named_parameters()}
+        return dict(self.head.named_parameters())
 
     def latents_of(self, images: np.ndarray, normalize) -> np.ndarray:
         """The front's outputs on `images`, in eval mode without a graph, by 500."""
