@@ -46,8 +46,14 @@ class Quantized:
     `forward_bits` (activations and weights) and `backward_bits` (the error reaching the layer);
     None leaves that side in floating point."""
 
-    binary = False
     forward_bits = backward_bits = None
+
+    def __init__(self, *args, binary: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.binary = bool(binary)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, binary={self.binary}, bits=({self.forward_bits}, {self.backward_bits})"
 
     def effective_weight(self):
         weight = binary_weight(self.weight) if self.binary else self.weight
@@ -64,29 +70,15 @@ class Quantized:
 class QuantConv2d(Quantized, Conv2d):
     """Conv2d (same parameters and names) with binary weights if `binary` and quantised training."""
 
-    def __init__(self, *args, binary: bool = False, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.binary = bool(binary)
-
     def forward(self, x):
         return self.quantized_call(x, lambda x, w: F.conv2d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups))
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, binary={self.binary}, bits=({self.forward_bits}, {self.backward_bits})"
 
 
 class QuantLinear(Quantized, Linear):
     """Linear (same parameters and names) with binary weights if `binary` and quantised training."""
 
-    def __init__(self, *args, binary: bool = False, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.binary = bool(binary)
-
     def forward(self, x):
         return self.quantized_call(x, lambda x, w: F.linear(x, w, self.bias))
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, binary={self.binary}, bits=({self.forward_bits}, {self.backward_bits})"
 
 
 def quantized_layers(model) -> list:

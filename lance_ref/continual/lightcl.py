@@ -20,7 +20,7 @@ def frozen_before(model, first_trained: str) -> list:
     names = [name for name, _ in model.named_parameters()]
     modules = dict(model.named_modules())
     if first_trained not in modules or not any(n.startswith(first_trained + ".") for n in names):
-        layers = [n for n, m in modules.items() if n and any(True for _ in m.parameters())]
+        layers = [n for n, m in modules.items() if n and next(m.parameters(), None) is not None]
         raise ValueError(f"freeze point {first_trained!r} names no layer with parameters; layers: {layers}")
     return names[: next(i for i, n in enumerate(names) if n.startswith(first_trained + "."))]
 
