@@ -91,7 +91,7 @@ def run_tasks(model, scenario, strategy, config, out: Path, show: bool = True, r
         progress = load_progress(out / CHECKPOINT, model, strategy)
         start = int(progress["next_task"])
         matrix, seconds, activation = progress["accuracy_matrix"], progress["task_seconds"], progress["activation_bytes"]
-        trainable = progress["trainable_parameters"]
+        trainable = progress.get("trainable_parameters", trainable)  # absent from older checkpoints
     names = strategy.weight_layer_names()
     for task in scenario.tasks[start:]:
         began = time.perf_counter()
