@@ -10,6 +10,7 @@ from ..autograd import no_grad
 from ..binary import pack_signs, unpack_signs
 from ..nn import Sequential
 from ..tensor import Tensor
+from ..train import predict
 from .replay import ClassBalancedReservoir
 from .strategies import Finetune
 
@@ -46,16 +47,6 @@ class LatentReplay(Finetune):
     def head_parameters(self) -> dict:
         return dict(self.head.named_parameters())
 
-    def latents_of(self, images: np.ndarray, normalize) -> np.ndarray:
-        """The front's outputs on `images`, in eval mode without a graph, by 500."""
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            with no_grad():
-                return np.concatenate([self.front(Tensor(normalize(images[i : i + 500]))).data for i in range(0, len(images), 500)])
-        finally:
-            self.model.train(was_training)
-
     def stored(self, index) -> np.ndarray:
         """Latents `index` of the memory, as the back part reads them."""
         kept = self.memory.images[index]
@@ -84,7 +75,7 @@ class LatentReplay(Finetune):
         if not self.replays:
             return
         samples = self.training_samples(task)
-        latents = self.latents_of(samples.images, normalize)
+        latents = predict(self.front, normalize(samples.images))  # eval mode, no graph
         kept = pack_signs(latents) if self.packed else latents
         if self.memory is None:
             self.memory, self.latent_shape = ClassBalancedReservoir(self.config.latent_replay_size, kept.shape[1:], kept.dtype), latents.shape[1:]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..autograd import no_grad
 from ..nn import BatchNorm1d, BatchNorm2d, layer_activations, recording
 from ..tensor import Tensor
 from .replay import ClassBalancedReservoir
@@ -97,38 +98,34 @@ class LightCL(Finetune):
         if task.index == 0:
             return
         freeze_before(self.model, self.freeze_point)
-        buffer, was_training = self.buffered(), self.model.training
-        self.model.eval()
-        try:
-            features, logits = self.features_and_logits(normalize(buffer.images), buffer.tasks)
-        finally:
-            self.model.train(was_training)
+        with no_grad():
+            features, logits = self.features_and_logits(normalize)
         # Only the masked channels of the old features are kept: the penalty reads no others.
         self.targets = {name: f.data[:, self.masks[name]] for name, f in features.items()}, [z.data for z in logits]
 
-    def features_and_logits(self, x: np.ndarray, tasks: np.ndarray) -> tuple:
+    def features_and_logits(self, normalize) -> tuple:
         """The feature layers' outputs and the logits (each sample on its own task's head, in
-        groups by task) of the model on `x`, as Tensors."""
-        with recording(self.feature_layers, "output") as recorded:
-            outputs = self.model(Tensor(x))
+        groups by task) of the model on the buffer, as Tensors; in eval mode (no dropout,
+        BatchNorm as at test time), so that old and new values agree while the model is unchanged."""
+        buffer, was_training = self.buffered(), self.model.training
+        self.model.eval()
+        try:
+            with recording(self.feature_layers, "output") as recorded:
+                outputs = self.model(Tensor(normalize(buffer.images)))
+        finally:
+            self.model.train(was_training)
         features = {name: tensors[0] for name, tensors in recorded.items()}
         if self.config.setting == "class":
             return features, [outputs]
         heads = outputs if isinstance(outputs, list) else [outputs]
-        return features, [heads[t][np.flatnonzero(tasks == t)] for t in np.unique(tasks)]
+        return features, [heads[t][np.flatnonzero(buffer.tasks == t)] for t in np.unique(buffer.tasks)]
 
     def penalty(self, task, normalize):
-        """beta (sum_l |M_l (F_l - F_l_old)|^2 + |z - z_old|^2) on the buffer, in eval mode (no
-        dropout; BatchNorm as at test time), so that it is 0 while the model is unchanged."""
+        """beta (sum_l |M_l (F_l - F_l_old)|^2 + |z - z_old|^2) on the buffer: 0 while the model is unchanged."""
         if self.targets is None or self.config.lightcl_beta == 0:
             return None
         old_features, old_logits = self.targets
-        buffer = self.buffered()
-        self.model.eval()
-        try:
-            features, logits = self.features_and_logits(normalize(buffer.images), buffer.tasks)
-        finally:
-            self.model.train()
+        features, logits = self.features_and_logits(normalize)
         total = None
         for name, f in features.items():
             term = ((f[:, np.flatnonzero(self.masks[name])] - old_features[name]) ** 2).sum()
