@@ -14,7 +14,7 @@ from lance_ref.binary import (
 from lance_ref.nn import build_model
 from lance_ref.optim import SGD
 
-from helpers import interrupted_and_resumed
+from helpers import arrays, interrupted_and_resumed
 
 
 
@@ -46,6 +46,34 @@ def test_quantize_passes_the_gradient_straight_through_and_quantize_grad_quantis
     x.grad = None
     (quantize_grad(x, 1) * lr.tensor(v)).sum().backward()
     assert x.grad.tolist() == [0.0, 0.0, 0.0, 1.0, 1.0]  # two levels: 0 and 1
+
+
+@given(st.data())
+def test_sign_and_quantisers_over_shapes_dtypes_and_layouts(data):
+    """sign: +-1 and the |x| <= 1 gradient mask; quantize: its levels forward, the gradient
+    straight through; quantize_grad: identity forward, the gradient on its levels; any layout."""
+    shape = tuple(data.draw(st.lists(st.integers(1, 4), min_size=1, max_size=4)))
+    dtype = data.draw(st.sampled_from([np.float32, np.float64]))
+    bits = data.draw(st.integers(1, 16))
+    x_values = data.draw(arrays(shape, dtype))
+    v = np.random.default_rng(0).standard_normal(shape).astype(dtype)
+
+    def forward_and_grad(op):
+        x = lr.tensor(x_values, requires_grad=True)
+        y = op(x)
+        (y * lr.tensor(v)).sum().backward()
+        assert y.dtype == dtype and y.shape == shape and x.grad.dtype == dtype
+        return y.data, x.grad
+
+    y, grad = forward_and_grad(sign)
+    np.testing.assert_array_equal(y, np.where(x_values >= 0, 1, -1))
+    np.testing.assert_array_equal(grad, v * (np.abs(x_values) <= 1))
+    y, grad = forward_and_grad(lambda t: quantize(t, bits))
+    np.testing.assert_array_equal(y, quantize_array(np.ascontiguousarray(x_values), bits))
+    np.testing.assert_array_equal(grad, v)
+    y, grad = forward_and_grad(lambda t: quantize_grad(t, bits))
+    np.testing.assert_array_equal(y, x_values)
+    np.testing.assert_array_equal(grad, quantize_array(v, bits))
 
 
 @pytest.mark.parametrize("bits", [0, 33, 8.0, True])
