@@ -1,8 +1,12 @@
 """Gradient mode, layer ownership and the backward pass (specs/autograd.md).
 
-This module knows nothing of the ops: a graph node is any object with `parents`,
-`needs_input_grad`, `backward(grad)` and `release()`; a tensor is anything with `.data`,
-`.requires_grad`, `.grad` and `._node`.
+This module knows nothing of the ops. The graph's vertices are op nodes and leaf tensors: an op
+node is any object with `parents` (per input, the vertex its gradient flows to: the input's own
+node, or the input itself if it is a leaf; None if the input needs no gradient),
+`input_shapes`, `backward(grad)` and `release()`; a tensor is anything with `.data`,
+`.requires_grad`, `.grad` and `._node`. Nodes never hold their inputs' tensors, so an
+activation's data lives only as long as the program or a node's saved arrays keep it
+(specs/autograd.md#backward).
 """
 
 from __future__ import annotations
@@ -71,24 +75,35 @@ def sum_to_shape(grad: np.ndarray, shape: tuple) -> np.ndarray:
     return grad.sum(axis=axes, keepdims=True).reshape(shape) if axes else grad.reshape(shape)
 
 
+def vertex(tensor):
+    """The graph vertex of `tensor`: the node that made it, or the tensor itself if it is a leaf."""
+    return tensor if tensor._node is None else tensor._node
+
+
+def is_node(vertex) -> bool:
+    """True for an op node, False for a leaf tensor."""
+    return hasattr(vertex, "parents")
+
+
 def topological_order(root) -> list:
-    """Tensors reachable from `root` through recorded nodes, inputs before outputs.
+    """The vertices reachable from the tensor `root` (op nodes and the leaf tensors that receive
+    gradients), inputs before outputs.
 
     Iterative depth-first search, so graph depth is not limited by Python's recursion limit.
     """
     order, visited = [], set()
-    stack = [(root, False)]
+    stack = [(vertex(root), False)]
     while stack:
-        tensor, expanded = stack.pop()
+        v, expanded = stack.pop()
         if expanded:
-            order.append(tensor)
+            order.append(v)
             continue
-        if id(tensor) in visited:
+        if id(v) in visited:
             continue
-        visited.add(id(tensor))
-        stack.append((tensor, True))
-        if tensor._node is not None:
-            stack.extend((p, False) for p in tensor._node.parents if id(p) not in visited)
+        visited.add(id(v))
+        stack.append((v, True))
+        if is_node(v):
+            stack.extend((p, False) for p in v.parents if p is not None and id(p) not in visited)
     return order
 
 
@@ -98,21 +113,26 @@ def backward(root, grad: np.ndarray, retain_graph: bool = False) -> None:
     Leaf gradients accumulate into `.grad`; unless `retain_graph`, every node releases
     what it saved once its VJP has run, as torch does.
     """
-    pending = {id(root): grad}
-    for tensor in reversed(topological_order(root)):
-        g = pending.pop(id(tensor), None)
-        node = tensor._node
-        if node is None:
-            if g is not None and tensor.requires_grad:
-                tensor.grad = g.copy() if tensor.grad is None else tensor.grad + g
+    pending = {id(vertex(root)): grad}
+    for v in reversed(topological_order(root)):
+        g = pending.pop(id(v), None)
+        if not is_node(v):
+            if g is not None and v.requires_grad:
+                v.grad = g.copy() if v.grad is None else v.grad + g
             continue
         if g is not None:
-            input_grads = node.backward(g)
-            for parent, needed, pg in zip(node.parents, node.needs_input_grad, input_grads):
-                if not needed or pg is None:
-                    continue
-                pg = sum_to_shape(pg, parent.data.shape)
-                previous = pending.get(id(parent))
-                pending[id(parent)] = pg if previous is None else previous + pg
+            _send_input_grads(v, g, pending)
         if not retain_graph:
-            node.release()
+            v.release()
+
+
+def _send_input_grads(node, grad: np.ndarray, pending: dict) -> None:
+    """Run `node`'s VJP and add each input gradient, reduced to its input's shape, to the
+    gradient pending for that input's vertex. (A function of its own, so the VJP's results are
+    freed as soon as they are summed.)"""
+    for parent, shape, input_grad in zip(node.parents, node.input_shapes, node.backward(grad)):
+        if parent is None or input_grad is None:
+            continue
+        input_grad = sum_to_shape(input_grad, shape)
+        previous = pending.get(id(parent))
+        pending[id(parent)] = input_grad if previous is None else previous + input_grad

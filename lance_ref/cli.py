@@ -25,12 +25,12 @@ def _summary(results: dict) -> str:
     """One line: the result's headline figures."""
     if results["command"] in ("finetune-sweep", "continual-sweep", "selection-sweep", "lightcl-analysis"):
         return results["table"]
-    config = results["config"]
+    config, peak = results["config"], _mib(results["peak_step_bytes"])
     if results["command"] == "continual":
         return (
             f"{config['strategy']} on {config['benchmark']} ({config['setting']}-incremental): ACC {results['acc']:.4f}, "
             f"BWT {results['bwt']:+.4f}; activation bytes per step {results['activation_bytes']:,}, "
-            f"persistent bytes {results['persistent_bytes']:,}"
+            f"strategy bytes {results['strategy_bytes']:,}, measured step peak {peak}"
         )
     line = f"{config['model']} on {config['dataset']}: test accuracy {results['test_accuracy']:.4f}"
     if results["command"] == "finetune" and results["budget"] is not None:
@@ -48,7 +48,11 @@ def _summary(results: dict) -> str:
         )
     else:
         line += f" in {results['wall_seconds']:.1f} s; activation bytes per step {results['activation_bytes_per_step']:,}"
-    return line
+    return line + f"; measured step peak {peak}"
+
+
+def _mib(count) -> str:
+    return "n/a" if not count else f"{count / 2**20:.1f} MiB"
 
 
 COMMANDS = {

@@ -1,17 +1,23 @@
-"""The ledger of what backward keeps: every saved array of a graph, by owning layer (specs/memory.md).
+"""Memory of a training step: the ledger of what backward keeps, and the step's measured peak
+(specs/memory.md).
 
-An array keeps alive the whole buffer it views, so the ledger counts root buffers, each once.
-Buffers that belong to parameters (weights saved for an input gradient) are reported apart from
-activations: they exist whether or not backward runs.
+The ledger walks the graph: an array keeps alive the whole buffer it views, so it counts root
+buffers, each once. Buffers that belong to parameters (weights saved for an input gradient) are
+reported apart from activations: they exist whether or not backward runs.
+
+The measured peak is what the process held: tracemalloc sees every allocation that NumPy and
+Python make, so a step's traced peak is every array it created and held at once, the
+transients of each op included.
 """
 
 from __future__ import annotations
 
+import tracemalloc
 from dataclasses import dataclass
 
 import numpy as np
 
-from .autograd import topological_order
+from .autograd import is_node, topological_order
 
 ACTIVATION, PARAMETER, FIXED = "activation", "parameter", "fixed"
 
@@ -84,17 +90,13 @@ def ledger(output, parameters=(), fixed=()) -> Ledger:
     parameters; those whose buffer is one of the arrays `fixed` (kept from step to step, such
     as bases fixed for a whole task) count as fixed; everything else is activation memory.
     """
-    tensors = topological_order(output)
+    vertices = topological_order(output)
+    nodes = [v for v in vertices if is_node(v)]
     parameter_buffers = {id(root_buffer(p.data)) for p in parameters}
-    parameter_buffers |= {
-        id(root_buffer(t.data)) for t in tensors if t._node is None and t.requires_grad
-    }
+    parameter_buffers |= {id(root_buffer(v.data)) for v in vertices if not is_node(v) and v.requires_grad}
     fixed_buffers = {id(root_buffer(a)) for a in fixed}
     records = []
-    for tensor in tensors:
-        node = tensor._node
-        if node is None:
-            continue
+    for node in nodes:
         for array in node.saved_arrays:
             if not isinstance(array, np.ndarray):
                 continue
@@ -104,3 +106,58 @@ def ledger(output, parameters=(), fixed=()) -> Ledger:
                 Record(node.owner, type(node).__name__, id(root), root.nbytes, array.shape, str(array.dtype), kind)
             )
     return Ledger(records)
+
+
+def traced_peak(fn):
+    """(fn(), the most bytes that the allocations made during the call held at once), measured
+    by tracemalloc (specs/memory.md#measured-peak). Memory freed during the call that was
+    allocated before it is not subtracted; if tracemalloc was already tracing, it goes on."""
+    started = not tracemalloc.is_tracing()
+    if started:
+        tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        result = fn()
+        return result, max(0, tracemalloc.get_traced_memory()[1] - base)
+    finally:
+        if started:
+            tracemalloc.stop()
+
+
+def array_bytes(arrays) -> int:
+    """Bytes of the distinct buffers behind `arrays` (None entries skipped)."""
+    buffers = {id(root_buffer(a)): root_buffer(a).nbytes for a in arrays if a is not None}
+    return sum(buffers.values())
+
+
+def optimizer_state_arrays(optimizer) -> list:
+    """Every array in an optimiser's per-parameter state (momentum buffers, moments)."""
+    if optimizer is None:
+        return []
+    return [v for state in optimizer.state.values() for v in state.values() if isinstance(v, np.ndarray)]
+
+
+def persistent_bytes(model, optimizer=None) -> int:
+    """Bytes a training run keeps from step to step (specs/memory.md#persistent): the model's
+    parameters and buffers, one gradient per parameter that requires grad, and the optimiser's
+    state."""
+    parameters = list(model.parameters())
+    grads = sum(p.data.nbytes for p in parameters if p.requires_grad)
+    state = [p.data for p in parameters] + list(model.buffers()) + optimizer_state_arrays(optimizer)
+    return array_bytes(state) + grads
+
+
+def resident_bytes(model, optimizer, batch) -> int:
+    """Bytes alive when a step starts (after `zero_grad`): the model's parameters and buffers,
+    the optimiser's state and the batch's arrays."""
+    arrays = [p.data for p in model.parameters()] + list(model.buffers()) + optimizer_state_arrays(optimizer)
+    return array_bytes(arrays + [a for a in batch if isinstance(a, np.ndarray)])
+
+
+def measure_step(step, resident: int) -> tuple:
+    """(step()'s result, the step's peak bytes): `resident`, the bytes alive when the step began
+    (see `resident_bytes`), plus the traced peak of the step itself (specs/memory.md#measured-peak).
+    Start the step after `optimizer.zero_grad()`, so that the gradients it creates are traced."""
+    result, peak = traced_peak(step)
+    return result, resident + peak

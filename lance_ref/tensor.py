@@ -161,7 +161,7 @@ class Function:
     what `backward` needs; the memory ledger reads exactly these arrays.
     """
 
-    __slots__ = ("parents", "needs_input_grad", "saved", "owner")
+    __slots__ = ("parents", "input_shapes", "needs_input_grad", "saved", "owner")
 
     def forward(self, *arrays, **params) -> np.ndarray:
         raise NotImplementedError
@@ -195,7 +195,10 @@ class Function:
         node.saved = ()
         out = Tensor(node.forward(*(t.data for t in tensors), **params))
         if any(node.needs_input_grad):
-            node.parents = tuple(tensors)
+            node.parents = tuple(
+                autograd.vertex(t) if needed else None for t, needed in zip(tensors, node.needs_input_grad)
+            )
+            node.input_shapes = tuple(t.shape for t in tensors)
             node.owner = autograd.current_owner()
             out.requires_grad = True
             out._node = node

@@ -24,51 +24,91 @@ class EpochResult:
     seconds: float
     backward_seconds: float  # of the epoch's `loss.backward()` calls alone
     ledger: memory.Ledger  # what backward kept in the epoch's first step
+    peak_step_bytes: int | None  # the measured step's peak, if a step was measured
 
 
-def train_epoch(model, optimizer, loader, clip_grad_norm: float | None = None, label: str = "", show: bool = True) -> EpochResult:
-    """One pass over `loader` with cross-entropy loss; the first step's graph goes to the ledger."""
+@dataclass
+class StepResult:
+    logits: np.ndarray
+    loss: float
+    ledger: memory.Ledger | None
+    backward_seconds: float
+
+
+def train_step(model, optimizer, x, y, clip_grad_norm: float | None = None, keep_ledger: bool = False) -> StepResult:
+    """One step on the batch (x, y) with cross-entropy loss: forward, backward, clipping, update;
+    call it after `optimizer.zero_grad()`. With `keep_ledger`, the ledger of its graph."""
+    logits = model(Tensor(x))
+    loss = F.cross_entropy(logits, y)
+    ledger = memory.ledger(loss, model.parameters()) if keep_ledger else None
+    backward_start = time.perf_counter()
+    loss.backward()
+    backward_seconds = time.perf_counter() - backward_start
+    if clip_grad_norm is not None:
+        clip_grad_norm_(model.parameters(), clip_grad_norm)
+    optimizer.step()
+    return StepResult(logits.data, loss.item(), ledger, backward_seconds)
+
+
+def train_epoch(model, optimizer, loader, clip_grad_norm: float | None = None, label: str = "", show: bool = True,
+                measure_at: int | None = None) -> EpochResult:
+    """One pass over `loader` with cross-entropy loss; the first step's graph goes to the ledger,
+    and step `measure_at` (counted from 0), if given, is measured (specs/memory.md#measured-peak)."""
     model.train()
-    start, ledger, backward_seconds = time.perf_counter(), None, 0.0
+    start, ledger, backward_seconds, peak = time.perf_counter(), None, 0.0, None
     total_loss, correct, seen = 0.0, 0, 0
     bar = Progress(loader, label=label, enabled=show)
-    for x, y in bar:
-        logits = model(Tensor(x))
-        loss = F.cross_entropy(logits, y)
-        if ledger is None:
-            ledger = memory.ledger(loss, model.parameters())
+    for index, (x, y) in enumerate(bar):
         optimizer.zero_grad()
-        backward_start = time.perf_counter()
-        loss.backward()
-        backward_seconds += time.perf_counter() - backward_start
-        if clip_grad_norm is not None:
-            clip_grad_norm_(model.parameters(), clip_grad_norm)
-        optimizer.step()
-        total_loss += loss.item() * len(y)
-        correct += int((logits.data.argmax(axis=1) == y).sum())
+
+        def step():
+            return train_step(model, optimizer, x, y, clip_grad_norm, keep_ledger=ledger is None)
+
+        if index == measure_at:
+            result, peak = memory.measure_step(step, memory.resident_bytes(model, optimizer, (x, y)))
+        else:
+            result = step()
+        ledger = ledger or result.ledger
+        backward_seconds += result.backward_seconds
+        total_loss += result.loss * len(y)
+        correct += int((result.logits.argmax(axis=1) == y).sum())
         seen += len(y)
         bar.set(loss=total_loss / seen, acc=correct / seen)
-    return EpochResult(total_loss / seen, correct / seen, time.perf_counter() - start, backward_seconds, ledger)
+    return EpochResult(total_loss / seen, correct / seen, time.perf_counter() - start, backward_seconds, ledger, peak)
+
+
+@dataclass
+class FitResult:
+    """What `fit` measured: the per-epoch history, the ledger of the first step, the measured
+    peak of the second step and the bytes kept from step to step (specs/memory.md)."""
+
+    history: list
+    ledger: memory.Ledger
+    peak_step_bytes: int | None
+    persistent_bytes: int
 
 
 def fit(model, optimizer, loader, test_images, test_labels, epochs: int, schedule=None,
-        clip_grad_norm: float | None = None, show: bool = True, before_epoch=None) -> tuple[list, memory.Ledger]:
-    """Train for `epochs`, testing after each; returns the per-epoch history and the ledger of
-    the first step. `before_epoch(epoch)`, if given, runs before each epoch and may return a dict
-    of figures for that epoch's history row."""
-    history, first_ledger = [], None
+        clip_grad_norm: float | None = None, show: bool = True, before_epoch=None) -> FitResult:
+    """Train for `epochs`, testing after each. The first step's graph goes to the ledger and the
+    second step (after the first as warm-up) is measured. `before_epoch(epoch)`, if given, runs
+    before each epoch and may return a dict of figures for that epoch's history row."""
+    history, first_ledger, peak = [], None, None
     for epoch in range(1, epochs + 1):
         figures = before_epoch(epoch) if before_epoch is not None else None
-        result = train_epoch(model, optimizer, loader, clip_grad_norm, label=f"epoch {epoch}/{epochs}", show=show)
+        measure_at = None if peak is not None else (1 if epoch == 1 else 0)
+        result = train_epoch(model, optimizer, loader, clip_grad_norm, label=f"epoch {epoch}/{epochs}", show=show,
+                             measure_at=measure_at)
         if schedule is not None:
             schedule.step()
         first_ledger = first_ledger or result.ledger
+        peak = peak or result.peak_step_bytes
         history.append(
             dict(epoch=epoch, loss=result.loss, train_accuracy=result.accuracy,
                  test_accuracy=accuracy(model, test_images, test_labels), seconds=result.seconds,
                  backward_seconds=result.backward_seconds, steps=len(loader), **(figures or {}))
         )
-    return history, first_ledger
+    return FitResult(history, first_ledger, peak, memory.persistent_bytes(model, optimizer))
 
 
 def predict(model, images: np.ndarray, batch_size: int = 500, **forward_options) -> np.ndarray:

@@ -214,7 +214,7 @@ def test_latent_replay_resumes_to_the_same_result(tmp_path, monkeypatch):
     whole, resumed = interrupted_and_resumed(
         lambda out, **o: run_latent(out, "binary-latent-replay", monkeypatch, **o), tmp_path, monkeypatch)
     assert resumed["accuracy_matrix"] == whole["accuracy_matrix"]
-    assert resumed["persistent_bytes"] == whole["persistent_bytes"]
+    assert resumed["strategy_bytes"] == whole["strategy_bytes"]
 
 
 def test_front_frozen_after_task_0_and_cwr_consolidation_by_hand():

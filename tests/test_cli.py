@@ -21,6 +21,8 @@ def test_train_writes_results(tmp_path, tiny_digits):
     assert len(results["epochs"]) == 2
     assert {"loss", "train_accuracy", "test_accuracy", "seconds"} <= set(results["epochs"][0])
     assert results["activation_bytes_per_step"] > 0
+    # the measured step holds the model, its gradients and what backward keeps, at least
+    assert results["peak_step_bytes"] > results["persistent_bytes"] + results["activation_bytes_per_step"]
     assert (out / "model.npz").is_file() and (out / "history.csv").is_file()
 
 

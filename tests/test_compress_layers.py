@@ -171,8 +171,10 @@ def test_finetune_command(tmp_path, method):
     arguments = ["finetune", "--method", method, "--pretrain-epochs", "1", "--epochs", "1", "--out", str(out), "--quiet"]
     assert main(arguments) == 0
     results = json.loads((out / "results.json").read_text())
-    for key in ("test_accuracy", "activation_bytes", "full_activation_bytes", "ranks", "flops", "calibration_seconds", "step_seconds"):
+    for key in ("test_accuracy", "activation_bytes", "full_activation_bytes", "ranks", "flops", "calibration_seconds", "step_seconds",
+                "activation_bytes_per_step", "peak_step_bytes", "persistent_bytes"):
         assert key in results
+    assert results["peak_step_bytes"] > results["persistent_bytes"] + results["activation_bytes_per_step"]
     if method == "full":
         assert results["activation_bytes"] == results["full_activation_bytes"]
     else:

@@ -240,7 +240,9 @@ def test_every_strategy_runs_and_reports(tmp_path, monkeypatch, strategy, settin
     results = run_tiny(tmp_path, strategy, monkeypatch, setting=setting)
     assert len(results["accuracy_matrix"]) == 2 and 0 <= results["acc"] <= 1
     assert results["activation_bytes"] > 0 and len(results["task_seconds"]) == 2
-    assert (results["persistent_bytes"] > 0) == (strategy != "finetune")
+    assert (results["strategy_bytes"] > 0) == (strategy != "finetune")
+    assert results["persistent_bytes"] > results["strategy_bytes"]  # the model's own bytes too
+    assert results["peak_step_bytes"] > results["persistent_bytes"] + results["activation_bytes_all_ops"]
     assert (tmp_path / "results.json").exists() and (tmp_path / "checkpoint.npz").exists()
     assert (tmp_path / "accuracy_matrix.png").exists() == (pyplot() is not None)  # the `plot` extra
 
@@ -255,7 +257,7 @@ def test_replay_doubles_the_activation_bytes(tmp_path, monkeypatch):
 def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch, strategy):
     whole, resumed = interrupted_and_resumed(lambda out, **o: run_tiny(out, strategy, monkeypatch, **o), tmp_path, monkeypatch)
     assert resumed["accuracy_matrix"] == whole["accuracy_matrix"]
-    assert resumed["persistent_bytes"] == whole["persistent_bytes"]
+    assert resumed["strategy_bytes"] == whole["strategy_bytes"]
 
 
 @pytest.mark.parametrize("change, message", [
@@ -286,7 +288,7 @@ def test_cli_reports_bad_strategies_before_any_work(tmp_path, capsys):
 def test_sweep_table_lists_every_strategy():
     from lance_ref.experiments.continual_sweep import format_table
 
-    row = dict(seeds=3, acc=0.9, acc_std=0.01, bwt=-0.02, activation_bytes=2048, persistent_bytes=0, replay_bytes=0, task_seconds=1.0)
+    row = dict(seeds=3, acc=0.9, acc_std=0.01, bwt=-0.02, activation_bytes=2048, strategy_bytes=0, replay_bytes=0, peak_step_bytes=2**20, task_seconds=1.0)
     table = format_table([dict(strategy="er", **row), dict(strategy="gpm", **row)]).splitlines()
     assert len(table) == 3 and table[1].startswith("er") and "-0.0200" in table[2]
 

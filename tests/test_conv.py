@@ -9,6 +9,7 @@ import lance_ref as L
 from lance_ref import functional as F
 from lance_ref.functional.conv import col2im, im2col
 from lance_ref.functional.windows import output_size
+from lance_ref.kernels import reference, set_workspace_bytes
 from helpers import arrays, gradcheck, grouped_channels
 
 
@@ -165,3 +166,40 @@ def test_float32_matches_float64():
 def test_bad_arguments_raise(x_shape, w_shape, kwargs, message):
     with pytest.raises(ValueError, match=message):
         F.conv2d(L.tensor(np.ones(x_shape)), L.tensor(np.ones(w_shape)), **kwargs)
+
+
+# --- the direct route and the workspace chunks (specs/conv.md#direct, specs/memory.md#workspace) ---
+@given(st.integers(1, 9), st.integers(1, 9), st.integers(1, 3), st.integers(0, 3), st.integers(1, 3), st.integers(0, 4))
+def test_tap_span_is_the_set_of_outputs_reading_inside_the_input(size, out, stride, padding, dilation, index):
+    inside = [o for o in range(out) if 0 <= stride * o + dilation * index - padding < size]
+    span = reference.tap_span(size, out, stride, padding, dilation, index)
+    if not inside:
+        assert span is None
+    else:
+        outputs, inputs = span
+        assert list(range(out))[outputs] == inside
+        assert list(range(size))[inputs] == [stride * o + dilation * index - padding for o in inside]
+
+
+@settings(max_examples=60, deadline=None)
+@given(conv_case(), st.integers(1, 4), st.data())
+def test_chunked_conv_equals_the_whole_batch_at_once(case, samples, data):
+    """Any workspace budget, from one sample per chunk to the whole batch, gives the same
+    forward and gradients up to float rounding."""
+    x_shape, w_shape, params = case
+    x_shape = (samples,) + x_shape[1:]
+    x, w, g = data.draw(arrays(x_shape)), data.draw(arrays(w_shape)), None
+    results = []
+    for budget in (1, data.draw(st.integers(1, 4096)), 2**40):
+        previous = set_workspace_bytes(budget)
+        try:
+            tx, tw = L.tensor(x, requires_grad=True), L.tensor(w, requires_grad=True)
+            y = F.conv2d(tx, tw, **params)
+            g = np.random.default_rng(0).standard_normal(y.shape) if g is None else g
+            y.backward(g)
+        finally:
+            set_workspace_bytes(previous)
+        results.append((y.data, tx.grad, tw.grad))
+    for chunked in results[:-1]:
+        for got, want in zip(chunked, results[-1]):
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)

@@ -25,7 +25,8 @@ from helpers import run_python
 
 core = pytest.importorskip("lance_ref._core")
 
-KERNELS = ("unfold", "fold", "mode_product", "tucker_project", "tucker_reconstruct", "gram", "im2col")
+KERNELS = ("unfold", "fold", "mode_product", "tucker_project", "tucker_reconstruct", "gram", "im2col",
+           "direct_conv2d", "direct_conv2d_input_grad", "direct_conv2d_weight_grad")
 DTYPES = (np.float32, np.float64)
 TOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
 # Sizes around the SIMD widths (4/8/16 lanes) and their tails; BIG: one axis above 64.
@@ -200,6 +201,43 @@ def test_im2col(data, case, dtype):
     oh, ow = ((s + 2 * p - d * (k - 1) - 1) // st_ + 1 for s, k, st_, p, d in zip(shape[2:], kernel, stride, padding, dilation))
     assert want.shape == (groups, shape[0] * oh * ow, kernel[0] * kernel[1] * shape[1] // groups)
     assert_exact(got, want, x)
+
+
+@st.composite
+def depthwise_cases(draw):
+    """(x shape, weight shape, stride, padding, dilation): `conv_cases` made depthwise, with a
+    channel multiplier of 1 to 3."""
+    shape, kernel, stride, padding, dilation, _ = draw(conv_cases())
+    return shape, (shape[1] * draw(st.integers(1, 3)), 1, *kernel), stride, padding, dilation
+
+
+@settings(max_examples=150)
+@given(data=st.data(), case=depthwise_cases(), dtype=dtypes)
+def test_direct_depthwise_conv2d_and_its_vjps(data, case, dtype):
+    shape, w_shape, stride, padding, dilation = case
+    x, w = data.draw(layouts(shape, dtype)), data.draw(layouts(w_shape, dtype))
+    geometry = (stride, padding, dilation, shape[1])
+    y = reference.direct_conv2d(x, w, *geometry)
+    assert_close(core.direct_conv2d(x, w, *geometry), y, x, w)
+    g = data.draw(layouts(y.shape, dtype))
+    assert_close(core.direct_conv2d_input_grad(g, w, shape[2:], *geometry),
+                 reference.direct_conv2d_input_grad(g, w, shape[2:], *geometry), g, w)
+    assert_close(core.direct_conv2d_weight_grad(g, x, w_shape[2:], *geometry),
+                 reference.direct_conv2d_weight_grad(g, x, w_shape[2:], *geometry), g, x)
+
+
+def test_direct_conv2d_takes_depthwise_convolutions_only():
+    x, w = np.ones((1, 4, 5, 5)), np.ones((4, 2, 3, 3))
+    with pytest.raises(ValueError, match="groups = channels"):
+        core.direct_conv2d(x, w, (1, 1), (1, 1), (1, 1), 2)
+    with pytest.raises(ValueError, match=r"weight must have shape \(M \* 4, 1, kh, kw\)"):
+        core.direct_conv2d(x, w, (1, 1), (1, 1), (1, 1), 4)
+    with pytest.raises(ValueError, match=r"grad must have shape \[1, 4, 5, 5\]"):
+        core.direct_conv2d_input_grad(np.ones((1, 4, 3, 3)), np.ones((4, 1, 3, 3)), (5, 5), (1, 1), (1, 1), (1, 1), 4)
+    with pytest.raises(TypeError, match="weight has dtype float32"):
+        core.direct_conv2d(x, w.astype(np.float32), (1, 1), (1, 1), (1, 1), 4)
+    with pytest.raises(ValueError, match="stride"):
+        core.direct_conv2d_weight_grad(np.ones((1, 4, 5, 5)), x, (3, 3), (0, 1), (1, 1), (1, 1), 4)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -627,6 +665,12 @@ ISA_SCRIPT = textwrap.dedent(
                 check(f"tucker_reconstruct {{label}}", lambda: t.assert_close(core.tucker_reconstruct(s, factors), t.reference.tucker_reconstruct(s, factors)))
                 geometry = ((3, 3), (1, 2), (1, 0), (1, 1), 1) if shape[2] >= 1 and shape[3] >= 3 else ((1, 1), (1, 1), (0, 0), (1, 1), 1)
                 check(f"im2col {{label}}", lambda: t.assert_exact(core.im2col(x, *geometry), t.reference.im2col(x, *geometry)))
+                depthwise = (geometry[1], geometry[2], geometry[3], shape[1])
+                w = rng.standard_normal((2 * shape[1], 1, *geometry[0])).astype(dtype)[:, :, ::-1]
+                check(f"direct_conv2d {{label}}", lambda: t.assert_close(core.direct_conv2d(x, w, *depthwise), t.reference.direct_conv2d(x, w, *depthwise)))
+                g = t.reference.direct_conv2d(x, w, *depthwise)[..., ::-1]
+                check(f"direct_conv2d_input_grad {{label}}", lambda: t.assert_close(core.direct_conv2d_input_grad(g, w, shape[2:], *depthwise), t.reference.direct_conv2d_input_grad(g, w, shape[2:], *depthwise)))
+                check(f"direct_conv2d_weight_grad {{label}}", lambda: t.assert_close(core.direct_conv2d_weight_grad(g, x, geometry[0], *depthwise), t.reference.direct_conv2d_weight_grad(g, x, geometry[0], *depthwise)))
     print(json.dumps(report))
     """
 )

@@ -326,9 +326,9 @@ def test_init_is_deterministic_under_manual_seed():
 # --- owner attribution ---------------------------------------------------------------------
 def owners_of(output):
     return {
-        t._node.owner: type(t._node).__name__
-        for t in autograd.topological_order(output)
-        if t._node is not None
+        v.owner: type(v).__name__
+        for v in autograd.topological_order(output)
+        if autograd.is_node(v)
     }
 
 

@@ -153,7 +153,7 @@ class LightCL(Finetune):
         self.buffer.load_state(state["buffer"])
         self.masks = dict(state["masks"])
 
-    def persistent_bytes(self) -> int:
+    def kept_bytes(self) -> int:
         """The buffer, the masks, and the buffer's old masked features and logits."""
         targets = 0 if self.targets is None else sum(a.nbytes for a in self.targets[0].values()) + sum(z.nbytes for z in self.targets[1])
-        return super().persistent_bytes() + targets
+        return super().kept_bytes() + targets

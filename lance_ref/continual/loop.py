@@ -8,6 +8,7 @@ run resumed from the checkpoint of task t - 1 repeats the uninterrupted run exac
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,32 +24,53 @@ from .steps import evaluate, minibatches
 CHECKPOINT = "checkpoint.npz"
 
 
-def train_task(model, strategy, task, config, normalize, show: bool) -> tuple[memory.Ledger, int]:
-    """Train `task` for `config.epochs`; returns the ledger of its first step and the number of
-    parameters trained."""
+@dataclass
+class TaskResult:
+    """What training one task measured (specs/memory.md)."""
+
+    ledger: memory.Ledger  # of its first step
+    trainable_parameters: int
+    peak_step_bytes: int  # the second step's measured peak
+    persistent_bytes: int  # model, gradients, optimiser state and the strategy's kept bytes
+
+
+def train_task(model, strategy, task, config, normalize, show: bool) -> TaskResult:
+    """Train `task` for `config.epochs`; the first step's graph goes to the ledger and the
+    second step (after the first as warm-up) is measured."""
     random.manual_seed(config.seed * 1000 + task.index)
     rng = np.random.default_rng((config.seed, task.index, 0))
     strategy.before_task(task, normalize)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = SGD(trainable, lr=config.lr)
-    samples, ledger = strategy.training_samples(task), None
+    samples, ledger, peak, steps = strategy.training_samples(task), None, None, 0
     model.train()
     for epoch in range(1, config.epochs + 1):
         label = f"task {task.index + 1}/{len(strategy.scenario.tasks)} epoch {epoch}/{config.epochs}"
         bar = Progress(minibatches(len(samples), config.batch_size, rng), label=label, enabled=show)
         for index in bar:
             batch = samples.take(index)
-            loss = strategy.minibatch_loss(task, batch, rng, normalize)
-            ledger = ledger or memory.ledger(loss, model.parameters(), strategy.fixed_arrays())
             optimizer.zero_grad()
-            loss.backward()
-            strategy.after_backward(task)
-            optimizer.step()
-            requantize_(model)
-            strategy.after_step(batch, rng)
-            bar.set(loss=loss.item())
+
+            def step():
+                loss = strategy.minibatch_loss(task, batch, rng, normalize)
+                step_ledger = memory.ledger(loss, model.parameters(), strategy.fixed_arrays()) if ledger is None else None
+                loss.backward()
+                strategy.after_backward(task)
+                optimizer.step()
+                requantize_(model)
+                strategy.after_step(batch, rng)
+                return loss.item(), step_ledger
+
+            if steps == 1:
+                resident = memory.resident_bytes(model, optimizer, vars(batch).values()) + strategy.kept_bytes()
+                (loss, step_ledger), peak = memory.measure_step(step, resident)
+            else:
+                loss, step_ledger = step()
+            ledger, steps = ledger or step_ledger, steps + 1
+            bar.set(loss=loss)
     strategy.after_task(task, normalize)
-    return ledger, sum(p.data.size for p in trainable)
+    persistent = memory.persistent_bytes(model, optimizer) + strategy.kept_bytes()
+    return TaskResult(ledger, sum(p.data.size for p in trainable), peak, persistent)
 
 
 def normalizer(scenario, dtype):
@@ -83,28 +105,32 @@ def run_tasks(model, scenario, strategy, config, out: Path, show: bool = True, r
     and memory figures. With `resume`, continues from `out`/checkpoint.npz if it exists."""
     normalize = normalizer(scenario, config.dtype)
     count = len(scenario.tasks)
-    matrix, seconds = np.zeros((count, count)), np.zeros(count)
-    activation = np.zeros((count, 2), dtype=np.int64)  # weight layers, every op
-    trainable = np.zeros(count, dtype=np.int64)
+    progress = dict(
+        accuracy_matrix=np.zeros((count, count)), task_seconds=np.zeros(count),
+        activation_bytes=np.zeros((count, 2), dtype=np.int64),  # weight layers, every op
+        trainable_parameters=np.zeros(count, dtype=np.int64),
+        peak_step_bytes=np.zeros(count, dtype=np.int64), persistent_bytes=np.zeros(count, dtype=np.int64),
+    )
     start = 0
     if resume and (out / CHECKPOINT).exists():
-        progress = load_progress(out / CHECKPOINT, model, strategy)
-        start = int(progress["next_task"])
-        matrix, seconds, activation = progress["accuracy_matrix"], progress["task_seconds"], progress["activation_bytes"]
-        trainable = progress.get("trainable_parameters", trainable)  # absent from older checkpoints
+        saved = load_progress(out / CHECKPOINT, model, strategy)
+        start = int(saved.pop("next_task"))
+        progress.update(saved)  # figures absent from older checkpoints keep their zeros
+    matrix = progress["accuracy_matrix"]
     names = strategy.weight_layer_names()
     for task in scenario.tasks[start:]:
         began = time.perf_counter()
-        ledger, trainable[task.index] = train_task(model, strategy, task, config, normalize, show)
-        seconds[task.index] = time.perf_counter() - began
-        activation[task.index] = ledger.bytes(names), ledger.bytes()
+        trained = train_task(model, strategy, task, config, normalize, show)
+        progress["task_seconds"][task.index] = time.perf_counter() - began
+        progress["activation_bytes"][task.index] = trained.ledger.bytes(names), trained.ledger.bytes()
+        progress["trainable_parameters"][task.index] = trained.trainable_parameters
+        progress["peak_step_bytes"][task.index] = trained.peak_step_bytes or 0
+        progress["persistent_bytes"][task.index] = trained.persistent_bytes
         seen = scenario.tasks[: task.index + 1]
         rng = np.random.default_rng((config.seed, task.index, 4))
         matrix[task.index, : task.index + 1] = evaluate(model, seen, config.setting, normalize, rng)
         if show:
             row = " ".join(f"{a:.3f}" for a in matrix[task.index, : task.index + 1])
             print(f"after task {task.index + 1}/{count}: accuracy per task {row}")
-        progress = dict(next_task=task.index + 1, accuracy_matrix=matrix, task_seconds=seconds, activation_bytes=activation,
-                        trainable_parameters=trainable)
-        save_progress(out / CHECKPOINT, model, strategy, progress)
-    return dict(accuracy_matrix=matrix, task_seconds=seconds, activation_bytes=activation, trainable_parameters=trainable)
+        save_progress(out / CHECKPOINT, model, strategy, dict(next_task=task.index + 1, **progress))
+    return progress

@@ -3,7 +3,7 @@
 The loop (`loop.py`) asks a strategy for the task's training samples, adds the samples it
 replays to each minibatch, lets it edit the gradients before the optimiser step, and tells it
 when a task ends. `state()` is what the strategy keeps between tasks: its bytes are the
-strategy's persistent memory, and the checkpoint stores it.
+strategy's kept memory (`kept_bytes`), and the checkpoint stores it.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ class Finetune:
         return self.layer_names + self.head_names
 
     def fixed_arrays(self) -> list:
-        """Arrays kept from step to step that the graph saves (counted as persistent, not as
+        """Arrays kept from step to step that the graph saves (counted as kept memory, not as
         activation memory)."""
         return []
 
@@ -106,7 +106,8 @@ class Finetune:
     def load_state(self, state: dict) -> None:
         pass
 
-    def persistent_bytes(self) -> int:
+    def kept_bytes(self) -> int:
+        """The bytes the strategy keeps between tasks: its state's arrays."""
         return sum(a.nbytes for a in flatten(self.state()).values())
 
     def replay_bytes(self) -> int:
@@ -123,7 +124,7 @@ class Joint(Finetune):
     def training_samples(self, task) -> Samples:
         return Samples.concat([task_samples(t, self.config.setting) for t in self.scenario.tasks[: task.index + 1]])
 
-    def persistent_bytes(self) -> int:
+    def kept_bytes(self) -> int:
         """The earlier tasks' raw samples, which joint training keeps (after the last task)."""
         kept = self.scenario.tasks[:-1]
         return sum(t.train.images.nbytes + t.train.labels.nbytes for t in kept)

@@ -12,7 +12,7 @@ from . import continual
 from .finetune import parse_list
 from .report import summarise
 
-COLUMNS = ("acc", "bwt", "activation_bytes", "persistent_bytes", "replay_bytes")
+COLUMNS = ("acc", "bwt", "activation_bytes", "strategy_bytes", "replay_bytes", "peak_step_bytes")
 
 
 @dataclass
@@ -29,11 +29,13 @@ class ContinualSweepConfig:
 
 
 def format_table(summary: list) -> str:
-    lines = [f"{'strategy':<21}{'seeds':>6}{'ACC':>8}{'+-':>7}{'BWT':>8}{'act. KiB/step':>15}{'persistent KiB':>16}{'replay KiB':>12}{'s/task':>8}"]
+    lines = [f"{'strategy':<21}{'seeds':>6}{'ACC':>8}{'+-':>7}{'BWT':>8}{'act. KiB/step':>15}{'strategy KiB':>14}{'replay KiB':>12}"
+             f"{'peak MiB':>10}{'s/task':>8}"]
     for s in summary:
         lines.append(
             f"{s['strategy']:<21}{s['seeds']:>6}{s['acc']:>8.4f}{s['acc_std']:>7.4f}{s['bwt']:>+8.4f}"
-            f"{s['activation_bytes'] / 1024:>15.1f}{s['persistent_bytes'] / 1024:>16.1f}{s['replay_bytes'] / 1024:>12.1f}{s['task_seconds']:>8.1f}"
+            f"{s['activation_bytes'] / 1024:>15.1f}{s['strategy_bytes'] / 1024:>14.1f}{s['replay_bytes'] / 1024:>12.1f}"
+            f"{s['peak_step_bytes'] / 2**20:>10.1f}{s['task_seconds']:>8.1f}"
         )
     return "\n".join(lines)
 

@@ -196,11 +196,12 @@ def run(config: FinetuneConfig, out: str | Path, show: bool = True) -> dict:
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = SGD(trainable, lr=config.lr, momentum=config.momentum)
     start = time.perf_counter()
-    history, ledger = fit(
+    fitted = fit(
         model, optimizer, loader, normalize(target_test.images, target.mean, target.std, dtype), target_test.labels,
         config.epochs, CosineAnnealingLR(optimizer, T_max=config.epochs), clip_grad_norm=config.clip, show=show,
         before_epoch=selector.before_epoch if selecting else None,
     )
+    history, ledger = fitted.history, fitted.ledger
     conv_parameters = int(sum(p.data.size for name in names[:-1] for p in model.get_submodule(name).parameters()))
     results = dict(
         command="finetune",
@@ -208,10 +209,13 @@ def run(config: FinetuneConfig, out: str | Path, show: bool = True) -> dict:
         test_accuracy=history[-1]["test_accuracy"],
         activation_bytes=ledger.bytes(names),
         activation_bytes_by_layer={name: ledger.bytes([name]) for name in names},
+        activation_bytes_per_step=ledger.bytes(),
         **(compression_results(model, names) if not selecting else {}),
         budget=selector.budget if selecting else None,
         conv_parameters=conv_parameters,
         updated_parameters=max(e["updated_parameters"] for e in history) if selecting else conv_parameters,
+        peak_step_bytes=fitted.peak_step_bytes,
+        persistent_bytes=fitted.persistent_bytes,
         calibration_seconds=calibration_seconds,
         step_seconds=sum(e["seconds"] for e in history) / sum(e["steps"] for e in history),
         backward_seconds=sum(e["backward_seconds"] for e in history),

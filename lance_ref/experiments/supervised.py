@@ -71,18 +71,21 @@ def run(config: TrainConfig, out: str | Path, show: bool = True) -> dict:
     optimizer = SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     loader = make_loader(train, config.batch_size, config.seed, dtype, config.crop_padding)
     start = time.perf_counter()
-    history, first_ledger = fit(
+    fitted = fit(
         model, optimizer, loader, normalize(test.images, train.mean, train.std, dtype), test.labels,
         config.epochs, CosineAnnealingLR(optimizer, T_max=config.epochs), show=show,
     )
+    history = fitted.history
     results = dict(
         command="train",
         config=asdict(config),
         test_accuracy=history[-1]["test_accuracy"],
         epochs=history,
         wall_seconds=time.perf_counter() - start,
-        activation_bytes_per_step=first_ledger.bytes(),
-        activation_bytes_by_layer=first_ledger.by_layer(),
+        activation_bytes_per_step=fitted.ledger.bytes(),
+        activation_bytes_by_layer=fitted.ledger.by_layer(),
+        peak_step_bytes=fitted.peak_step_bytes,
+        persistent_bytes=fitted.persistent_bytes,
         parameters=int(sum(p.data.size for p in model.parameters())),
         train_size=len(train),
         test_size=len(test),

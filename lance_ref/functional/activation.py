@@ -1,7 +1,8 @@
 """Activations and dropout (specs/activation.md).
 
 Subgradients at the kinks follow torch: relu passes nothing at 0, relu6 passes only on the
-open interval (0, 6), leaky_relu uses the negative slope at 0.
+open interval (0, 6), leaky_relu uses the negative slope at 0. What their VJPs need is one bit
+per element, so they save a packed mask (#masks), not a float copy.
 """
 
 from __future__ import annotations
@@ -12,42 +13,65 @@ from .. import random
 from ..tensor import Function
 
 
-class ReLU(Function):
-    """y = max(x, 0); saves y, as torch does (specs/activation.md#relu)."""
+def pack_mask(mask: np.ndarray) -> np.ndarray:
+    """A bool array as ceil(n / 8) bytes, one bit per element in C order (specs/activation.md#masks)."""
+    return np.packbits(mask, axis=None)
+
+
+def unpack_mask(packed: np.ndarray, shape: tuple) -> np.ndarray:
+    """The bool array of `shape` that `pack_mask` packed."""
+    return np.unpackbits(packed, count=int(np.prod(shape))).reshape(shape).view(bool)
+
+
+class Masked(Function):
+    """An elementwise op whose VJP needs only a mask: forward saves it packed, when recorded."""
+
+    def save_mask(self, mask) -> None:
+        """Save pack_mask(mask()) if the graph is recorded; `mask` is not called otherwise."""
+        if any(self.needs_input_grad):
+            bits = mask()
+            self.shape = bits.shape
+            self.save(pack_mask(bits))
+
+    def mask(self) -> np.ndarray:
+        (packed,) = self.saved_arrays
+        return unpack_mask(packed, self.shape)
+
+
+class ReLU(Masked):
+    """y = max(x, 0); saves the mask [y > 0] (specs/activation.md#relu)."""
 
     def forward(self, x):
         y = np.maximum(x, 0)
-        self.save(y)
+        self.save_mask(lambda: y > 0)
         return y
 
     def backward(self, grad):
-        (y,) = self.saved_arrays
-        return (grad * (y > 0),)
+        return (grad * self.mask(),)
 
 
-class ReLU6(Function):
-    """y = min(max(x, 0), 6) (specs/activation.md#relu6)."""
+class ReLU6(Masked):
+    """y = min(max(x, 0), 6); saves the mask [0 < x < 6] (specs/activation.md#relu6)."""
 
     def forward(self, x):
-        self.save(x)
+        self.save_mask(lambda: (x > 0) & (x < 6))
         return np.clip(x, 0, 6)
 
     def backward(self, grad):
-        (x,) = self.saved_arrays
-        return (grad * ((x > 0) & (x < 6)),)
+        return (grad * self.mask(),)
 
 
-class LeakyReLU(Function):
-    """y = x if x > 0 else slope * x (specs/activation.md#leaky_relu)."""
+class LeakyReLU(Masked):
+    """y = x if x > 0 else slope * x; saves the mask [x > 0] (specs/activation.md#leaky_relu)."""
 
     def forward(self, x, negative_slope):
-        self.save(x)
+        positive = x > 0
+        self.save_mask(lambda: positive)
         self.negative_slope = negative_slope
-        return np.where(x > 0, x, x * x.dtype.type(negative_slope))
+        return np.where(positive, x, x * x.dtype.type(negative_slope))
 
     def backward(self, grad):
-        (x,) = self.saved_arrays
-        return (np.where(x > 0, grad, grad * grad.dtype.type(self.negative_slope)),)
+        return (np.where(self.mask(), grad, grad * grad.dtype.type(self.negative_slope)),)
 
 
 class Sigmoid(Function):
@@ -77,18 +101,21 @@ class Tanh(Function):
         return (grad * (1 - y * y),)
 
 
-class Dropout(Function):
-    """y = x * m / (1 - p) with m ~ Bernoulli(1 - p); saves m as bool (specs/activation.md#dropout)."""
+class Dropout(Masked):
+    """y = x * m / (1 - p) with m ~ Bernoulli(1 - p); saves m packed (specs/activation.md#dropout)."""
 
     def forward(self, x, p, generator):
         keep = generator.random(x.shape) >= p
-        self.save(keep)
+        self.save_mask(lambda: keep)
         self.scale = x.dtype.type(1 / (1 - p))
-        return x * keep * self.scale
+        y = x * keep
+        y *= self.scale
+        return y
 
     def backward(self, grad):
-        (keep,) = self.saved_arrays
-        return (grad * keep * self.scale,)
+        dx = grad * self.mask()
+        dx *= self.scale
+        return (dx,)
 
 
 def relu(x):

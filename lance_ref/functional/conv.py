@@ -1,7 +1,10 @@
-"""2-D convolution as im2col plus one (grouped) GEMM (specs/conv.md).
+"""2-D convolution (specs/conv.md).
 
-Backward recomputes the im2col matrix from the saved input instead of keeping it, so the
-memory kept is the input itself, as in torch.
+Grouped convolutions (depthwise included) sum over their kernel taps directly, with no
+unfolding (#direct). Ordinary ones are im2col plus one GEMM, taken in chunks of samples whose
+unfolding and product fit the workspace budget (specs/memory.md#workspace). Backward recomputes
+the unfoldings from the saved input instead of keeping them, so the memory kept is the input
+itself, as in torch.
 """
 
 from __future__ import annotations
@@ -32,26 +35,19 @@ def col2im(cols, shape, kernel, padding, stride, dilation, out_hw, groups) -> np
     return nchw[:, :, ph : ph + h, pw : pw + w]
 
 
-def merge_groups(m: np.ndarray) -> np.ndarray:
-    """(G, R, K) -> (R, G*K): the per-group GEMM results side by side."""
-    return m.transpose(1, 0, 2).reshape(m.shape[1], -1)
-
-
 def channel_rows(a: np.ndarray, groups: int) -> np.ndarray:
     """(N, C, H, W) -> (G, N*H*W, C/G): one row of channels per pixel, split by group."""
     return a.transpose(0, 2, 3, 1).reshape(-1, groups, a.shape[1] // groups).transpose(1, 0, 2)
 
 
-def grouped_rows(weight: np.ndarray, groups: int) -> np.ndarray:
-    """W as (G, O/G, kh*kw*C/G), rows in the (i, j, c) column order of im2col."""
-    return weight.transpose(0, 2, 3, 1).reshape(groups, weight.shape[0] // groups, -1)
+def weight_rows(weight: np.ndarray) -> np.ndarray:
+    """W as (O, kh*kw*C), rows in the (i, j, c) column order of im2col."""
+    return weight.transpose(0, 2, 3, 1).reshape(weight.shape[0], -1)
 
 
-def flipped_transpose(weight: np.ndarray, groups: int) -> np.ndarray:
-    """W~[g C/G + c, o', i, j] = W[g O/G + o', c, kh-1-i, kw-1-j], shape (C, O/G, kh, kw)."""
-    o, cg, kh, kw = weight.shape
-    per_group = weight.reshape(groups, o // groups, cg, kh, kw).transpose(0, 2, 1, 3, 4)
-    return per_group[..., ::-1, ::-1].reshape(groups * cg, o // groups, kh, kw)
+def flipped_transpose(weight: np.ndarray) -> np.ndarray:
+    """W~[c, o, i, j] = W[o, c, kh-1-i, kw-1-j], shape (C, O, kh, kw)."""
+    return weight.transpose(1, 0, 2, 3)[..., ::-1, ::-1]
 
 
 def conv_geometry(x_shape, kernel, stride, padding, dilation, groups) -> dict:
@@ -72,44 +68,78 @@ def transposed_geometry(geometry: dict, grad_shape) -> dict | None:
     full = tuple(d * (k - 1) - p for k, p, d in zip(kernel, padding, dilation))
     if geometry["stride"] != (1, 1) or min(full) < 0:
         return None
-    return conv_geometry(grad_shape, kernel, (1, 1), full, dilation, geometry["groups"])
+    return conv_geometry(grad_shape, kernel, (1, 1), full, dilation, 1)
 
 
-def times_weight(cols: np.ndarray, weight: np.ndarray, batch: int, out_hw) -> np.ndarray:
-    """Y_g = cols_g W_g^T, merged and laid out as a contiguous (N, O, H', W') array."""
-    y = merge_groups(cols @ grouped_rows(weight, cols.shape[0]).transpose(0, 2, 1))
-    return np.ascontiguousarray(y.reshape(batch, *out_hw, weight.shape[0]).transpose(0, 3, 1, 2))
+def direct_args(geometry: dict) -> tuple:
+    return geometry["stride"], geometry["padding"], geometry["dilation"], geometry["groups"]
+
+
+def unfolding_chunks(n: int, pixels: int, *widths: int, itemsize: int) -> list:
+    """Sample slices whose unfolding-sized temporaries fit the workspace: per sample, `pixels`
+    rows of each of `widths` columns (specs/memory.md#workspace)."""
+    return kernels.sample_chunks(n, pixels * sum(widths) * itemsize)
+
+
+def times_weight(cols: np.ndarray, rows: np.ndarray, out_hw) -> np.ndarray:
+    """Y = cols W^T for `cols` (1, N*H'*W', K) and `rows` W (O, K), as an (N, O, H', W') view."""
+    y = cols[0] @ rows.T
+    return y.reshape(-1, *out_hw, rows.shape[0]).transpose(0, 3, 1, 2)
 
 
 def conv2d_forward(x, weight, geometry) -> np.ndarray:
-    """y = conv2d(x, W) without bias: Y_g = cols_g W_g^T with cols = im2col(x) (specs/conv.md#conv2d)."""
-    return times_weight(im2col(x, **geometry), weight, x.shape[0], geometry["out_hw"])
+    """y = conv2d(x, W) without bias (specs/conv.md#conv2d): taps summed directly for groups > 1
+    (#direct); else Y = cols W^T with cols = im2col(x), over chunks of samples."""
+    if geometry["groups"] > 1:
+        return kernels.direct_conv2d(x, weight, *direct_args(geometry))
+    out_hw, (o, c, kh, kw) = geometry["out_hw"], weight.shape
+    y = np.empty((len(x), o, *out_hw), dtype=x.dtype)
+    rows = weight_rows(weight)
+    for chunk in unfolding_chunks(len(x), out_hw[0] * out_hw[1], kh * kw * c, o, itemsize=x.itemsize):
+        y[chunk] = times_weight(im2col(x[chunk], **geometry), rows, out_hw)
+    return y
 
 
 def conv2d_grads(grad, weight, x, input_shape, geometry) -> tuple:
     """(dx, dW) for dY = `grad`; dx is None when `weight` is None, dW when `x` is None.
 
-    Stride 1 (the common case): one im2col of dY gives both (specs/conv.md#stride-1-backward);
-    otherwise dx = col2im(dY_g W_g) and dW_g = dY_g^T im2col(x)_g (specs/conv.md#conv2d).
+    Groups > 1: sums over the kernel taps (#direct). Otherwise over chunks of samples: when dx
+    is needed at stride 1, one im2col of dY gives both (specs/conv.md#stride-1-backward); else
+    dx = col2im(dY W) and dW = dY^T im2col(x) (specs/conv.md#conv2d).
     """
-    groups, (kh, kw) = geometry["groups"], geometry["kernel"]
-    transposed = transposed_geometry(geometry, grad.shape)
-    grad_x = grad_w = None
+    if geometry["groups"] > 1:
+        grad_x = grad_w = None
+        if weight is not None:
+            grad_x = kernels.direct_conv2d_input_grad(grad, weight, input_shape[2:], *direct_args(geometry))
+        if x is not None:
+            grad_w = kernels.direct_conv2d_weight_grad(grad, x, geometry["kernel"], *direct_args(geometry))
+        return grad_x, grad_w
+    (n, c, h, w), (oh, ow), (kh, kw), o = input_shape, geometry["out_hw"], geometry["kernel"], grad.shape[1]
+    transposed = transposed_geometry(geometry, grad.shape) if weight is not None else None
+    grad_x = np.empty(input_shape, dtype=grad.dtype) if weight is not None else None
+    grad_w = np.zeros((o, kh * kw * c), dtype=grad.dtype) if x is not None else None  # columns (i, j, c)
     if transposed is not None:
-        cols = im2col(grad, **transposed)  # (G, N*H*W, kh*kw*O/G), taps in flipped order
-        if weight is not None:
-            grad_x = times_weight(cols, flipped_transpose(weight, groups), grad.shape[0], input_shape[2:])
+        flipped = np.zeros((c, kh * kw * o), dtype=grad.dtype) if x is not None else None  # columns (i', j', o)
+        rows = weight_rows(flipped_transpose(weight))
+        for chunk in unfolding_chunks(n, h * w, kh * kw * o, 2 * c, itemsize=grad.itemsize):
+            cols = im2col(grad[chunk], **transposed)  # (1, N*H*W, kh*kw*O), taps in flipped order
+            grad_x[chunk] = times_weight(cols, rows, (h, w))
+            if x is not None:
+                flipped += channel_rows(x[chunk], 1)[0].T @ cols[0]
+            del cols  # before the next chunk's unfolding, so that only one is alive at a time
         if x is not None:
-            flipped = channel_rows(x, groups).transpose(0, 2, 1) @ cols  # (G, C/G, kh*kw*O/G)
-            grad_w = flipped.reshape(groups, -1, kh, kw, grad.shape[1] // groups)[:, :, ::-1, ::-1]
-            grad_w = grad_w.transpose(0, 4, 1, 2, 3).reshape(grad.shape[1], -1, kh, kw)
+            grad_w = flipped.reshape(c, kh, kw, o)[:, ::-1, ::-1].transpose(3, 1, 2, 0).reshape(o, -1)
     else:
-        rows = channel_rows(grad, groups)
-        if weight is not None:
-            grad_x = col2im(rows @ grouped_rows(weight, groups), input_shape, **geometry)
-        if x is not None:
-            grad_w = rows.transpose(0, 2, 1) @ im2col(x, **geometry)  # (G, O/G, kh*kw*C/G)
-            grad_w = grad_w.reshape(grad.shape[1], kh, kw, -1).transpose(0, 3, 1, 2)
+        rows = weight_rows(weight) if weight is not None else None
+        for chunk in unfolding_chunks(n, oh * ow, o, 2 * kh * kw * c, itemsize=grad.itemsize):
+            grad_rows = channel_rows(grad[chunk], 1)[0]  # (N*H'*W', O)
+            if weight is not None:
+                grad_x[chunk] = col2im((grad_rows @ rows)[None], grad_x[chunk].shape, **geometry)
+            if x is not None:
+                grad_w += grad_rows.T @ im2col(x[chunk], **geometry)[0]
+            del grad_rows  # before the next chunk's
+    if grad_w is not None:
+        grad_w = grad_w.reshape(o, kh, kw, c).transpose(0, 3, 1, 2)
     return grad_x, grad_w
 
 

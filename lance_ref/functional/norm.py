@@ -17,22 +17,28 @@ class BatchNorm(Function):
 
     `mean`, `var` are the batch's statistics (biased var) when `use_batch_stats`, so the VJP
     differentiates through them; otherwise they are running statistics, constants.
-    `weight`/`bias` may be absent (affine=False).
+    `weight`/`bias` may be absent (affine=False). Saves the per-channel scale gamma / sqrt(var + eps),
+    and x_hat only where the VJP needs it: with batch statistics, or for a weight gradient.
     """
 
     def forward(self, x, weight=None, bias=None, *, mean, var, eps, use_batch_stats):
         inv_std = 1 / np.sqrt(var + x.dtype.type(eps))
-        x_hat = (x - _channel_view(mean, x.ndim)) * _channel_view(inv_std, x.ndim)
         need_w = len(self.needs_input_grad) > 1 and self.needs_input_grad[1]
         self.use_batch_stats = use_batch_stats
-        self.save(x_hat if use_batch_stats or need_w else None, inv_std, weight)
-        y = x_hat if weight is None else x_hat * _channel_view(weight, x.ndim)
-        return y if bias is None else y + _channel_view(bias, x.ndim)
+        x_hat = x - _channel_view(mean, x.ndim)
+        x_hat *= _channel_view(inv_std, x.ndim)
+        keep_x_hat = use_batch_stats or need_w
+        self.save(x_hat if keep_x_hat else None, inv_std if weight is None else inv_std * weight)
+        y = x_hat * _channel_view(weight, x.ndim) if weight is not None and keep_x_hat else x_hat
+        if weight is not None and not keep_x_hat:
+            y *= _channel_view(weight, x.ndim)  # x_hat is not kept: scale it in place
+        if bias is not None:
+            y += _channel_view(bias, x.ndim)
+        return y
 
     def backward(self, grad):
-        x_hat, inv_std, weight = self.saved_arrays
+        x_hat, scale = self.saved_arrays
         ndim, axes = grad.ndim, _reduced_axes(grad.ndim)
-        scale = inv_std if weight is None else inv_std * weight
         grad_weight = (grad * x_hat).sum(axis=axes) if x_hat is not None else None
         grad_bias = grad.sum(axis=axes)
         if self.use_batch_stats:
@@ -83,7 +89,9 @@ def batch_norm(
                 f"batch_norm in training needs more than 1 value per channel, got input {x.shape}"
             )
         mean = x.mean(axis=axes)
-        var = np.square(x - _channel_view(mean, x.ndim)).mean(axis=axes)
+        centred = x - _channel_view(mean, x.ndim)
+        var = np.square(centred, out=centred).mean(axis=axes)
+        del centred
         if running_mean is not None:
             running_mean *= 1 - momentum
             running_mean += momentum * mean

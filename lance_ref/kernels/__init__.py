@@ -16,6 +16,7 @@ import os
 import numpy as np
 
 from . import reference
+from .workspace import WORKSPACE_ENV, sample_chunks, set_workspace_bytes, workspace_bytes
 
 BACKEND_ENV = "LANCE_REF_BACKEND"
 
@@ -92,3 +93,22 @@ def gram(x: np.ndarray, mode: int) -> np.ndarray:
 def im2col(x: np.ndarray, kernel, stride, padding, dilation, groups: int = 1) -> np.ndarray:
     """The im2col matrix of a conv input (specs/conv.md#im2col); see `reference.im2col`."""
     return _kernel("im2col", _float_4d(x))(x, kernel, stride, padding, dilation, groups)
+
+
+def direct_conv2d(x: np.ndarray, weight: np.ndarray, stride, padding, dilation, groups: int) -> np.ndarray:
+    """A grouped convolution summed over its kernel taps (specs/conv.md#direct); see
+    `reference.direct_conv2d`. The Rust kernel takes the depthwise ones (groups = channels)."""
+    depthwise = _float_4d(x) and _float_4d(weight) and groups == x.shape[1]
+    return _kernel("direct_conv2d", depthwise)(x, weight, stride, padding, dilation, groups)
+
+
+def direct_conv2d_input_grad(grad: np.ndarray, weight: np.ndarray, input_hw, stride, padding, dilation, groups: int) -> np.ndarray:
+    """Its VJP for x (specs/conv.md#direct); see `reference.direct_conv2d_input_grad`."""
+    depthwise = _float_4d(grad) and _float_4d(weight) and weight.shape[1] == 1
+    return _kernel("direct_conv2d_input_grad", depthwise)(grad, weight, input_hw, stride, padding, dilation, groups)
+
+
+def direct_conv2d_weight_grad(grad: np.ndarray, x: np.ndarray, kernel, stride, padding, dilation, groups: int) -> np.ndarray:
+    """Its VJP for W (specs/conv.md#direct); see `reference.direct_conv2d_weight_grad`."""
+    depthwise = _float_4d(grad) and _float_4d(x) and groups == x.shape[1]
+    return _kernel("direct_conv2d_weight_grad", depthwise)(grad, x, kernel, stride, padding, dilation, groups)

@@ -158,6 +158,115 @@ def conv_output_size(size: int, kernel: int, stride: int, padding: int, dilation
     return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
 
 
+def tap_span(size: int, out: int, stride: int, padding: int, dilation: int, index: int):
+    """Along one axis, for kernel tap `index`: (outputs, inputs), the slice of output positions
+    o whose tap reads inside the input, 0 <= s*o + d*index - p < size, and the slice of input
+    positions they read (specs/conv.md#direct); None when no output does."""
+    offset = dilation * index - padding
+    first = max(0, -(offset // stride))  # ceil(-offset / stride)
+    last = min(out - 1, (size - 1 - offset) // stride)
+    if last < first:
+        return None
+    start = stride * first + offset
+    return slice(first, last + 1), slice(start, start + stride * (last - first) + 1, stride)
+
+
+def kernel_taps(input_hw, out_hw, kernel, stride, padding, dilation) -> list:
+    """(i, j, output window, input window) of every kernel tap (i, j) that reads inside the
+    input: the windows are (rows, cols) slice pairs (specs/conv.md#direct)."""
+    taps = []
+    for i, j in np.ndindex(*kernel):
+        rows = tap_span(input_hw[0], out_hw[0], stride[0], padding[0], dilation[0], i)
+        cols = tap_span(input_hw[1], out_hw[1], stride[1], padding[1], dilation[1], j)
+        if rows and cols:
+            taps.append((i, j, (rows[0], cols[0]), (rows[1], cols[1])))
+    return taps
+
+
+TILE_BYTES = 1 << 18  # the direct kernels step through samples in tiles of about this many output bytes
+
+
+def _tiles(count: int, bytes_per_sample: int) -> list:
+    step = max(1, TILE_BYTES // max(1, bytes_per_sample))
+    return [slice(start, min(start + step, count)) for start in range(0, count, step)]
+
+
+def _direct_geometry(x_shape, w_shape, kernel, stride, padding, dilation, groups, x_name: str) -> tuple:
+    """The output (H', W') of a grouped convolution of an input of `x_shape` by a weight of
+    `w_shape`, after checking that they fit `groups`."""
+    n, c, h, w = x_shape
+    if groups < 1 or c % groups or w_shape[0] % groups or w_shape[1] * groups != c or tuple(w_shape[2:]) != tuple(kernel):
+        raise ValueError(f"{x_name} of shape {tuple(x_shape)} and weight of shape {tuple(w_shape)} do not fit groups={groups}")
+    out_hw = tuple(conv_output_size(*args) for args in zip((h, w), kernel, stride, padding, dilation))
+    if min(out_hw) < 1:
+        raise ValueError(f"the conv output of an input of shape {tuple(x_shape)} would be empty ({out_hw})")
+    return out_hw
+
+
+def _check_direct_operands(named) -> None:
+    for name, a in named:
+        check_float(a, name)
+        if a.ndim != 4:
+            raise ValueError(f"{name} must be a 4-D array, got shape {a.shape}")
+        if a.dtype != named[0][1].dtype:
+            raise TypeError(f"{name} has dtype {a.dtype} but {named[0][0]} has {named[0][1].dtype}; they must match")
+
+
+def direct_conv2d(x: np.ndarray, weight: np.ndarray, stride, padding, dilation, groups: int) -> np.ndarray:
+    """y[n, g, m] = sum_{i, j} sum_c W[g, m, c, i, j] x[n, g, c, s h' + d i - p, s w' + d j - p]: a
+    grouped convolution summed over its kernel taps, each a strided window of x, without
+    im2col or padding copies (specs/conv.md#direct). Shape (N, O, H', W')."""
+    _check_direct_operands([("x", x), ("weight", weight)])
+    out_hw = _direct_geometry(x.shape, weight.shape, weight.shape[2:], stride, padding, dilation, groups, "x")
+    (n, c, h, w), (o, cg, kh, kw) = x.shape, weight.shape
+    x5, w5 = x.reshape(n, groups, cg, h, w), weight.reshape(groups, o // groups, cg, kh, kw)
+    y = np.zeros((n, groups, o // groups, *out_hw), dtype=x.dtype)
+    taps = kernel_taps((h, w), out_hw, (kh, kw), stride, padding, dilation)
+    for tile in _tiles(n, y[0].nbytes):
+        for i, j, out, inp in taps:
+            y[tile][..., out[0], out[1]] += np.einsum("gmc,ngchw->ngmhw", w5[..., i, j], x5[tile][..., inp[0], inp[1]])
+    return y.reshape(n, o, *out_hw)
+
+
+def direct_conv2d_input_grad(grad: np.ndarray, weight: np.ndarray, input_hw, stride, padding, dilation, groups: int) -> np.ndarray:
+    """dx[n, g, c, s h' + d i - p, s w' + d j - p] += sum_m W[g, m, c, i, j] dY[n, g, m, h', w'] over
+    the taps: the VJP of `direct_conv2d` for x (specs/conv.md#direct). Shape (N, C, H, W)."""
+    _check_direct_operands([("grad", grad), ("weight", weight)])
+    (n, o), (_, cg, kh, kw) = grad.shape[:2], weight.shape
+    x_shape = (n, cg * groups, *input_hw)
+    out_hw = _direct_geometry(x_shape, weight.shape, (kh, kw), stride, padding, dilation, groups, "the input")
+    if grad.shape[1:] != (weight.shape[0], *out_hw):
+        raise ValueError(f"grad must have shape (N, {weight.shape[0]}, {out_hw[0]}, {out_hw[1]}), got {grad.shape}")
+    g5, w5 = grad.reshape(n, groups, o // groups, *out_hw), weight.reshape(groups, o // groups, cg, kh, kw)
+    dx = np.zeros((n, groups, cg, *input_hw), dtype=grad.dtype)
+    taps = kernel_taps(input_hw, out_hw, (kh, kw), stride, padding, dilation)
+    for tile in _tiles(n, dx[0].nbytes):
+        for i, j, out, inp in taps:
+            dx[tile][..., inp[0], inp[1]] += np.einsum("gmc,ngmhw->ngchw", w5[..., i, j], g5[tile][..., out[0], out[1]])
+    return dx.reshape(x_shape)
+
+
+def direct_conv2d_weight_grad(grad: np.ndarray, x: np.ndarray, kernel, stride, padding, dilation, groups: int) -> np.ndarray:
+    """dW[g, m, c, i, j] = sum_{n, h', w'} dY[n, g, m, h', w'] x[n, g, c, s h' + d i - p, s w' + d j - p]:
+    the VJP of `direct_conv2d` for W (specs/conv.md#direct). Shape (O, C/G, kh, kw)."""
+    _check_direct_operands([("grad", grad), ("x", x)])
+    (n, c, h, w), o, (kh, kw) = x.shape, grad.shape[1], kernel
+    if groups < 1 or c % groups:
+        raise ValueError(f"groups must be a positive divisor of the {c} input channels, got {groups}")
+    w_shape = (o, c // groups, kh, kw)
+    out_hw = _direct_geometry(x.shape, w_shape, kernel, stride, padding, dilation, groups, "x")
+    if grad.shape != (n, o, *out_hw):
+        raise ValueError(f"grad must have shape ({n}, O, {out_hw[0]}, {out_hw[1]}), got {grad.shape}")
+    cg = c // groups
+    g5, x5 = grad.reshape(n, groups, o // groups, *out_hw), x.reshape(n, groups, cg, h, w)
+    dw = np.zeros((groups, o // groups, cg, kh, kw), dtype=grad.dtype)
+    taps = kernel_taps((h, w), out_hw, kernel, stride, padding, dilation)
+    for tile in _tiles(n, g5[0].nbytes):
+        for i, j, out, inp in taps:
+            dw[..., i, j] += np.einsum("ngmhw,ngchw->gmc", g5[tile][..., out[0], out[1]], x5[tile][..., inp[0], inp[1]])
+    return dw.reshape(w_shape)
+
+
 def im2col(x: np.ndarray, kernel, stride, padding, dilation, groups: int = 1) -> np.ndarray:
     """cols[g, (n, h', w'), (i, j, c)] = x_pad[n, g*C/G + c, s*h' + d*i, s*w' + d*j], zero padding
     (specs/conv.md#im2col); `kernel`, `stride`, `padding`, `dilation` are (height, width) pairs.

@@ -32,6 +32,14 @@ from .layers import (
 from .module import Module
 
 
+def apply_each(x, *layers):
+    """layers[-1](...layers[0](x)), one call at a time: each intermediate output is freed as soon
+    as the next layer has used it (a nested call expression would keep it until the end)."""
+    for layer in layers:
+        x = layer(x)
+    return x
+
+
 def _multi_head(in_features: int, heads, dtype) -> ModuleList:
     """One bias-free Linear per task, as GPM's task heads."""
     if not heads or any(not isinstance(n, (int, np.integer)) or n < 1 for n in heads):
@@ -110,12 +118,11 @@ class AlexNetGPM(Module):
         self.fc3 = _multi_head(2048, [num_classes] if heads is None else heads, dtype)
 
     def forward(self, x, task=None):
-        x = self.maxpool(self.drop1(self.relu(self.bn1(self.conv1(x)))))
-        x = self.maxpool(self.drop1(self.relu(self.bn2(self.conv2(x)))))
-        x = self.maxpool(self.drop2(self.relu(self.bn3(self.conv3(x)))))
+        x = apply_each(x, self.conv1, self.bn1, self.relu, self.drop1, self.maxpool)
+        x = apply_each(x, self.conv2, self.bn2, self.relu, self.drop1, self.maxpool)
+        x = apply_each(x, self.conv3, self.bn3, self.relu, self.drop2, self.maxpool)
         x = F.flatten(x, 1)
-        x = self.drop2(self.relu(self.bn4(self.fc1(x))))
-        x = self.drop2(self.relu(self.bn5(self.fc2(x))))
+        x = apply_each(x, self.fc1, self.bn4, self.relu, self.drop2, self.fc2, self.bn5, self.relu, self.drop2)
         return _classify(self.fc3, x, task)
 
 
@@ -136,9 +143,9 @@ class BasicBlock(Module):
             )
 
     def forward(self, x):
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
+        out = apply_each(x, self.conv1, self.bn1, F.relu, self.conv2, self.bn2)
+        out = out + self.shortcut(x)
+        return F.relu(out)
 
 
 class ResNet18Reduced(Module):
@@ -168,8 +175,7 @@ class ResNet18Reduced(Module):
         self.linear = Linear(8 * nf, num_classes, dtype=dtype) if heads is None else _multi_head(8 * nf, heads, dtype)
 
     def forward(self, x, task=None):
-        out = F.relu(self.bn1(self.conv1(x)))
-        out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
+        out = apply_each(x, self.conv1, self.bn1, F.relu, self.layer1, self.layer2, self.layer3, self.layer4)
         out = F.flatten(F.adaptive_avg_pool2d(out, 1), 1)
         return _classify(self.linear, out, task)
 

@@ -8,21 +8,26 @@ import numpy as np
 
 from .. import functional as F
 from ..functional.conv import Conv2d as Conv2dFunction
-from ..functional.conv import conv2d_grads, conv2d_params, im2col
+from ..functional.conv import conv2d_grads, conv2d_params, im2col, unfolding_chunks
 from ..nn import Conv2d, Module
 
 
 def partial_weight_grad(grad: np.ndarray, x: np.ndarray, rows: np.ndarray, weight_shape, geometry) -> np.ndarray:
     """dW with only `rows` (sorted output channels) formed: dW[o] = sum_{n,h',w'} dY[n,o,h',w'] X_g(o)[(n,h',w'), :]
-    for o in `rows`, zero elsewhere; X_g the im2col rows of o's group."""
+    for o in `rows`, zero elsewhere; X_g the im2col rows of o's group, unfolded in chunks of
+    samples that fit the workspace (specs/memory.md#workspace)."""
     out_channels, (kh, kw), groups = weight_shape[0], geometry["kernel"], geometry["groups"]
     grad_w = np.zeros((out_channels, kh * kw * weight_shape[1]), dtype=grad.dtype)
-    cols = im2col(x, **geometry)  # (G, N*H'*W', (i, j, c))
     group_of = rows // (out_channels // groups)
-    for g in np.unique(group_of):
-        selected = rows[group_of == g]
-        dy = grad[:, selected].transpose(0, 2, 3, 1).reshape(-1, len(selected))  # the selected channels only
-        grad_w[selected] = dy.T @ cols[g]
+    selected = [rows[group_of == g] for g in range(groups)]
+    (oh, ow), c = geometry["out_hw"], x.shape[1]
+    for chunk in unfolding_chunks(len(x), oh * ow, kh * kw * c, len(rows), itemsize=x.itemsize):
+        cols = im2col(x[chunk], **geometry)  # (G, n*H'*W', (i, j, c))
+        for g, channels in enumerate(selected):
+            if len(channels):
+                dy = grad[chunk][:, channels].transpose(0, 2, 3, 1).reshape(-1, len(channels))  # the selected channels only
+                grad_w[channels] += dy.T @ cols[g]
+        del cols  # before the next chunk's unfolding
     return grad_w.reshape(out_channels, kh, kw, -1).transpose(0, 3, 1, 2)
 
 

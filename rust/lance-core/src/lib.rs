@@ -5,9 +5,11 @@
 //! strides) and go out into caller-provided row-major buffers. Every kernel takes a [`Context`]
 //! (the SIMD instruction set and the thread count), validates its input and returns a
 //! [`LanceError`] instead of panicking. The products run on one GEMM whose micro-kernel exists
-//! for AVX2+FMA, AVX-512F, NEON and a scalar reference ([`Isa`]).
+//! for AVX2+FMA, AVX-512F, NEON and a scalar reference ([`Isa`]); depthwise convolutions run
+//! tap by tap on SIMD row kernels (axpy, dot) with the same four paths.
 
 mod context;
+mod depthwise;
 mod error;
 mod gemm;
 mod im2col;
@@ -20,13 +22,17 @@ mod tucker;
 mod view;
 
 pub use context::Context;
+pub use depthwise::{
+    depthwise_conv2d, depthwise_conv2d_input_grad, depthwise_conv2d_weight_grad,
+    depthwise_output_hw,
+};
 pub use error::LanceError;
 pub use im2col::{ConvGeometry, im2col};
 pub use isa::{ISA_ENV, Isa};
 pub use layout::{fold, unfold, unfolded_shape};
 pub use out::Out;
 pub use parallel::{THREADS_ENV, num_threads, set_num_threads};
-pub use simd::Float;
+pub use simd::{Float, RowKernels};
 pub use tucker::{
     gram, mode_product, projected_shape, reconstructed_shape, tucker_project, tucker_reconstruct,
 };

@@ -29,6 +29,9 @@ pub trait Float:
     /// if `isa` is not compiled in); all share one tile width `nr`.
     fn micro_kernels(isa: Isa) -> Vec<MicroKernel<Self>>;
 
+    /// The row kernels of `isa` for this type (the scalar ones if `isa` is not compiled in).
+    fn row_kernels(isa: Isa) -> RowKernels<Self>;
+
     /// The micro-kernel of `isa` for a product with `rows` rows of A: the lowest tile that
     /// covers them, or the tallest (short products waste no multiply-adds on padding rows).
     fn micro_kernel(isa: Isa, rows: usize) -> MicroKernel<Self> {
@@ -62,14 +65,100 @@ pub type Run<T> = unsafe fn(
     accumulate: bool,
 );
 
+/// The row operations of the direct (tap-by-tap) kernels, on rows of `len` elements whose
+/// elements lie `x_step` and `y_step` apart. The SIMD versions vectorise rows with unit steps
+/// and take the scalar loop otherwise. Safety: every addressed element is valid, and `y` does
+/// not overlap `x`.
+#[derive(Clone, Copy)]
+pub struct RowKernels<T> {
+    /// `y[k * y_step] += a * x[k * x_step]` for `k < len`.
+    pub axpy: unsafe fn(len: usize, a: T, x: *const T, x_step: isize, y: *mut T, y_step: isize),
+    /// `sum_k x[k * x_step] * y[k * y_step]` over `k < len`.
+    pub dot: unsafe fn(len: usize, x: *const T, x_step: isize, y: *const T, y_step: isize) -> T,
+}
+
 /// A SIMD register of `LANES` floats.
-trait Vector<T>: Copy {
+trait Vector<T: Float>: Copy {
     const LANES: usize;
     unsafe fn splat(value: T) -> Self;
     unsafe fn load(from: *const T) -> Self;
     unsafe fn store(self, to: *mut T);
     /// `self + a * b` (fused where the instruction set has it).
     unsafe fn mul_add(self, a: Self, b: Self) -> Self;
+    /// The sum of the lanes, first to last.
+    unsafe fn sum(self) -> T {
+        let mut lanes = [T::ZERO; 16];
+        unsafe { self.store(lanes.as_mut_ptr()) };
+        lanes[..Self::LANES]
+            .iter()
+            .fold(T::ZERO, |total, &v| total + v)
+    }
+}
+
+/// `RowKernels::axpy` over vectors `V` (the scalar loop for strided rows and the tail).
+#[inline(always)]
+unsafe fn axpy<T: Float, V: Vector<T>>(
+    len: usize,
+    a: T,
+    x: *const T,
+    x_step: isize,
+    y: *mut T,
+    y_step: isize,
+) {
+    // SAFETY: the caller guarantees the row extents (see `RowKernels`).
+    unsafe {
+        let mut k = 0;
+        if x_step == 1 && y_step == 1 {
+            let a_vector = V::splat(a);
+            while k + V::LANES <= len {
+                let target = y.add(k);
+                V::load(target)
+                    .mul_add(a_vector, V::load(x.add(k)))
+                    .store(target);
+                k += V::LANES;
+            }
+        }
+        for k in k..len {
+            let target = y.offset(k as isize * y_step);
+            *target = *target + a * *x.offset(k as isize * x_step);
+        }
+    }
+}
+
+/// `RowKernels::dot` over vectors `V`: four vector accumulators, summed at the end.
+#[inline(always)]
+unsafe fn dot<T: Float, V: Vector<T>>(
+    len: usize,
+    x: *const T,
+    x_step: isize,
+    y: *const T,
+    y_step: isize,
+) -> T {
+    // SAFETY: the caller guarantees the row extents (see `RowKernels`).
+    unsafe {
+        let (mut k, mut total) = (0, T::ZERO);
+        if x_step == 1 && y_step == 1 {
+            let mut acc = [V::splat(T::ZERO); 4];
+            while k + 4 * V::LANES <= len {
+                for (u, sum) in acc.iter_mut().enumerate() {
+                    let at = k + u * V::LANES;
+                    *sum = sum.mul_add(V::load(x.add(at)), V::load(y.add(at)));
+                }
+                k += 4 * V::LANES;
+            }
+            while k + V::LANES <= len {
+                acc[0] = acc[0].mul_add(V::load(x.add(k)), V::load(y.add(k)));
+                k += V::LANES;
+            }
+            for sum in acc {
+                total = total + sum.sum();
+            }
+        }
+        for k in k..len {
+            total = total + *x.offset(k as isize * x_step) * *y.offset(k as isize * y_step);
+        }
+        total
+    }
 }
 
 /// The tile loop shared by every instruction set: `MR x NV` vector accumulators.
@@ -186,6 +275,33 @@ macro_rules! kernel {
     };
 }
 
+/// Defines the row kernels' entry points compiled for `$features`.
+macro_rules! rows {
+    ($axpy:ident, $dot:ident, $features:literal, $t:ty, $vector:ty) => {
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn $axpy(
+            len: usize,
+            a: $t,
+            x: *const $t,
+            x_step: isize,
+            y: *mut $t,
+            y_step: isize,
+        ) {
+            unsafe { super::axpy::<$t, $vector>(len, a, x, x_step, y, y_step) }
+        }
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn $dot(
+            len: usize,
+            x: *const $t,
+            x_step: isize,
+            y: *const $t,
+            y_step: isize,
+        ) -> $t {
+            unsafe { super::dot::<$t, $vector>(len, x, x_step, y, y_step) }
+        }
+    };
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
@@ -241,6 +357,10 @@ mod x86 {
     kernel!(avx512_f64_2, "avx512f", f64, F64x8, 2, 2);
     kernel!(avx512_f64_4, "avx512f", f64, F64x8, 4, 2);
     kernel!(avx512_f64, "avx512f", f64, F64x8, 8, 2);
+    rows!(avx2_f32_axpy, avx2_f32_dot, "avx2,fma", f32, F32x8);
+    rows!(avx2_f64_axpy, avx2_f64_dot, "avx2,fma", f64, F64x4);
+    rows!(avx512_f32_axpy, avx512_f32_dot, "avx512f", f32, F32x16);
+    rows!(avx512_f64_axpy, avx512_f64_dot, "avx512f", f64, F64x8);
 }
 
 #[cfg(target_arch = "aarch64")]
@@ -272,6 +392,8 @@ mod arm {
     kernel!(neon_f64_2, "neon", f64, F64x2, 2, 2);
     kernel!(neon_f64_4, "neon", f64, F64x2, 4, 2);
     kernel!(neon_f64, "neon", f64, F64x2, 8, 2);
+    rows!(neon_f32_axpy, neon_f32_dot, "neon", f32, F32x4);
+    rows!(neon_f64_axpy, neon_f64_dot, "neon", f64, F64x2);
 }
 
 fn scalar<T: Float>() -> MicroKernel<T> {
@@ -293,10 +415,37 @@ fn scalar<T: Float>() -> MicroKernel<T> {
     }
 }
 
-/// `Float::micro_kernels` for one type: `$isa => $nr, [($mr, $kernel), ...]` arms, scalar
-/// otherwise.
+/// The scalar row kernels: the reference the SIMD ones are tested against.
+fn scalar_rows<T: Float>() -> RowKernels<T> {
+    unsafe fn run_axpy<T: Float>(
+        len: usize,
+        a: T,
+        x: *const T,
+        x_step: isize,
+        y: *mut T,
+        y_step: isize,
+    ) {
+        unsafe { axpy::<T, Lane<T>>(len, a, x, x_step, y, y_step) }
+    }
+    unsafe fn run_dot<T: Float>(
+        len: usize,
+        x: *const T,
+        x_step: isize,
+        y: *const T,
+        y_step: isize,
+    ) -> T {
+        unsafe { dot::<T, Lane<T>>(len, x, x_step, y, y_step) }
+    }
+    RowKernels {
+        axpy: run_axpy::<T>,
+        dot: run_dot::<T>,
+    }
+}
+
+/// `Float`'s kernels for one type: `$isa => $nr, [($mr, $kernel), ...], ($axpy, $dot)` arms,
+/// scalar otherwise.
 macro_rules! float {
-    ($t:ty, $($arch:literal, $isa:path => $nr:literal, [$(($mr:literal, $kernel:path)),*]),*) => {
+    ($t:ty, $($arch:literal, $isa:path => $nr:literal, [$(($mr:literal, $kernel:path)),*], ($axpy:path, $dot:path)),*) => {
         impl Float for $t {
             const ZERO: Self = 0.0;
             fn micro_kernels(isa: Isa) -> Vec<MicroKernel<Self>> {
@@ -308,18 +457,33 @@ macro_rules! float {
                     _ => vec![scalar()],
                 }
             }
+            fn row_kernels(isa: Isa) -> RowKernels<Self> {
+                match isa {
+                    $(
+                        #[cfg(target_arch = $arch)]
+                        $isa => RowKernels { axpy: $axpy, dot: $dot },
+                    )*
+                    _ => scalar_rows(),
+                }
+            }
         }
     };
 }
 
 float!(f32,
     "x86_64", Isa::Avx2 => 16, [(2, x86::avx2_f32_2), (4, x86::avx2_f32_4), (6, x86::avx2_f32)],
+        (x86::avx2_f32_axpy, x86::avx2_f32_dot),
     "x86_64", Isa::Avx512 => 32, [(2, x86::avx512_f32_2), (4, x86::avx512_f32_4), (8, x86::avx512_f32)],
-    "aarch64", Isa::Neon => 8, [(2, arm::neon_f32_2), (4, arm::neon_f32_4), (8, arm::neon_f32)]);
+        (x86::avx512_f32_axpy, x86::avx512_f32_dot),
+    "aarch64", Isa::Neon => 8, [(2, arm::neon_f32_2), (4, arm::neon_f32_4), (8, arm::neon_f32)],
+        (arm::neon_f32_axpy, arm::neon_f32_dot));
 float!(f64,
     "x86_64", Isa::Avx2 => 8, [(2, x86::avx2_f64_2), (4, x86::avx2_f64_4), (6, x86::avx2_f64)],
+        (x86::avx2_f64_axpy, x86::avx2_f64_dot),
     "x86_64", Isa::Avx512 => 16, [(2, x86::avx512_f64_2), (4, x86::avx512_f64_4), (8, x86::avx512_f64)],
-    "aarch64", Isa::Neon => 4, [(2, arm::neon_f64_2), (4, arm::neon_f64_4), (8, arm::neon_f64)]);
+        (x86::avx512_f64_axpy, x86::avx512_f64_dot),
+    "aarch64", Isa::Neon => 4, [(2, arm::neon_f64_2), (4, arm::neon_f64_4), (8, arm::neon_f64)],
+        (arm::neon_f64_axpy, arm::neon_f64_dot));
 
 #[cfg(test)]
 mod tests {
@@ -377,6 +541,54 @@ mod tests {
         // Small integers and quarters: every product and sum is exact, so paths agree exactly.
         check::<f32>(|v| v as f32, |a, b| a == b);
         check::<f64>(|v| v, |a, b| a == b);
+    }
+
+    /// Every supported row kernel equals the scalar reference (and the definition) on rows of
+    /// lengths around the vector widths, with unit and other steps.
+    fn check_rows<T: Float>(from: fn(f64) -> T) {
+        for isa in Isa::available() {
+            let rows = T::row_kernels(isa);
+            for len in [0_usize, 1, 3, 4, 7, 8, 15, 16, 17, 33, 64, 67] {
+                for (x_step, y_step) in [(1_isize, 1_isize), (2, 1), (1, 3), (-1, 1)] {
+                    let x: Vec<T> = (0..len * 2 + 1)
+                        .map(|v| from(((v * 7 % 11) as f64) - 5.0))
+                        .collect();
+                    let y0: Vec<T> = (0..len * 3 + 1)
+                        .map(|v| from(((v * 5 % 13) as f64) / 4.0))
+                        .collect();
+                    // A negative step starts at the row's last element.
+                    let x_start = if x_step < 0 { len.saturating_sub(1) } else { 0 };
+                    let xp = unsafe { x.as_ptr().add(x_start) };
+                    let xi = |k: usize| (x_start as isize + k as isize * x_step) as usize;
+                    let yi = |k: usize| k * y_step as usize;
+                    let (a, mut y) = (from(1.5), y0.clone());
+                    unsafe { (rows.axpy)(len, a, xp, x_step, y.as_mut_ptr(), y_step) };
+                    let mut want = y0.clone();
+                    for k in 0..len {
+                        want[yi(k)] = want[yi(k)] + a * x[xi(k)];
+                    }
+                    assert!(
+                        y == want,
+                        "{} axpy len {len} steps {x_step} {y_step}",
+                        isa.name()
+                    );
+                    let got = unsafe { (rows.dot)(len, xp, x_step, y0.as_ptr(), y_step) };
+                    let want = (0..len).fold(T::ZERO, |s, k| s + x[xi(k)] * y0[yi(k)]);
+                    assert!(
+                        got == want,
+                        "{} dot len {len} steps {x_step} {y_step}",
+                        isa.name()
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_row_kernel_matches_the_definition() {
+        // Small integers and quarters: every product and sum is exact, so paths agree exactly.
+        check_rows::<f32>(|v| v as f32);
+        check_rows::<f64>(|v| v);
     }
 
     #[test]

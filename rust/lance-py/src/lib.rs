@@ -379,6 +379,110 @@ fn im2col<'py>(
     })
 }
 
+/// A `ConvGeometry` from the Python arguments (pairs of ints and an int).
+fn conv_geometry(
+    kernel: [usize; 2],
+    stride: &Bound<'_, PyAny>,
+    padding: &Bound<'_, PyAny>,
+    dilation: &Bound<'_, PyAny>,
+    groups: &Bound<'_, PyAny>,
+) -> PyResult<ConvGeometry> {
+    Ok(ConvGeometry {
+        kernel,
+        stride: ints(stride, "stride", 1)?,
+        padding: ints(padding, "padding", 0)?,
+        dilation: ints(dilation, "dilation", 1)?,
+        groups: int_in(groups, "groups", 1, i64::MAX)? as usize,
+    })
+}
+
+/// A depthwise convolution (groups = channels) summed over its kernel taps, shape (N, O, H', W')
+/// (specs/conv.md#direct); other groupings are a ValueError (the NumPy reference takes them).
+#[pyfunction]
+fn direct_conv2d<'py>(
+    x: &Bound<'py, PyAny>,
+    weight: &Bound<'py, PyAny>,
+    stride: &Bound<'py, PyAny>,
+    padding: &Bound<'py, PyAny>,
+    dilation: &Bound<'py, PyAny>,
+    groups: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = x.py();
+    by_dtype!(x, "x", |T| {
+        let (x_array, w_array) = (
+            readonly::<T>(x, "x", 4)?,
+            readonly::<T>(weight, "weight", 4)?,
+        );
+        let (x, w) = (view::<T, 4>(&x_array)?, view::<T, 4>(&w_array)?);
+        let [o, _, kh, kw] = w.shape();
+        let geometry = conv_geometry([kh, kw], stride, padding, dilation, groups)?;
+        let [oh, ow] = lance_core::depthwise_output_hw(x.shape(), w.shape(), &geometry)
+            .map_err(value_error)?;
+        run::<T>(py, &[x.shape()[0], o, oh, ow], |ctx, out| {
+            lance_core::depthwise_conv2d(ctx, &x, &w, &geometry, out)
+        })
+    })
+}
+
+/// The VJP of `direct_conv2d` for x, shape (N, C, H, W) with (H, W) = `input_hw`.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn direct_conv2d_input_grad<'py>(
+    grad: &Bound<'py, PyAny>,
+    weight: &Bound<'py, PyAny>,
+    input_hw: &Bound<'py, PyAny>,
+    stride: &Bound<'py, PyAny>,
+    padding: &Bound<'py, PyAny>,
+    dilation: &Bound<'py, PyAny>,
+    groups: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = grad.py();
+    by_dtype!(grad, "grad", |T| {
+        let (g_array, w_array) = (
+            readonly::<T>(grad, "grad", 4)?,
+            readonly::<T>(weight, "weight", 4)?,
+        );
+        let (g, w) = (view::<T, 4>(&g_array)?, view::<T, 4>(&w_array)?);
+        let [_, _, kh, kw] = w.shape();
+        let geometry = conv_geometry([kh, kw], stride, padding, dilation, groups)?;
+        let [h, wd] = ints::<2>(input_hw, "input_hw", 1)?;
+        let x_shape = [g.shape()[0], geometry.groups, h, wd];
+        run::<T>(py, &x_shape, |ctx, out| {
+            lance_core::depthwise_conv2d_input_grad(ctx, &g, &w, x_shape, &geometry, out)
+        })
+    })
+}
+
+/// The VJP of `direct_conv2d` for the weight, shape (O, 1, kh, kw) with (kh, kw) = `kernel`.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn direct_conv2d_weight_grad<'py>(
+    grad: &Bound<'py, PyAny>,
+    x: &Bound<'py, PyAny>,
+    kernel: &Bound<'py, PyAny>,
+    stride: &Bound<'py, PyAny>,
+    padding: &Bound<'py, PyAny>,
+    dilation: &Bound<'py, PyAny>,
+    groups: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = grad.py();
+    by_dtype!(grad, "grad", |T| {
+        let (g_array, x_array) = (readonly::<T>(grad, "grad", 4)?, readonly::<T>(x, "x", 4)?);
+        let (g, x) = (view::<T, 4>(&g_array)?, view::<T, 4>(&x_array)?);
+        let geometry = conv_geometry(
+            ints(kernel, "kernel", 1)?,
+            stride,
+            padding,
+            dilation,
+            groups,
+        )?;
+        let w_shape = [g.shape()[1], 1, geometry.kernel[0], geometry.kernel[1]];
+        run::<T>(py, &w_shape, |ctx, out| {
+            lance_core::depthwise_conv2d_weight_grad(ctx, &g, &x, w_shape, &geometry, out)
+        })
+    })
+}
+
 /// The SIMD instruction set the kernels run on ("scalar", "avx2", "avx512" or "neon").
 #[pyfunction]
 fn simd_isa() -> PyResult<&'static str> {
@@ -413,6 +517,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(tucker_reconstruct, m)?)?;
     m.add_function(wrap_pyfunction!(gram, m)?)?;
     m.add_function(wrap_pyfunction!(im2col, m)?)?;
+    m.add_function(wrap_pyfunction!(direct_conv2d, m)?)?;
+    m.add_function(wrap_pyfunction!(direct_conv2d_input_grad, m)?)?;
+    m.add_function(wrap_pyfunction!(direct_conv2d_weight_grad, m)?)?;
     m.add_function(wrap_pyfunction!(simd_isa, m)?)?;
     m.add_function(wrap_pyfunction!(available_isas, m)?)?;
     m.add_function(wrap_pyfunction!(num_threads, m)?)?;

@@ -1,0 +1,469 @@
+//! Depthwise convolution and its two VJPs summed over the kernel taps, with no unfolding and no
+//! padded copy (specs/conv.md#direct).
+//!
+//! Input channel `c` feeds the `M = O / C` output channels `c M .. c M + M - 1`. Each tap `(i, j)`
+//! reads, for every output row that it can reach, one strided row of the input: the forward adds
+//! `W[o, 0, i, j]` times that row to the output row (an axpy), the input gradient adds the output
+//! gradient's row back, and the weight gradient sums the products of the two rows (a dot). The
+//! rows run on the SIMD row kernels of [`crate::Float::row_kernels`] (unit steps) or their scalar
+//! loop (other steps). Threads take whole planes, so they never write the same element.
+
+use crate::out::Out;
+use crate::parallel::{self, for_ranges};
+use crate::{Context, ConvGeometry, Float, LanceError, RowKernels, View4};
+
+/// Along one axis, the outputs that one kernel tap reaches inside the input: outputs
+/// `first..first + count`, reading input `input + stride * k` for output `first + k`.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    first: usize,
+    count: usize,
+    input: usize,
+}
+
+/// The outputs `o < out` whose tap `index` reads `stride * o + dilation * index - padding` inside
+/// `0..size`, or None if none does.
+fn tap_span(
+    size: usize,
+    out: usize,
+    stride: usize,
+    padding: usize,
+    dilation: usize,
+    index: usize,
+) -> Option<Span> {
+    let (size, out, stride) = (size as isize, out as isize, stride as isize);
+    let offset = (dilation * index) as isize - padding as isize;
+    let first = (-offset.div_euclid(stride)).max(0); // ceil(-offset / stride)
+    let last = (out - 1).min((size - 1 - offset).div_euclid(stride));
+    (last >= first).then(|| Span {
+        first: first as usize,
+        count: (last - first + 1) as usize,
+        input: (stride * first + offset) as usize,
+    })
+}
+
+/// A kernel tap `(i, j)` with its row and column spans.
+#[derive(Debug, Clone, Copy)]
+struct Tap {
+    i: usize,
+    j: usize,
+    rows: Span,
+    cols: Span,
+}
+
+/// Every tap of `geometry` that reads inside an input of spatial size `hw` for outputs `out_hw`.
+fn taps(geometry: &ConvGeometry, hw: [usize; 2], out_hw: [usize; 2]) -> Vec<Tap> {
+    let mut taps = Vec::new();
+    for i in 0..geometry.kernel[0] {
+        for j in 0..geometry.kernel[1] {
+            let span = |d: usize, index: usize| {
+                tap_span(
+                    hw[d],
+                    out_hw[d],
+                    geometry.stride[d],
+                    geometry.padding[d],
+                    geometry.dilation[d],
+                    index,
+                )
+            };
+            if let (Some(rows), Some(cols)) = (span(0, i), span(1, j)) {
+                taps.push(Tap { i, j, rows, cols });
+            }
+        }
+    }
+    taps
+}
+
+/// The output (H', W') of a depthwise convolution of an input of `x_shape` (N, C, H, W) by a
+/// weight of `w_shape` (O, 1, kh, kw), after checking that they fit `geometry` with groups = C.
+pub fn depthwise_output_hw(
+    x_shape: [usize; 4],
+    w_shape: [usize; 4],
+    geometry: &ConvGeometry,
+) -> Result<[usize; 2], LanceError> {
+    let [_, c, h, w] = x_shape;
+    if geometry.groups != c || c == 0 {
+        return Err(LanceError::Invalid(format!(
+            "a depthwise convolution has groups = channels ({c}), got groups {}",
+            geometry.groups
+        )));
+    }
+    if w_shape[1] != 1 || !w_shape[0].is_multiple_of(c) || w_shape[0] == 0 {
+        return Err(LanceError::Invalid(format!(
+            "weight must have shape (M * {c}, 1, kh, kw) for {c} channels, got {w_shape:?}"
+        )));
+    }
+    if [w_shape[2], w_shape[3]] != geometry.kernel {
+        return Err(LanceError::Invalid(format!(
+            "weight's kernel {:?} differs from kernel {:?}",
+            [w_shape[2], w_shape[3]],
+            geometry.kernel
+        )));
+    }
+    geometry.output_hw(c, [h, w])
+}
+
+/// Offset of element `[a, b, r, col]` of `v` (inside its data: checked by the caller's spans).
+fn at<T>(v: &View4<'_, T>, a: usize, b: usize, r: usize, col: usize) -> isize {
+    v.offset as isize
+        + a as isize * v.strides[0]
+        + b as isize * v.strides[1]
+        + r as isize * v.strides[2]
+        + col as isize * v.strides[3]
+}
+
+/// What the three kernels share, checked: the shapes, the taps and the row kernels.
+struct Plan<T> {
+    x_shape: [usize; 4],
+    out_hw: [usize; 2],
+    channels_out: usize,
+    multiplier: usize,
+    stride: [usize; 2],
+    taps: Vec<Tap>,
+    rows: RowKernels<T>,
+}
+
+impl<T: Float> Plan<T> {
+    /// The plan for an input of `x_shape` and a weight of `w_shape`; `grad`, if given, must have
+    /// the output's shape (N, O, H', W').
+    fn new(
+        ctx: &Context,
+        x_shape: [usize; 4],
+        w_shape: [usize; 4],
+        geometry: &ConvGeometry,
+        grad: Option<[usize; 4]>,
+    ) -> Result<Self, LanceError> {
+        let out_hw = depthwise_output_hw(x_shape, w_shape, geometry)?;
+        let expected = [x_shape[0], w_shape[0], out_hw[0], out_hw[1]];
+        if let Some(grad) = grad.filter(|&g| g != expected) {
+            return Err(LanceError::Invalid(format!(
+                "grad must have shape {expected:?}, got {grad:?}"
+            )));
+        }
+        Ok(Plan {
+            x_shape,
+            out_hw,
+            channels_out: w_shape[0],
+            multiplier: w_shape[0] / x_shape[1],
+            stride: geometry.stride,
+            taps: taps(geometry, [x_shape[2], x_shape[3]], out_hw),
+            rows: T::row_kernels(ctx.isa),
+        })
+    }
+
+    /// Threads for a pass over `elements` output elements per tap.
+    fn threads(&self, ctx: &Context, elements: usize) -> usize {
+        parallel::threads_for(elements * self.taps.len(), ctx.threads)
+    }
+
+    /// Calls `row(tap, input, output)` for every tap and every output row it reaches, with the
+    /// (row, column) of the first input element it reads and of the first output element it
+    /// feeds; along the row, `tap.cols.count` inputs `stride[1]` apart meet adjacent outputs.
+    fn for_each_row(&self, mut row: impl FnMut(&Tap, [usize; 2], [usize; 2])) {
+        for tap in &self.taps {
+            for r in 0..tap.rows.count {
+                let input = [tap.rows.input + r * self.stride[0], tap.cols.input];
+                row(tap, input, [tap.rows.first + r, tap.cols.first]);
+            }
+        }
+    }
+}
+
+/// `y[n, o, h', w'] = sum_{i, j} W[o, 0, i, j] x[n, o / M, s h' + d i - p, s w' + d j - p]` into
+/// `out`, row-major (N, O, H', W').
+pub fn depthwise_conv2d<T: Float>(
+    ctx: &Context,
+    x: &View4<'_, T>,
+    weight: &View4<'_, T>,
+    geometry: &ConvGeometry,
+    out: Out<'_, T>,
+) -> Result<(), LanceError> {
+    let plan = Plan::<T>::new(ctx, x.shape, weight.shape, geometry, None)?;
+    let ([n, _, _, _], [oh, ow], o) = (plan.x_shape, plan.out_hw, plan.channels_out);
+    out.check_len(n * o * oh * ow)?;
+    let x_step = plan.stride[1] as isize * x.strides[3];
+    for_ranges(n * o, plan.threads(ctx, out.len()), 1, |start, end| {
+        for plane in start..end {
+            let (s, oc, y) = (plane / o, plane % o, plane * oh * ow);
+            for k in 0..oh * ow {
+                // SAFETY: this thread's own plane, inside `out`.
+                unsafe { out.write(y + k, T::ZERO) };
+            }
+            plan.for_each_row(|tap, [xr, xc], [yr, yc]| {
+                let a = weight.data[at(weight, oc, 0, tap.i, tap.j) as usize];
+                let from = at(x, s, oc / plan.multiplier, xr, xc);
+                // SAFETY: the spans keep every read inside x (checked by its view) and every
+                // write inside this thread's plane of `out`.
+                unsafe {
+                    let to = out.at(y + yr * ow + yc);
+                    (plan.rows.axpy)(
+                        tap.cols.count,
+                        a,
+                        x.data.as_ptr().offset(from),
+                        x_step,
+                        to,
+                        1,
+                    )
+                };
+            });
+        }
+    });
+    Ok(())
+}
+
+/// `dx[n, c, s h' + d i - p, s w' + d j - p] += sum_m W[c M + m, 0, i, j] dY[n, c M + m, h', w']`
+/// into `out`, row-major (N, C, H, W) = `x_shape`: the VJP of [`depthwise_conv2d`] for x.
+pub fn depthwise_conv2d_input_grad<T: Float>(
+    ctx: &Context,
+    grad: &View4<'_, T>,
+    weight: &View4<'_, T>,
+    x_shape: [usize; 4],
+    geometry: &ConvGeometry,
+    out: Out<'_, T>,
+) -> Result<(), LanceError> {
+    let plan = Plan::<T>::new(ctx, x_shape, weight.shape, geometry, Some(grad.shape))?;
+    let [n, c, h, w] = x_shape;
+    out.check_len(n * c * h * w)?;
+    let dx_step = plan.stride[1] as isize;
+    for_ranges(n * c, plan.threads(ctx, grad.numel()), 1, |start, end| {
+        for plane in start..end {
+            let (s, ch, dx) = (plane / c, plane % c, plane * h * w);
+            for k in 0..h * w {
+                // SAFETY: this thread's own plane, inside `out`.
+                unsafe { out.write(dx + k, T::ZERO) };
+            }
+            for oc in ch * plan.multiplier..(ch + 1) * plan.multiplier {
+                plan.for_each_row(|tap, [xr, xc], [yr, yc]| {
+                    let a = weight.data[at(weight, oc, 0, tap.i, tap.j) as usize];
+                    let from = at(grad, s, oc, yr, yc);
+                    // SAFETY: as in the forward; the written elements are `dx_step` apart
+                    // inside this thread's plane.
+                    unsafe {
+                        let to = out.at(dx + xr * w + xc);
+                        let g = grad.data.as_ptr().offset(from);
+                        (plan.rows.axpy)(tap.cols.count, a, g, grad.strides[3], to, dx_step)
+                    };
+                });
+            }
+        }
+    });
+    Ok(())
+}
+
+/// `dW[o, 0, i, j] = sum_{n, h', w'} dY[n, o, h', w'] x[n, o / M, s h' + d i - p, s w' + d j - p]`
+/// into `out`, row-major (O, 1, kh, kw) = `w_shape`: the VJP of [`depthwise_conv2d`] for W.
+pub fn depthwise_conv2d_weight_grad<T: Float>(
+    ctx: &Context,
+    grad: &View4<'_, T>,
+    x: &View4<'_, T>,
+    w_shape: [usize; 4],
+    geometry: &ConvGeometry,
+    out: Out<'_, T>,
+) -> Result<(), LanceError> {
+    let plan = Plan::<T>::new(ctx, x.shape, w_shape, geometry, Some(grad.shape))?;
+    let (n, [o, _, kh, kw]) = (x.shape[0], w_shape);
+    out.check_len(o * kh * kw)?;
+    let x_step = plan.stride[1] as isize * x.strides[3];
+    for_ranges(o, plan.threads(ctx, grad.numel()), 1, |start, end| {
+        let mut totals = vec![T::ZERO; kh * kw];
+        for oc in start..end {
+            totals.fill(T::ZERO);
+            for s in 0..n {
+                plan.for_each_row(|tap, [xr, xc], [yr, yc]| {
+                    let (g, v) = (
+                        at(grad, s, oc, yr, yc),
+                        at(x, s, oc / plan.multiplier, xr, xc),
+                    );
+                    // SAFETY: the spans keep both rows inside their views' data.
+                    let dot = unsafe {
+                        let (g, v) = (grad.data.as_ptr().offset(g), x.data.as_ptr().offset(v));
+                        (plan.rows.dot)(tap.cols.count, g, grad.strides[3], v, x_step)
+                    };
+                    let total = &mut totals[tap.i * kw + tap.j];
+                    *total = *total + dot;
+                });
+            }
+            for (k, &total) in totals.iter().enumerate() {
+                // SAFETY: this thread's own output channels, inside `out`.
+                unsafe { out.write(oc * kh * kw + k, total) };
+            }
+        }
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Isa;
+
+    /// The definition: every (output, tap) pair that reads inside x, as flat indices
+    /// (y, x, W) into row-major arrays of shapes (N, O, H', W'), `xs` and `ws`.
+    fn terms(xs: [usize; 4], ws: [usize; 4], g: &ConvGeometry) -> Vec<[usize; 3]> {
+        let ([n, c, h, wd], [o, _, kh, kw]) = (xs, ws);
+        let [oh, ow] = g.output_hw(c, [h, wd]).unwrap();
+        let mut terms = Vec::new();
+        for s in 0..n {
+            for oc in 0..o {
+                for (yy, xx) in (0..oh).flat_map(|yy| (0..ow).map(move |xx| (yy, xx))) {
+                    for (i, j) in (0..kh).flat_map(|i| (0..kw).map(move |j| (i, j))) {
+                        let r =
+                            (yy * g.stride[0] + i * g.dilation[0]) as isize - g.padding[0] as isize;
+                        let q =
+                            (xx * g.stride[1] + j * g.dilation[1]) as isize - g.padding[1] as isize;
+                        if (0..h as isize).contains(&r) && (0..wd as isize).contains(&q) {
+                            let ch = oc / (o / c);
+                            terms.push([
+                                ((s * o + oc) * oh + yy) * ow + xx,
+                                ((s * c + ch) * h + r as usize) * wd + q as usize,
+                                (oc * kh + i) * kw + j,
+                            ]);
+                        }
+                    }
+                }
+            }
+        }
+        terms
+    }
+
+    fn values(len: usize, seed: usize) -> Vec<f64> {
+        // Small integers: every product and sum is exact, so every path agrees exactly.
+        (0..len)
+            .map(|v| ((v * 7 + seed) % 11) as f64 - 5.0)
+            .collect()
+    }
+
+    #[test]
+    fn forward_and_gradients_match_the_definition_on_every_path() {
+        let geometries = [
+            ([3, 3], [1, 1], [1, 1], [1, 1]),
+            ([3, 2], [2, 1], [0, 2], [1, 2]),
+            ([1, 5], [1, 3], [2, 0], [2, 1]),
+        ];
+        for (kernel, stride, padding, dilation) in geometries {
+            for multiplier in [1, 2] {
+                let (xs, c) = ([2, 3, 7, 19], 3);
+                let ws = [c * multiplier, 1, kernel[0], kernel[1]];
+                let g = ConvGeometry {
+                    kernel,
+                    stride,
+                    padding,
+                    dilation,
+                    groups: c,
+                };
+                let [oh, ow] = depthwise_output_hw(xs, ws, &g).unwrap();
+                let (x, w) = (
+                    values(xs.iter().product(), 1),
+                    values(ws.iter().product(), 3),
+                );
+                let gs = [xs[0], ws[0], oh, ow];
+                let dy = values(gs.iter().product(), 5);
+                let (mut want_y, mut want_dx, mut want_dw) =
+                    (vec![0.0; dy.len()], vec![0.0; x.len()], vec![0.0; w.len()]);
+                for [yi, xi, wi] in terms(xs, ws, &g) {
+                    want_y[yi] += w[wi] * x[xi];
+                    want_dx[xi] += w[wi] * dy[yi];
+                    want_dw[wi] += dy[yi] * x[xi];
+                }
+                for isa in Isa::available() {
+                    for threads in [1, 2] {
+                        let ctx = Context::new(isa, threads).unwrap();
+                        let xv = View4::c_contiguous(&x, xs).unwrap();
+                        let wv = View4::c_contiguous(&w, ws).unwrap();
+                        let gv = View4::c_contiguous(&dy, gs).unwrap();
+                        let mut y = vec![f64::NAN; dy.len()];
+                        depthwise_conv2d(&ctx, &xv, &wv, &g, Out::new(&mut y)).unwrap();
+                        assert_eq!(y, want_y, "{} forward {kernel:?} {stride:?}", isa.name());
+                        let mut dx = vec![f64::NAN; x.len()];
+                        depthwise_conv2d_input_grad(&ctx, &gv, &wv, xs, &g, Out::new(&mut dx))
+                            .unwrap();
+                        assert_eq!(dx, want_dx, "{} dx {kernel:?} {stride:?}", isa.name());
+                        let mut dw = vec![f64::NAN; w.len()];
+                        depthwise_conv2d_weight_grad(&ctx, &gv, &xv, ws, &g, Out::new(&mut dw))
+                            .unwrap();
+                        assert_eq!(dw, want_dw, "{} dW {kernel:?} {stride:?}", isa.name());
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn strided_views_read_the_same_elements() {
+        // x stored channels-last and read through a transposing view.
+        let (xs, ws) = ([2, 4, 5, 6], [4, 1, 3, 3]);
+        let x = values(240, 2);
+        let mut channels_last = vec![0.0; 240];
+        for (s, ch, r, q) in (0..2).flat_map(|s| {
+            (0..4).flat_map(move |ch| (0..5).flat_map(move |r| (0..6).map(move |q| (s, ch, r, q))))
+        }) {
+            channels_last[((s * 5 + r) * 6 + q) * 4 + ch] = x[((s * 4 + ch) * 5 + r) * 6 + q];
+        }
+        let view = View4::new(&channels_last, 0, xs, [120, 1, 24, 4]).unwrap();
+        let w = values(36, 4);
+        let g = ConvGeometry {
+            kernel: [3, 3],
+            stride: [1, 1],
+            padding: [1, 1],
+            dilation: [1, 1],
+            groups: 4,
+        };
+        let ctx = Context::new(Isa::detect(), 1).unwrap();
+        let mut y = vec![0.0; 240];
+        depthwise_conv2d(
+            &ctx,
+            &view,
+            &View4::c_contiguous(&w, ws).unwrap(),
+            &g,
+            Out::new(&mut y),
+        )
+        .unwrap();
+        let mut want = vec![0.0; 240];
+        for [yi, xi, wi] in terms(xs, ws, &g) {
+            want[yi] += w[wi] * x[xi];
+        }
+        assert_eq!(y, want);
+    }
+
+    #[test]
+    fn mismatched_arguments_are_errors() {
+        let g = ConvGeometry {
+            kernel: [3, 3],
+            stride: [1, 1],
+            padding: [1, 1],
+            dilation: [1, 1],
+            groups: 2,
+        };
+        let message = |x, w| depthwise_output_hw(x, w, &g).unwrap_err().to_string();
+        assert!(message([1, 3, 5, 5], [3, 1, 3, 3]).contains("groups = channels (3)"));
+        assert!(
+            message([1, 2, 5, 5], [3, 1, 3, 3])
+                .contains("weight must have shape (M * 2, 1, kh, kw)")
+        );
+        assert!(message([1, 2, 5, 5], [2, 2, 3, 3]).contains("weight must have shape"));
+        assert!(message([1, 2, 5, 5], [2, 1, 3, 2]).contains("differs from kernel"));
+        let ctx = Context::new(Isa::Scalar, 1).unwrap();
+        let (x, w, dy) = (vec![0.0; 50], vec![0.0; 18], vec![0.0; 49]);
+        let (xv, wv) = (
+            View4::c_contiguous(&x, [1, 2, 5, 5]).unwrap(),
+            View4::c_contiguous(&w, [2, 1, 3, 3]).unwrap(),
+        );
+        let gv = View4::c_contiguous(&dy, [1, 1, 7, 7]).unwrap();
+        let mut out = vec![0.0; 50];
+        let err = depthwise_conv2d_input_grad(&ctx, &gv, &wv, [1, 2, 5, 5], &g, Out::new(&mut out))
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("grad must have shape [1, 2, 5, 5]")
+        );
+        let mut short = vec![0.0; 3];
+        let err = depthwise_conv2d(&ctx, &xv, &wv, &g, Out::new(&mut short)).unwrap_err();
+        assert_eq!(
+            err,
+            LanceError::BufferLength {
+                expected: 50,
+                got: 3
+            }
+        );
+    }
+}
