@@ -8,20 +8,20 @@ import numpy as np
 from .. import functional as F
 from ..nn.layers import Conv2d, Linear
 from ..nn.module import Module
-from ..tensor import Function
+from ..functional.masks import Masked
 from .quantize import check_bits, quantize, quantize_array, quantize_grad
 
 
-class SignSTE(Function):
-    """y = sign(x) with sign(0) = +1; dL/dx = dL/dy 1{|x| <= 1} (hardtanh's straight-through)."""
+class SignSTE(Masked):
+    """y = sign(x) with sign(0) = +1; dL/dx = dL/dy 1{|x| <= 1} (hardtanh's straight-through);
+    saves that mask packed."""
 
     def forward(self, x):
-        self.save(np.abs(x) <= 1)
+        self.save_mask(lambda: np.abs(x) <= 1)
         return np.where(x >= 0, 1, -1).astype(x.dtype)
 
     def backward(self, grad):
-        (inside,) = self.saved_arrays
-        return (grad * inside,)
+        return (grad * self.mask(),)
 
 
 def sign(x):

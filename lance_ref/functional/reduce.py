@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..tensor import Function
+from .masks import Masked
 
 
 def _axes(dim, ndim: int) -> tuple:
@@ -48,17 +49,17 @@ class Mean(Function):
         return (_expand(grad / grad.dtype.type(self.count), self.shape, self.axes, self.keepdim),)
 
 
-class Amax(Function):
+class Amax(Masked):
     """y = max_{dim} x; ties share the gradient equally, as torch.amax (specs/reduce.md#amax)."""
 
     def forward(self, x, dim, keepdim):
         self.axes, self.keepdim = _axes(dim, x.ndim), keepdim
         y = x.max(axis=self.axes, keepdims=True)
-        self.save(x == y)
+        self.save_mask(lambda: x == y)
         return y if keepdim else np.squeeze(y, self.axes)
 
     def backward(self, grad):
-        (hit,) = self.saved_arrays
+        hit = self.mask()
         share = _expand(grad, hit.shape, self.axes, self.keepdim)
         return (share * hit / hit.sum(axis=self.axes, keepdims=True, dtype=share.dtype),)
 
