@@ -16,7 +16,7 @@ from math import prod
 
 import numpy as np
 
-from ..functional.conv import conv2d_grads, conv2d_params, conv_geometry
+from ..functional.conv import conv2d_params, conv_geometry, weight_grad
 from ..kernels import mode_product
 
 
@@ -42,18 +42,12 @@ def conv2d_weight_grad(core, factors, grad_output, weight_shape, stride=1, paddi
     z1 = _times(grad_output, _transposed(u_b), 0)  # (k_B, O, H', W')
     z3 = _times(_times(core, u_h, 2), u_w, 3)  # (k_B, k_C, H, W); the conv's padding pads it
     if u_c is None:  # q = c: Z4 is dW, each output channel seeing its own group only
-        return _weight_grad(z1, z3, geometry)
-    # dW[o, c, i, j] = sum_q Z4[o, q, i, j] U_C[g(o) C/G + c, q]
-    z4 = _weight_grad(z1, z3, dict(geometry, groups=1))  # (O, k_C, kh, kw)
+        return weight_grad(z1, z3, geometry)
+    # dW[o, c, i, j] = sum_q Z4[o, q, i, j] U_C[g(o) C/G + c, q], taken with q innermost
+    z4 = weight_grad(z1, z3, dict(geometry, groups=1)).transpose(0, 2, 3, 1)  # (O, kh, kw, k_C)
     k_c = core.shape[1]
-    dw = u_c.reshape(groups, 1, cg, k_c) @ z4.reshape(groups, o // groups, k_c, kh * kw)
-    return dw.reshape(weight_shape)
-
-
-def _weight_grad(grad, x, geometry) -> np.ndarray:
-    """conv2d's weight gradient for output gradient `grad` at input `x` (specs/conv.md#conv2d),
-    shape (O, C/G, kh, kw). Here it gives Z4 from grad = Z1 and x = Z3, whose "batch" is p."""
-    return conv2d_grads(grad, None, x, x.shape, geometry)[1]
+    dw = z4.reshape(groups, -1, k_c) @ u_c.reshape(groups, cg, k_c).transpose(0, 2, 1)
+    return dw.reshape(o, kh, kw, cg).transpose(0, 3, 1, 2)
 
 
 def _conv_geometry(core, factors, grad_output, weight_shape, stride, padding, dilation, groups) -> dict:

@@ -103,44 +103,57 @@ def conv2d_forward(x, weight, geometry) -> np.ndarray:
 def conv2d_grads(grad, weight, x, input_shape, geometry) -> tuple:
     """(dx, dW) for dY = `grad`; dx is None when `weight` is None, dW when `x` is None.
 
-    Groups > 1: sums over the kernel taps (#direct). Otherwise over chunks of samples: when dx
-    is needed at stride 1, one im2col of dY gives both (specs/conv.md#stride-1-backward); else
-    dx = col2im(dY W) and dW = dY^T im2col(x) (specs/conv.md#conv2d).
+    Groups = 1 at stride 1: one im2col of dY per chunk of samples gives both
+    (specs/conv.md#stride-1-backward). Otherwise `input_grad` and `weight_grad`.
     """
-    if geometry["groups"] > 1:
-        grad_x = grad_w = None
-        if weight is not None:
-            grad_x = kernels.direct_conv2d_input_grad(grad, weight, input_shape[2:], *direct_args(geometry))
-        if x is not None:
-            grad_w = kernels.direct_conv2d_weight_grad(grad, x, geometry["kernel"], *direct_args(geometry))
-        return grad_x, grad_w
-    (n, c, h, w), (oh, ow), (kh, kw), o = input_shape, geometry["out_hw"], geometry["kernel"], grad.shape[1]
-    transposed = transposed_geometry(geometry, grad.shape) if weight is not None else None
-    grad_x = np.empty(input_shape, dtype=grad.dtype) if weight is not None else None
-    grad_w = np.zeros((o, kh * kw * c), dtype=grad.dtype) if x is not None else None  # columns (i, j, c)
+    transposed = transposed_geometry(geometry, grad.shape) if geometry["groups"] == 1 else None
     if transposed is not None:
-        flipped = np.zeros((c, kh * kw * o), dtype=grad.dtype) if x is not None else None  # columns (i', j', o)
-        rows = weight_rows(flipped_transpose(weight))
-        for chunk in unfolding_chunks(n, h * w, kh * kw * o, 2 * c, itemsize=grad.itemsize):
-            cols = im2col(grad[chunk], **transposed)  # (1, N*H*W, kh*kw*O), taps in flipped order
+        return stride1_grads(grad, weight, x, input_shape, transposed)
+    grad_x = None if weight is None else input_grad(grad, weight, input_shape, geometry)
+    return grad_x, None if x is None else weight_grad(grad, x, geometry)
+
+
+def stride1_grads(grad, weight, x, input_shape, transposed) -> tuple:
+    """(dx, dW) of a groups = 1, stride-1 conv from im2col(dY) with the `transposed` geometry:
+    dx = conv2d(dY, W~) and dW~ = X^T im2col(dY), over chunks of samples (specs/conv.md#stride-1-backward)."""
+    (n, c, h, w), (kh, kw), o = input_shape, transposed["kernel"], grad.shape[1]
+    grad_x = None if weight is None else np.empty(input_shape, dtype=grad.dtype)
+    rows = None if weight is None else weight_rows(flipped_transpose(weight))
+    flipped = None if x is None else np.zeros((c, kh * kw * o), dtype=grad.dtype)  # columns (i', j', o)
+    for chunk in unfolding_chunks(n, h * w, kh * kw * o, 2 * c, itemsize=grad.itemsize):
+        cols = im2col(grad[chunk], **transposed)  # (1, N*H*W, kh*kw*O), taps in flipped order
+        if weight is not None:
             grad_x[chunk] = times_weight(cols, rows, (h, w))
-            if x is not None:
-                flipped += channel_rows(x[chunk], 1)[0].T @ cols[0]
-            del cols  # before the next chunk's unfolding, so that only one is alive at a time
         if x is not None:
-            grad_w = flipped.reshape(c, kh, kw, o)[:, ::-1, ::-1].transpose(3, 1, 2, 0).reshape(o, -1)
-    else:
-        rows = weight_rows(weight) if weight is not None else None
-        for chunk in unfolding_chunks(n, oh * ow, o, 2 * kh * kw * c, itemsize=grad.itemsize):
-            grad_rows = channel_rows(grad[chunk], 1)[0]  # (N*H'*W', O)
-            if weight is not None:
-                grad_x[chunk] = col2im((grad_rows @ rows)[None], grad_x[chunk].shape, **geometry)
-            if x is not None:
-                grad_w += grad_rows.T @ im2col(x[chunk], **geometry)[0]
-            del grad_rows  # before the next chunk's
-    if grad_w is not None:
-        grad_w = grad_w.reshape(o, kh, kw, c).transpose(0, 3, 1, 2)
-    return grad_x, grad_w
+            flipped += channel_rows(x[chunk], 1)[0].T @ cols[0]
+        del cols  # before the next chunk's unfolding, so that only one is alive at a time
+    if x is None:
+        return grad_x, None
+    return grad_x, flipped.reshape(c, kh, kw, o)[:, ::-1, ::-1].transpose(3, 0, 1, 2)
+
+
+def input_grad(grad, weight, input_shape, geometry) -> np.ndarray:
+    """dx = col2im(dY W), over chunks of samples (specs/conv.md#conv2d); taps summed directly
+    for groups > 1 (#direct). Shape `input_shape`."""
+    if geometry["groups"] > 1:
+        return kernels.direct_conv2d_input_grad(grad, weight, input_shape[2:], *direct_args(geometry))
+    (oh, ow), (o, c, kh, kw) = geometry["out_hw"], weight.shape
+    grad_x, rows = np.empty(input_shape, dtype=grad.dtype), weight_rows(weight)
+    for chunk in unfolding_chunks(len(grad), oh * ow, o, kh * kw * c, itemsize=grad.itemsize):
+        grad_x[chunk] = col2im((channel_rows(grad[chunk], 1)[0] @ rows)[None], grad_x[chunk].shape, **geometry)
+    return grad_x
+
+
+def weight_grad(grad, x, geometry) -> np.ndarray:
+    """dW = dY^T im2col(x), over chunks of samples (specs/conv.md#conv2d); taps summed directly
+    for groups > 1 (#direct). Shape (O, C/G, kh, kw)."""
+    if geometry["groups"] > 1:
+        return kernels.direct_conv2d_weight_grad(grad, x, geometry["kernel"], *direct_args(geometry))
+    (n, c), (oh, ow), (kh, kw), o = x.shape[:2], geometry["out_hw"], geometry["kernel"], grad.shape[1]
+    grad_w = np.zeros((o, kh * kw * c), dtype=grad.dtype)  # columns (i, j, c)
+    for chunk in unfolding_chunks(n, oh * ow, o, kh * kw * c, itemsize=grad.itemsize):
+        grad_w += channel_rows(grad[chunk], 1)[0].T @ im2col(x[chunk], **geometry)[0]
+    return grad_w.reshape(o, kh, kw, c).transpose(0, 3, 1, 2)
 
 
 class Conv2d(Function):
