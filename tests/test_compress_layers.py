@@ -244,3 +244,25 @@ def test_patch_compressed_conv_refuses_bias_and_groups():
     for conv in (nn.Conv2d(2, 2, 3), nn.Conv2d(2, 2, 3, bias=False, groups=2)):
         with pytest.raises(ValueError, match="bias-free conv with groups=1"):
             PatchCompressedConv2d(conv)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.data())
+def test_patch_tokens_are_projected_in_chunks_as_a_whole(data):
+    """The core of the patch tokens, formed chunk by chunk (one sample at a time at the
+    smallest budget), equals the projection of the whole token tensor, with or without U_B."""
+    from lance_ref.compress.layers import patch_tokens, project_patch_tokens
+    from lance_ref.functional.conv import conv_geometry
+    from lance_ref.kernels import reference, set_workspace_bytes
+
+    x = data.draw(arrays((data.draw(st.integers(1, 5)), 2, 5, 4)))
+    geometry = conv_geometry(x.shape, (2, 3), (1, 2), (1, 0), (1, 1), 1)
+    tokens = patch_tokens(x, geometry)
+    rng = np.random.default_rng(0)
+    factors = [None if data.draw(st.booleans()) else rng.standard_normal((n, min(n, 2))) for n in tokens.shape]
+    previous = set_workspace_bytes(data.draw(st.sampled_from([1, 200, 2**40])))
+    try:
+        core = project_patch_tokens(x, geometry, factors)
+    finally:
+        set_workspace_bytes(previous)
+    np.testing.assert_allclose(core, reference.tucker_project(tokens, factors), rtol=1e-12, atol=1e-12)

@@ -15,7 +15,8 @@ import numpy as np
 from .. import functional as F
 from ..autograd import is_grad_enabled
 from ..functional.conv import conv2d_forward, conv2d_grads, conv2d_params, conv_geometry, im2col
-from ..kernels import tucker_project
+from .. import kernels
+from ..kernels import mode_product, tucker_project
 from ..nn import Conv2d, Module
 from ..tensor import Function
 from .calibration import Calibrator, compressed_modes
@@ -72,12 +73,16 @@ class FixedBases:
     def ranks(self):
         return None if self.factors is None else factor_ranks(self.factors)
 
-    def __call__(self, x: np.ndarray):
+    def fixed_factors(self) -> list:
+        """The calibrated factors (an error before calibration)."""
         if self.factors is None:
             raise RuntimeError(
                 "a LANCE layer was used before calibration; run lance_ref.compress.calibrate(model, batches) first"
             )
-        return tucker_project(x, self.factors), self.factors
+        return self.factors
+
+    def __call__(self, x: np.ndarray):
+        return tucker_project(x, self.fixed_factors()), self.factors
 
 
 def make_compressor(method: str, eps: float, mode_set: str):
@@ -133,13 +138,12 @@ class PatchCompressedConv2dFunction(Function):
     """conv2d read as y = X W^T over its patch tokens X (B, L, C kh kw), whose backward keeps
     (core, factors) of X (specs/compressed.md#patch-compressed-conv2d)."""
 
-    def forward(self, x, weight, *, tokens, geometry, compressor):
+    def forward(self, x, weight, *, geometry, factors):
         self.geometry, self.input_shape, self.weight_shape = geometry, x.shape, weight.shape
         need_x, need_w = self.needs_input_grad[:2]
-        core, factors = compressor(tokens) if need_w else (None, ())
-        self.save(weight if need_x else None, core, *factors)
-        y = tokens @ weight.reshape(len(weight), -1).T  # (B, L, O)
-        return np.ascontiguousarray(y.reshape(len(x), *geometry["out_hw"], -1).transpose(0, 3, 1, 2))
+        core = project_patch_tokens(x, geometry, factors) if need_w else None
+        self.save(weight if need_x else None, core, *(factors if need_w else ()))
+        return conv2d_forward(x, weight, geometry)
 
     def backward(self, grad):
         weight, core, *factors = self.saved_arrays
@@ -159,6 +163,20 @@ def patch_tokens(x: np.ndarray, geometry) -> np.ndarray:
     return cols.reshape(len(x), -1, kh, kw, channels).transpose(0, 1, 4, 2, 3).reshape(len(x), cols.shape[0] // len(x), -1)
 
 
+def project_patch_tokens(x: np.ndarray, geometry, factors) -> np.ndarray:
+    """S = X x_0 U_B^T x_1 U_L^T x_2 U_F^T for the patch tokens X of `x`, which are never formed
+    whole: per chunk of samples that fits the workspace, its tokens' projection on U_L and U_F,
+    then on its rows of U_B, summed over the chunks (or, without U_B, stacked)
+    (specs/compressed.md#patch-compressed-conv2d)."""
+    u_b, *others = factors
+    (oh, ow), (kh, kw) = geometry["out_hw"], geometry["kernel"]
+    parts = []
+    for chunk in kernels.sample_chunks(len(x), oh * ow * kh * kw * x.shape[1] * 2 * x.itemsize):
+        part = tucker_project(patch_tokens(x[chunk], geometry), [None, *others])
+        parts.append(part if u_b is None else mode_product(part, np.ascontiguousarray(u_b[chunk].T), 0))
+    return np.concatenate(parts) if u_b is None else sum(parts[1:], parts[0])
+
+
 class PatchCompressedConv2d(Module):
     """A bias-free, groups = 1 Conv2d whose backward keeps a Tucker form of its patch tokens
     (B, L, C kh kw) on bases fixed by calibration (LANCE-CL's 3-mode tensors); with no
@@ -176,10 +194,11 @@ class PatchCompressedConv2d(Module):
         if self.compressor is None:
             return F.conv2d(x, self.weight, None, self.stride, self.padding, self.dilation)
         geometry = conv_geometry(x.shape, self.weight.shape[2:], self.stride, self.padding, self.dilation, 1)
-        tokens = patch_tokens(x.data, geometry)
         if self.compressor.calibrating:
-            self.compressor.observe(tokens)
-        return PatchCompressedConv2dFunction.apply(x, self.weight, tokens=tokens, geometry=geometry, compressor=self.compressor)
+            self.compressor.observe(patch_tokens(x.data, geometry))
+            return F.conv2d(x, self.weight, None, self.stride, self.padding, self.dilation)
+        factors = self.compressor.fixed_factors() if is_grad_enabled() and self.weight.requires_grad else ()
+        return PatchCompressedConv2dFunction.apply(x, self.weight, geometry=geometry, factors=factors)
 
     def extra_repr(self) -> str:
         return f"kernel={tuple(self.weight.shape[2:])}, stride={self.stride}, padding={self.padding}, dilation={self.dilation}"
