@@ -75,10 +75,12 @@ def direct_args(geometry: dict) -> tuple:
     return geometry["stride"], geometry["padding"], geometry["dilation"], geometry["groups"]
 
 
-def unfolding_chunks(n: int, pixels: int, *widths: int, itemsize: int) -> list:
-    """Sample slices whose unfolding-sized temporaries fit the workspace: per sample, `pixels`
-    rows of each of `widths` columns (specs/memory.md#workspace)."""
-    return kernels.sample_chunks(n, pixels * sum(widths) * itemsize)
+def unfolding_chunks(padded: tuple, pixels: int, *widths: int, itemsize: int) -> list:
+    """Sample slices whose unfolding-sized temporaries fit the workspace (specs/memory.md#workspace):
+    per sample, `pixels` rows of each of `widths` columns, and the zero-padded copy that im2col
+    (or col2im) makes of the (N, C, H, W) array of shape `padded[0]` padded by `padded[1]`."""
+    (n, c, h, w), (ph, pw) = padded
+    return kernels.sample_chunks(n, (pixels * sum(widths) + c * (h + 2 * ph) * (w + 2 * pw)) * itemsize)
 
 
 def times_weight(cols: np.ndarray, rows: np.ndarray, out_hw) -> np.ndarray:
@@ -95,7 +97,7 @@ def conv2d_forward(x, weight, geometry) -> np.ndarray:
     out_hw, (o, c, kh, kw) = geometry["out_hw"], weight.shape
     y = np.empty((len(x), o, *out_hw), dtype=x.dtype)
     rows = weight_rows(weight)
-    for chunk in unfolding_chunks(len(x), out_hw[0] * out_hw[1], kh * kw * c, o, itemsize=x.itemsize):
+    for chunk in unfolding_chunks((x.shape, geometry["padding"]), out_hw[0] * out_hw[1], kh * kw * c, o, itemsize=x.itemsize):
         y[chunk] = times_weight(im2col(x[chunk], **geometry), rows, out_hw)
     return y
 
@@ -116,11 +118,11 @@ def conv2d_grads(grad, weight, x, input_shape, geometry) -> tuple:
 def stride1_grads(grad, weight, x, input_shape, transposed) -> tuple:
     """(dx, dW) of a groups = 1, stride-1 conv from im2col(dY) with the `transposed` geometry:
     dx = conv2d(dY, W~) and dW~ = X^T im2col(dY), over chunks of samples (specs/conv.md#stride-1-backward)."""
-    (n, c, h, w), (kh, kw), o = input_shape, transposed["kernel"], grad.shape[1]
+    (_, c, h, w), (kh, kw), o = input_shape, transposed["kernel"], grad.shape[1]
     grad_x = None if weight is None else np.empty(input_shape, dtype=grad.dtype)
     rows = None if weight is None else weight_rows(flipped_transpose(weight))
     flipped = None if x is None else np.zeros((c, kh * kw * o), dtype=grad.dtype)  # columns (i', j', o)
-    for chunk in unfolding_chunks(n, h * w, kh * kw * o, 2 * c, itemsize=grad.itemsize):
+    for chunk in unfolding_chunks((grad.shape, transposed["padding"]), h * w, kh * kw * o, 2 * c, itemsize=grad.itemsize):
         cols = im2col(grad[chunk], **transposed)  # (1, N*H*W, kh*kw*O), taps in flipped order
         if weight is not None:
             grad_x[chunk] = times_weight(cols, rows, (h, w))
@@ -139,7 +141,7 @@ def input_grad(grad, weight, input_shape, geometry) -> np.ndarray:
         return kernels.direct_conv2d_input_grad(grad, weight, input_shape[2:], *direct_args(geometry))
     (oh, ow), (o, c, kh, kw) = geometry["out_hw"], weight.shape
     grad_x, rows = np.empty(input_shape, dtype=grad.dtype), weight_rows(weight)
-    for chunk in unfolding_chunks(len(grad), oh * ow, o, kh * kw * c, itemsize=grad.itemsize):
+    for chunk in unfolding_chunks((input_shape, geometry["padding"]), oh * ow, o, kh * kw * c, itemsize=grad.itemsize):
         grad_x[chunk] = col2im((channel_rows(grad[chunk], 1)[0] @ rows)[None], grad_x[chunk].shape, **geometry)
     return grad_x
 
@@ -149,9 +151,9 @@ def weight_grad(grad, x, geometry) -> np.ndarray:
     for groups > 1 (#direct). Shape (O, C/G, kh, kw)."""
     if geometry["groups"] > 1:
         return kernels.direct_conv2d_weight_grad(grad, x, geometry["kernel"], *direct_args(geometry))
-    (n, c), (oh, ow), (kh, kw), o = x.shape[:2], geometry["out_hw"], geometry["kernel"], grad.shape[1]
+    c, (oh, ow), (kh, kw), o = x.shape[1], geometry["out_hw"], geometry["kernel"], grad.shape[1]
     grad_w = np.zeros((o, kh * kw * c), dtype=grad.dtype)  # columns (i, j, c)
-    for chunk in unfolding_chunks(n, oh * ow, o, kh * kw * c, itemsize=grad.itemsize):
+    for chunk in unfolding_chunks((x.shape, geometry["padding"]), oh * ow, o, kh * kw * c, itemsize=grad.itemsize):
         grad_w += channel_rows(grad[chunk], 1)[0].T @ im2col(x[chunk], **geometry)[0]
     return grad_w.reshape(o, kh, kw, c).transpose(0, 3, 1, 2)
 

@@ -218,7 +218,7 @@ def direct_conv2d(x: np.ndarray, weight: np.ndarray, stride, padding, dilation, 
     im2col or padding copies (specs/conv.md#direct). Shape (N, O, H', W')."""
     _check_direct_operands([("x", x), ("weight", weight)])
     out_hw = _direct_geometry(x.shape, weight.shape, weight.shape[2:], stride, padding, dilation, groups, "x")
-    (n, c, h, w), (o, cg, kh, kw) = x.shape, weight.shape
+    (n, _, h, w), (o, cg, kh, kw) = x.shape, weight.shape
     x5, w5 = x.reshape(n, groups, cg, h, w), weight.reshape(groups, o // groups, cg, kh, kw)
     y = np.zeros((n, groups, o // groups, *out_hw), dtype=x.dtype)
     taps = kernel_taps((h, w), out_hw, (kh, kw), stride, padding, dilation)

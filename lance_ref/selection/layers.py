@@ -21,7 +21,7 @@ def partial_weight_grad(grad: np.ndarray, x: np.ndarray, rows: np.ndarray, weigh
     group_of = rows // (out_channels // groups)
     selected = [rows[group_of == g] for g in range(groups)]
     (oh, ow), c = geometry["out_hw"], x.shape[1]
-    for chunk in unfolding_chunks(len(x), oh * ow, kh * kw * c, len(rows), itemsize=x.itemsize):
+    for chunk in unfolding_chunks((x.shape, geometry["padding"]), oh * ow, kh * kw * c, len(rows), itemsize=x.itemsize):
         cols = im2col(x[chunk], **geometry)  # (G, n*H'*W', (i, j, c))
         for g, channels in enumerate(selected):
             if len(channels):
