@@ -131,28 +131,26 @@ def array_bytes(arrays) -> int:
     return sum(buffers.values())
 
 
-def optimizer_state_arrays(optimizer) -> list:
-    """Every array in an optimiser's per-parameter state (momentum buffers, moments)."""
-    if optimizer is None:
-        return []
-    return [v for state in optimizer.state.values() for v in state.values() if isinstance(v, np.ndarray)]
+def model_state_arrays(model, optimizer=None) -> list:
+    """The model's parameters and buffers and every array of the optimiser's per-parameter state
+    (momentum buffers, moments)."""
+    state = [] if optimizer is None else [v for s in optimizer.state.values() for v in s.values()]
+    arrays = [p.data for p in model.parameters()] + list(model.buffers()) + state
+    return [a for a in arrays if isinstance(a, np.ndarray)]
 
 
 def persistent_bytes(model, optimizer=None) -> int:
     """Bytes a training run keeps from step to step (specs/memory.md#persistent): the model's
     parameters and buffers, one gradient per parameter that requires grad, and the optimiser's
     state."""
-    parameters = list(model.parameters())
-    grads = sum(p.data.nbytes for p in parameters if p.requires_grad)
-    state = [p.data for p in parameters] + list(model.buffers()) + optimizer_state_arrays(optimizer)
-    return array_bytes(state) + grads
+    grads = sum(p.data.nbytes for p in model.parameters() if p.requires_grad)
+    return array_bytes(model_state_arrays(model, optimizer)) + grads
 
 
 def resident_bytes(model, optimizer, batch) -> int:
     """Bytes alive when a step starts (after `zero_grad`): the model's parameters and buffers,
     the optimiser's state and the batch's arrays."""
-    arrays = [p.data for p in model.parameters()] + list(model.buffers()) + optimizer_state_arrays(optimizer)
-    return array_bytes(arrays + [a for a in batch if isinstance(a, np.ndarray)])
+    return array_bytes(model_state_arrays(model, optimizer) + [a for a in batch if isinstance(a, np.ndarray)])
 
 
 def measure_step(step, resident: int) -> tuple:
