@@ -62,14 +62,16 @@ def avg_pool_reference(x, count_include_pad=True, **params):
 def pool_case(draw, dilation=True):
     """Input shape and kernel/stride/padding/dilation/ceil_mode with torch's constraints."""
     kernel, stride, padding, dil, size = [], [], [], [], []
+    ceil_mode = draw(st.booleans())
     for _ in range(2):
-        k, s = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+        k, s = draw(st.integers(1, 4)), draw(st.integers(1, 3))
         p, d = draw(st.integers(0, k // 2)), draw(st.integers(1, 2)) if dilation else 1
         kernel.append(k), stride.append(s), padding.append(p), dil.append(d)
-        size.append(draw(st.integers(max(1, d * (k - 1) + 1 - 2 * p), d * (k - 1) + 4)))
+        smallest = 1 if ceil_mode else max(1, d * (k - 1) + 1 - 2 * p)  # ceil mode keeps windows that overhang
+        size.append(draw(st.integers(smallest, d * (k - 1) + 4)))
+        assume(torch_pooling_output_size(size[-1], k, s, p, d, ceil_mode) >= 1)
     shape = (draw(st.integers(1, 2)), draw(st.integers(1, 2))) + tuple(size)
-    params = dict(kernel_size=tuple(kernel), stride=tuple(stride), padding=tuple(padding))
-    params["ceil_mode"] = draw(st.booleans())
+    params = dict(kernel_size=tuple(kernel), stride=tuple(stride), padding=tuple(padding), ceil_mode=ceil_mode)
     if dilation:
         params["dilation"] = tuple(dil)
     assume(all(inside for _, inside, _ in windows(shape, **params)))  # dilation can skip the input
@@ -191,3 +193,13 @@ def test_float32_matches_float64(pool):
 def test_bad_arguments_raise(call, message):
     with pytest.raises(ValueError, match=message):
         call(L.tensor(np.ones((1, 2, 5, 5))))
+
+
+@pytest.mark.parametrize("size, kernel, stride, expected_max, expected_avg", [
+    ((3, 3), 4, 2, [[8.0]], [[4.0]]),  # torch 2.15: the window overhangs the input
+    ((1, 2), 2, 2, [[1.0]], [[0.5]]),
+])
+def test_ceil_mode_keeps_windows_that_start_inside_the_input_as_torch(size, kernel, stride, expected_max, expected_avg):
+    x = L.tensor(np.arange(float(np.prod(size))).reshape(1, 1, *size))
+    np.testing.assert_array_equal(F.max_pool2d(x, kernel, stride, ceil_mode=True).data[0, 0], expected_max)
+    np.testing.assert_array_equal(F.avg_pool2d(x, kernel, stride, ceil_mode=True).data[0, 0], expected_avg)

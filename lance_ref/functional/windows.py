@@ -17,15 +17,14 @@ def pair(value, name: str, minimum: int) -> tuple:
 
 
 def output_size(size: int, kernel: int, stride: int, padding: int, dilation: int, ceil_mode=False) -> int:
-    """floor((size + 2p - d(k-1) - 1) / s) + 1, torch's rule (ceil_mode keeps a last window
-    that starts inside the input or left padding)."""
+    """floor((size + 2p - d(k-1) - 1 [+ s - 1 in ceil_mode]) / s) + 1, torch's rule; ceil_mode
+    then drops a last window that starts in the right padding; never below 0
+    (specs/conv.md#geometry)."""
     span = size + 2 * padding - dilation * (kernel - 1) - 1
-    if span < 0:
-        return 0
-    out = (span + (stride - 1 if ceil_mode else 0)) // stride + 1
+    out = (span + (stride - 1 if ceil_mode else 0)) // stride + 1  # floor division, as torch's div_rtn
     if ceil_mode and (out - 1) * stride >= size + padding:
         out -= 1
-    return out
+    return max(out, 0)
 
 
 def tap(x: np.ndarray, i: int, j: int, out_hw, stride, dilation) -> np.ndarray:
