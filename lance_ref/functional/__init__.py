@@ -10,7 +10,7 @@ from .activation import dropout, leaky_relu, relu, relu6, sigmoid, tanh
 from .conv import conv2d
 from .elementwise import abs, add, clamp, div, exp, log, mul, neg, pow, sqrt, sub
 from .linear import linear, matmul
-from .loss import cross_entropy, log_softmax, mse_loss, softmax
+from .loss import cross_entropy, log_softmax, mse_loss, nll_loss, softmax
 from .norm import batch_norm
 from .pool import adaptive_avg_pool2d, avg_pool2d, max_pool2d
 from .reduce import amax, mean, sum, var
