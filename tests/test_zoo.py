@@ -150,3 +150,21 @@ def test_small_cnn_learns_digits():
             optimizer.step()
     model.eval()  # the running statistics of 32 small batches are rough: a loose bound
     assert (model(x).data.argmax(1) == y).mean() >= 0.75
+
+
+def test_mobilenetv2_variants_share_names_but_not_strides():
+    """Both variants take torchvision's state_dict (names and shapes equal); only the
+    torchvision one has its strides, and each says in its repr which it is."""
+    cifar = nn.build_model("mobilenetv2", 10, 3, 32, width_mult=0.25)
+    torchvision = nn.build_model("mobilenetv2-torchvision", 10, 3, 32, width_mult=0.25)
+    assert {k: v.shape for k, v in cifar.state_dict().items()} == {k: v.shape for k, v in torchvision.state_dict().items()}
+    assert "variant=cifar" in repr(cifar) and "need mobilenetv2-torchvision" in repr(cifar)
+    assert "variant=torchvision" in repr(torchvision)
+    strides = [m.stride for m in torchvision.modules() if isinstance(m, nn.Conv2d) and m.stride != (1, 1)]
+    assert len(strides) == 5  # torchvision's five stride-2 stages; the CIFAR variant has three
+    assert sum(m.stride != (1, 1) for m in cifar.modules() if isinstance(m, nn.Conv2d)) == 3
+    x = lr.tensor(np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32))
+    with lr.no_grad():
+        assert torchvision.eval()(x).shape == (2, 10)
+    with pytest.raises(ValueError, match="variant must be one of"):
+        nn.zoo.MobileNetV2(variant="imagenet")

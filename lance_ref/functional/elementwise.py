@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..tensor import Function
+from .masks import Masked
 
 
 class Add(Function):
@@ -134,23 +135,26 @@ class Abs(Function):
         return (grad * np.sign(x),)
 
 
-class Clamp(Function):
-    """y = min(max(x, lo), hi); the gradient passes where lo <= x <= hi (specs/elementwise.md#clamp)."""
+class Clamp(Masked):
+    """y = min(max(x, lo), hi); the gradient passes where lo < x < hi, as torch 2.15; saves that
+    mask packed (specs/elementwise.md#clamp)."""
 
     def forward(self, x, min=None, max=None):
-        self.save(x)
-        self.bounds = (min, max)
+        self.save_mask(lambda: strictly_inside(x, min, max))
         return np.clip(x, min, max)
 
     def backward(self, grad):
-        (x,) = self.saved_arrays
-        lo, hi = self.bounds
-        inside = np.ones(x.shape, dtype=bool)
-        if lo is not None:
-            inside &= x >= lo
-        if hi is not None:
-            inside &= x <= hi
-        return (grad * inside,)
+        return (grad * self.mask(),)
+
+
+def strictly_inside(x, low, high) -> np.ndarray:
+    """[low < x < high], a missing bound imposing nothing."""
+    inside = np.ones(x.shape, dtype=bool)
+    if low is not None:
+        inside &= x > low
+    if high is not None:
+        inside &= x < high
+    return inside
 
 
 def add(a, b):

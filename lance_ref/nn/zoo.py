@@ -219,28 +219,40 @@ class InvertedResidual(Module):
 
 
 class MobileNetV2(Module):
-    """torchvision's MobileNetV2 (names `features`, `classifier`, initialisation) adapted to
-    small images as the common CIFAR variants: stride-1 stem and stride-1 24-channel stage,
-    so a 32x32 input ends at 4x4."""
+    """torchvision's MobileNetV2 (names `features`, `classifier`, initialisation), in one of two
+    variants with identical parameter names and shapes (specs/nn.md#zoo):
 
-    # (expansion t, channels c, blocks n, first stride s); torchvision has s=2 for c=24.
+    - "cifar" (zoo `mobilenetv2`): adapted to small images as the common CIFAR variants, with a
+      stride-1 stem and a stride-1 24-channel stage, so a 32x32 input ends at 4x4;
+    - "torchvision" (zoo `mobilenetv2-torchvision`): torchvision's `mobilenet_v2` exactly (both
+      strides 2), the network whose pretrained weights torchvision publishes.
+    """
+
+    # (expansion t, channels c, blocks n, first stride s) of torchvision
     settings = (
-        (1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)
+        (1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)
     )
+    VARIANTS = ("cifar", "torchvision")
 
     def __init__(
-        self, num_classes: int = 10, in_channels: int = 3, width_mult: float = 1.0, dropout: float = 0.2, dtype=None
+        self, num_classes: int = 10, in_channels: int = 3, width_mult: float = 1.0, dropout: float = 0.2,
+        variant: str = "cifar", dtype=None,
     ):
         super().__init__()
         if width_mult <= 0:
             raise ValueError(f"width_mult must be > 0, got {width_mult}")
+        if variant not in self.VARIANTS:
+            raise ValueError(f"variant must be one of {self.VARIANTS}, got {variant!r}")
+        self.variant = variant
+        early_stride = 2 if variant == "torchvision" else 1  # the stem's and the 24-channel stage's
         channels = _make_divisible(32 * width_mult)
         last_channels = _make_divisible(1280 * max(1.0, width_mult))
-        layers = [ConvBNReLU6(in_channels, channels, 3, 1, dtype=dtype)]
+        layers = [ConvBNReLU6(in_channels, channels, 3, early_stride, dtype=dtype)]
         for t, c, n, s in self.settings:
             out = _make_divisible(c * width_mult)
             for i in range(n):
-                layers.append(InvertedResidual(channels, out, s if i == 0 else 1, t, dtype=dtype))
+                stride = (early_stride if c == 24 else s) if i == 0 else 1
+                layers.append(InvertedResidual(channels, out, stride, t, dtype=dtype))
                 channels = out
         layers.append(ConvBNReLU6(channels, last_channels, 1, dtype=dtype))
         self.features = Sequential(*layers)
@@ -255,6 +267,11 @@ class MobileNetV2(Module):
     def forward(self, x):
         x = F.flatten(F.adaptive_avg_pool2d(self.features(x), 1), 1)
         return self.classifier(x)
+
+    def extra_repr(self) -> str:
+        if self.variant == "torchvision":
+            return "variant=torchvision (torchvision's mobilenet_v2: stride-2 stem and 24-channel stage)"
+        return "variant=cifar (stride-1 stem and 24-channel stage; torchvision's weights need mobilenetv2-torchvision)"
 
 
 MODELS = {}  # name -> builder(num_classes, in_channels, image_size, **options)
@@ -285,7 +302,12 @@ def _resnet18_reduced(num_classes, in_channels, image_size, **options):
 
 @_register("mobilenetv2")
 def _mobilenetv2(num_classes, in_channels, image_size, **options):
-    return MobileNetV2(num_classes, in_channels, **options)
+    return MobileNetV2(num_classes, in_channels, variant="cifar", **options)
+
+
+@_register("mobilenetv2-torchvision")
+def _mobilenetv2_torchvision(num_classes, in_channels, image_size, **options):
+    return MobileNetV2(num_classes, in_channels, variant="torchvision", **options)
 
 
 @_register("binary-cnn")
