@@ -7,6 +7,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from .transforms import resize
+
 
 @dataclass(frozen=True, eq=False)
 class Dataset:
@@ -134,3 +136,23 @@ def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, .
         means.append(float(channel.mean()))
         stds.append(float(channel.std()))
     return tuple(means), tuple(stds)
+
+
+def resized(dataset: Dataset, size: int = 0, channels: int = 0) -> Dataset:
+    """`dataset` with images resized to size x size (bilinear) and single-channel images repeated
+    into `channels` (grey digits as RGB, their mean and std repeated); 0 keeps that property.
+    Resized 256 images at a time, so the float temporaries stay small (specs/data.md#resized)."""
+    for name, value in (("size", size), ("channels", channels)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise ValueError(f"{name} must be a non-negative int (0 keeps the dataset's), got {value!r}")
+    have = dataset.images.shape[1]
+    if channels and channels != have and have != 1:
+        raise ValueError(f"channels: cannot turn {have}-channel images into {channels} channels (only 1 channel repeats)")
+    size = size or dataset.images.shape[2]
+    channels = channels or have
+    if (size, size, channels) == (*dataset.images.shape[2:], have):
+        return dataset
+    parts = [resize(dataset.images[i : i + 256], size, channels) for i in range(0, len(dataset), 256)]
+    images = np.concatenate(parts) if parts else np.zeros((0, channels, size, size), dataset.images.dtype)
+    repeat = channels // have
+    return replace(dataset, images=images, mean=dataset.mean * repeat, std=dataset.std * repeat)

@@ -19,10 +19,12 @@ from ..continual import STRATEGIES, load_benchmark, make_strategy, run_tasks
 from ..continual.metrics import average_accuracy, backward_transfer, forgetting, ragged
 from ..binary import check_bits, set_precision
 from ..continual.scenario import check_setting
+from ..continual.layers import head_names
 from ..io import save_json
 from ..nn import build_model
 from ..tensor import float_dtype
 from .report import pyplot, save_figure
+from .supervised import start_from_weights
 
 
 MODELS = ("alexnet-gpm", "resnet18-reduced", "binary-cnn")  # the zoo's models with task heads (binary-cnn: one shared head)
@@ -64,6 +66,8 @@ class ContinualConfig(BenchmarkSettings):
     latent_replay_size: int = 200
     forward_bits: int = 8
     backward_bits: int = 16
+    weights: str = ""  # a torch state_dict saved as a flat .npz to start from (heads that do not fit stay fresh)
+    cast_weights: bool = False  # convert float32 weights to a float64 model (or back)
     resume: bool = False
 
     def check(self) -> None:
@@ -81,6 +85,8 @@ class ContinualConfig(BenchmarkSettings):
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.weights and not Path(self.weights).is_file():
+            raise FileNotFoundError(f"weights file {self.weights} does not exist")
         float_dtype(self.dtype, "dtype")
 
 
@@ -120,6 +126,8 @@ def run(config: ContinualConfig, out: str | Path, show: bool = True) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     scenario = load_benchmark(config.benchmark, config.seed if config.shuffle_classes else None, config.data_path)
     model = build(config, scenario)
+    if config.weights:
+        start_from_weights(model, config.weights, config.cast_weights, head_names(model), show)
     strategy = make_strategy(config.strategy, model, scenario, config)
     outcome = run_tasks(model, scenario, strategy, config, out, show, config.resume)
     matrix = outcome["accuracy_matrix"]

@@ -2,7 +2,7 @@
 
 Protocol (specs/compressed.md#fine-tuning-protocol): the dataset's classes are split into a
 source and a target set (mnist5k: digits 0-4 and 5-9). A model is trained on the source
-training images (or loaded from `--checkpoint`), its classifier is replaced by a fresh one for
+training images (or loaded from `--checkpoint`, or from a torch model's `--weights`), its classifier is replaced by a fresh one for
 the target classes, the last N conv layers and the classifier are fine-tuned by the chosen
 method while everything else is frozen (BatchNorm in eval mode), and the accuracy is measured
 on the target test images.
@@ -24,7 +24,7 @@ from .. import random
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..compress import METHODS, MODE_SETS, calibrate, prepare_finetune
 from ..compress.hosvd import check_eps
-from ..data import load_dataset, normalize, subset_by_classes
+from ..data import normalize, subset_by_classes
 from ..io import save_json
 from ..nn import Linear, fine_tune_last, last_layers
 from ..optim import SGD, CosineAnnealingLR
@@ -32,7 +32,7 @@ from ..selection import POLICIES, NeuronSelector, SelectiveConv2d, budget_parame
 from ..tensor import float_dtype
 from ..train import fit
 from .report import write_history
-from .supervised import make_loader, model_for
+from .supervised import InputSettings, classifier_name, load_data, make_loader, model_for, start_from_weights
 
 
 def parse_list(text: str, kind=int) -> list:
@@ -67,7 +67,7 @@ def parse_classes(spec: str) -> list:
 
 
 @dataclass
-class FinetuneConfig:
+class FinetuneConfig(InputSettings):
     """Every choice of a fine-tuning run; stored in results.json."""
 
     model: str = "small-cnn"
@@ -108,8 +108,11 @@ class FinetuneConfig:
         for name in ("epochs", "batch_size", "calibration_batches"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.pretrain_epochs < 1 and not self.checkpoint:
-            raise ValueError("pretrain_epochs must be >= 1 unless a checkpoint is given")
+        if self.checkpoint and self.weights:
+            raise ValueError("give the source model as checkpoint or as weights, not both")
+        self.check_inputs()
+        if self.pretrain_epochs < 1 and not (self.checkpoint or self.weights):
+            raise ValueError("pretrain_epochs must be >= 1 unless a checkpoint or weights are given")
         float_dtype(self.dtype, "dtype")
         source, target = parse_classes(self.source_classes), parse_classes(self.target_classes)
         if set(source) & set(target):
@@ -117,11 +120,14 @@ class FinetuneConfig:
 
 
 def train_source(config: FinetuneConfig, model, source, source_test, out: Path, show: bool) -> None:
-    """Give `model` its source-class weights: loaded from `config.checkpoint`, or trained and
-    saved to `out`/source_model.npz."""
+    """Give `model` its source weights: loaded from `config.checkpoint` or `config.weights` (a
+    torch state_dict), or trained on the source classes and saved to `out`/source_model.npz."""
     dtype = np.dtype(config.dtype)
     if config.checkpoint:
         load_checkpoint(config.checkpoint, model)
+        return
+    if config.weights:
+        start_from_weights(model, config.weights, config.cast_weights, classifier_name(model), show)
         return
     optimizer = SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
     fit(
@@ -134,7 +140,7 @@ def train_source(config: FinetuneConfig, model, source, source_test, out: Path, 
 
 def replace_classifier(model, classes: int, dtype) -> None:
     """A fresh classifier (the model's last Linear) for `classes` target classes."""
-    name = [n for n, m in model.named_modules() if isinstance(m, Linear)][-1]
+    (name,) = classifier_name(model)
     old = model.get_submodule(name)
     model.set_submodule(name, Linear(old.in_features, classes, bias=old.bias is not None, dtype=dtype))
 
@@ -171,7 +177,7 @@ def run(config: FinetuneConfig, out: str | Path, show: bool = True) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     dtype = np.dtype(config.dtype)
-    train, test = load_dataset(config.dataset)
+    train, test = load_data(config)
     source_classes, target_classes = parse_classes(config.source_classes), parse_classes(config.target_classes)
     source = subset_by_classes(train, source_classes)
     model = model_for(config.model, source, config.seed, dtype)

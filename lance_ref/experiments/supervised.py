@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 
 from .. import random
-from ..checkpoint import save_checkpoint
-from ..data import DataLoader, load_dataset, normalize, random_crop
+from ..checkpoint import load_weights, save_checkpoint
+from ..data import DataLoader, load_dataset, normalize, random_crop, resized
 from ..io import save_json
-from ..nn import build_model
+from ..nn import Linear, build_model
+from ..nn.zoo import MobileNetV2
 from ..optim import SGD, CosineAnnealingLR
 from ..tensor import float_dtype
 from ..train import fit
@@ -20,7 +21,46 @@ from .report import write_history
 
 
 @dataclass
-class TrainConfig:
+class InputSettings:
+    """The images a run sees and the weights it starts from (train and finetune)."""
+
+    image_size: int = 0  # resize images to this side (0: keep the dataset's)
+    channels: int = 0  # repeat grey images into this many channels (0: keep)
+    weights: str = ""  # a torch state_dict saved as a flat .npz to start from
+    cast_weights: bool = False  # convert float32 weights to a float64 model (or back)
+
+    def check_inputs(self) -> None:
+        for name in ("image_size", "channels"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0 (0 keeps the dataset's), got {getattr(self, name)}")
+        if self.weights and not Path(self.weights).is_file():
+            raise FileNotFoundError(f"weights file {self.weights} does not exist")
+
+
+def load_data(config: InputSettings) -> tuple:
+    """(train, test) of the config's dataset, resized as it asks."""
+    train, test = load_dataset(config.dataset)
+    return resized(train, config.image_size, config.channels), resized(test, config.image_size, config.channels)
+
+
+def start_from_weights(model, path: str, cast: bool, keep, show: bool) -> None:
+    """Load the weights at `path` (a torch state_dict as a flat .npz) into `model`, all but the
+    layers `keep` (the classifier or task heads) whose shapes differ, which are said to stay as
+    initialised (specs/nn.md#state-dict)."""
+    kept = load_weights(path, model, cast=cast, keep=tuple(keep))
+    if show and kept:
+        print(f"weights from {path}, except {', '.join(kept)} (shapes for other classes): initialised afresh")
+    if show and isinstance(model, MobileNetV2) and model.variant == "cifar":
+        print("note: mobilenetv2 is the CIFAR variant; torchvision's mobilenet_v2 weights belong to --model mobilenetv2-torchvision")
+
+
+def classifier_name(model) -> list:
+    """[the name of the model's last Linear], its classifier."""
+    return [n for n, m in model.named_modules() if isinstance(m, Linear)][-1:]
+
+
+@dataclass
+class TrainConfig(InputSettings):
     """Every choice of a training run; stored in results.json so the run can be repeated."""
 
     model: str = "small-cnn"
@@ -35,6 +75,7 @@ class TrainConfig:
     dtype: str = "float32"
 
     def check(self) -> None:
+        self.check_inputs()
         if self.crop_padding < 0:
             raise ValueError(f"crop_padding must be >= 0, got {self.crop_padding}")
         for name in ("epochs", "batch_size"):
@@ -66,8 +107,10 @@ def run(config: TrainConfig, out: str | Path, show: bool = True) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     dtype = np.dtype(config.dtype)
-    train, test = load_dataset(config.dataset)
+    train, test = load_data(config)
     model = model_for(config.model, train, config.seed, dtype)
+    if config.weights:
+        start_from_weights(model, config.weights, config.cast_weights, classifier_name(model), show)
     optimizer = SGD(model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     loader = make_loader(train, config.batch_size, config.seed, dtype, config.crop_padding)
     start = time.perf_counter()

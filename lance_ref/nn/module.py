@@ -236,12 +236,13 @@ class Module:
         """Copies of all parameters and buffers under torch's names (specs/nn.md#state-dict)."""
         return {name: array.copy() for name, array in self._state_entries().items()}
 
-    def load_state_dict(self, state_dict, strict: bool = True) -> IncompatibleKeys:
+    def load_state_dict(self, state_dict, strict: bool = True, cast: bool = False) -> IncompatibleKeys:
         """Copy `state_dict`'s arrays into the parameters and buffers, in place.
 
         Every problem is collected and reported at once, naming the keys, before anything is
         changed: missing and unexpected keys (unless `strict=False`), shape mismatches and dtype
-        mismatches (float arrays must have the module's dtype; integer buffers take integers).
+        mismatches (float arrays must have the module's dtype unless `cast=True`, which converts
+        float32 and float64 entries to it; integer buffers take integers) (specs/nn.md#state-dict).
         """
         entries = self._state_entries()
         missing = [k for k in entries if k not in state_dict]
@@ -256,8 +257,9 @@ class Module:
             value = np.asarray(state_dict[key])
             if value.shape != target.shape:
                 errors.append(f"shape mismatch for {key!r}: expected {target.shape}, got {value.shape}")
-            elif target.dtype in FLOAT_DTYPES and value.dtype != target.dtype:
-                errors.append(f"dtype mismatch for {key!r}: expected {target.dtype}, got {value.dtype}")
+            elif target.dtype in FLOAT_DTYPES and value.dtype != target.dtype and not (cast and value.dtype in FLOAT_DTYPES):
+                hint = "; pass cast=True to convert" if value.dtype in FLOAT_DTYPES else ""
+                errors.append(f"dtype mismatch for {key!r}: expected {target.dtype}, got {value.dtype}{hint}")
             elif target.dtype.kind in "iu" and value.dtype.kind not in "iu":
                 errors.append(f"dtype mismatch for {key!r}: expected an integer array, got {value.dtype}")
         if errors:
