@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import lance_ref as L
@@ -86,13 +86,63 @@ def test_cat_and_stack_values():
     np.testing.assert_array_equal(F.stack([ta, tb], -1).data, np.stack([a, b], -1))
 
 
-@settings(max_examples=30)
-@given(shapes(min_dims=1, max_dims=3, max_side=3), st.data())
-def test_pad_gradient(shape, data):
-    pairs = data.draw(st.integers(1, len(shape)))
-    pad = data.draw(st.lists(st.integers(0, 2), min_size=2 * pairs, max_size=2 * pairs))
+@st.composite
+def pad_case(draw):
+    """(shape, pad, mode) within torch's rules: any widths (negative ones crop) for constant; for
+    the other modes, 1-3 padded dims of an input with one or two more dims, reflect widths below
+    the size, circular ones at most the size."""
+    mode = draw(st.sampled_from(["constant", "reflect", "replicate", "circular"]))
+    if mode == "constant":
+        shape = draw(shapes(min_dims=1, max_dims=3, max_side=3))
+        pairs = draw(st.integers(1, len(shape)))
+    else:
+        pairs = draw(st.integers(1, 2))
+        shape = draw(shapes(min_dims=pairs + 1, max_dims=pairs + 2, min_side=1, max_side=4))
+    pad = []
+    for k in range(pairs):
+        size = shape[-1 - k]
+        top = {"constant": 2, "reflect": size - 1, "replicate": 3, "circular": size}[mode]
+        widths = [draw(st.integers(-(size - 1) // 2 if mode != "constant" else -size // 2, top)) for _ in range(2)]
+        assume(size + sum(widths) >= 0)
+        pad += widths
+    return shape, tuple(pad), mode
+
+
+def pad_reference(x, pad, mode, value):
+    """Crop the negative widths, pad the positive ones with np.pad (crop first for circular,
+    which wraps what cropping leaves; the others only read near the side they pad)."""
+    numpy_mode = {"constant": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}[mode]
+    pairs = [(0, 0)] * (x.ndim - len(pad) // 2) + [(pad[i], pad[i + 1]) for i in reversed(range(0, len(pad), 2))]
+    crop = tuple(slice(max(-b, 0), n - max(-a, 0)) for (b, a), n in zip(pairs, x.shape))
+    grow = [(max(b, 0), max(a, 0)) for b, a in pairs]
+    extra = dict(constant_values=value) if mode == "constant" else {}
+    if mode == "circular":
+        return np.pad(x[crop], grow, mode=numpy_mode)
+    padded = np.pad(x, grow, mode=numpy_mode, **extra)
+    return padded[tuple(slice(max(-b, 0), s - max(-a, 0)) for (b, a), s in zip(pairs, padded.shape))]
+
+
+@settings(max_examples=80, deadline=None)
+@given(pad_case(), st.data())
+def test_pad_every_mode_and_negative_width(case, data):
+    shape, pad, mode = case
+    x = data.draw(arrays(shape))
     value = data.draw(st.floats(-1, 1))
-    gradcheck(lambda t: F.pad(t, pad, value), data.draw(arrays(shape)))
+    y = F.pad(L.tensor(x), pad, mode=mode, value=value).data
+    np.testing.assert_array_equal(y, pad_reference(x, pad, mode, value))
+    gradcheck(lambda t: F.pad(t, pad, mode=mode, value=value), x)
+
+
+def test_pad_modes_by_hand_as_torch():
+    x = L.tensor(np.arange(5.0).reshape(1, 1, 5))
+    assert F.pad(x, (2, 1), mode="reflect").data.ravel().tolist() == [2, 1, 0, 1, 2, 3, 4, 3]
+    assert F.pad(x, (2, 1), mode="replicate").data.ravel().tolist() == [0, 0, 0, 1, 2, 3, 4, 4]
+    assert F.pad(x, (2, 1), mode="circular").data.ravel().tolist() == [3, 4, 0, 1, 2, 3, 4, 0]
+    assert F.pad(x, (-1, 2)).data.ravel().tolist() == [1, 2, 3, 4, 0, 0]
+    # torch 2.15 wraps what cropping leaves: (-2, 1) -> [2, 3, 4, 2]
+    assert F.pad(x, (-2, 1), mode="circular").data.ravel().tolist() == [2, 3, 4, 2]
+    # where torch 2.15 returns uninitialised memory (pad 4, crop 2), lance-ref the periodic extension
+    assert F.pad(x, (4, -2), mode="circular").data.ravel().tolist() == [2, 0, 1, 2, 0, 1, 2]
 
 
 def test_pad_follows_torch_argument_order():
@@ -142,8 +192,16 @@ def test_bad_arguments_raise():
         x.permute(0, 0)
     with pytest.raises(ValueError, match="pairs"):
         F.pad(x, (1, 2, 3))
-    with pytest.raises(ValueError, match="non-negative"):
-        F.pad(x, (-1, 0))
+    with pytest.raises(ValueError, match="crops more than the 3 elements"):
+        F.pad(x, (-2, -2))
+    with pytest.raises(ValueError, match="mode must be one of"):
+        F.pad(x, (1, 1), mode="symmetric")
+    with pytest.raises(ValueError, match="reflect padding must be smaller than the dim"):
+        F.pad(x, (3, 0), mode="reflect")
+    with pytest.raises(ValueError, match="circular padding may wrap at most once"):
+        F.pad(x, (4, 0), mode="circular")
+    with pytest.raises(ValueError, match="reflect padding of 1 dims needs an input with 2 or 3 dims"):
+        F.pad(L.tensor(np.ones(3)), (1, 1), mode="reflect")
     with pytest.raises(ValueError, match="at least one"):
         F.cat([])
     with pytest.raises(ValueError):

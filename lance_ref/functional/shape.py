@@ -62,20 +62,50 @@ class Cat(Function):
         return tuple(np.split(grad, self.splits, axis=self.dim))
 
 
-class Pad(Function):
-    """Constant padding; `pad` lists (before, after) pairs from the last axis back, as torch (specs/shape.md#pad)."""
+PAD_MODES = ("constant", "reflect", "replicate", "circular")
 
-    def forward(self, x, pad, value):
-        pairs = [(0, 0)] * (x.ndim - len(pad) // 2) + [
-            (pad[i], pad[i + 1]) for i in reversed(range(0, len(pad), 2))
-        ]
-        if any(p < 0 for pair in pairs for p in pair):
-            raise ValueError(f"pad must be non-negative, got {tuple(pad)}")
-        self.window = tuple(slice(lo, n + lo) for (lo, _), n in zip(pairs, x.shape))
-        return np.pad(x, pairs, constant_values=value)
+
+def pad_sources(size: int, before: int, after: int, mode: str) -> np.ndarray:
+    """For each position j of a padded axis, the index of the input element it copies, or -1
+    (the constant): i = j - before, reflected, clamped or wrapped into [0, size) by `mode`
+    (specs/shape.md#pad). A negative `before` or `after` crops."""
+    i = np.arange(size + before + after) - before
+    if mode == "reflect":
+        return np.abs(np.where(i >= size, 2 * (size - 1) - i, i))
+    if mode == "replicate":
+        return np.clip(i, 0, size - 1)
+    if mode == "circular":  # wraps around what is left after cropping, as torch
+        first, last = max(-before, 0), size - max(-after, 0)
+        return first + (i - first) % (last - first)
+    return np.where((i >= 0) & (i < size), i, -1)
+
+
+class Pad(Function):
+    """y[j] = x[source(j)] along each padded axis, or `value` where a constant pad has no source;
+    `sources` holds, per axis from the first, the index map of `pad_sources` or None (specs/shape.md#pad)."""
+
+    def forward(self, x, sources, value):
+        self.shape, self.sources = x.shape, sources
+        for axis, index in enumerate(sources):
+            if index is not None:
+                taken = np.take(x, np.maximum(index, 0), axis=axis)
+                x = np.where(_along(index >= 0, axis, x.ndim), taken, x.dtype.type(value)) if (index < 0).any() else taken
+        return x
 
     def backward(self, grad):
-        return (grad[self.window],)
+        for axis in reversed(range(len(self.sources))):
+            index = self.sources[axis]
+            if index is not None:
+                kept = index >= 0
+                dx = np.zeros(grad.shape[:axis] + (self.shape[axis],) + grad.shape[axis + 1 :], dtype=grad.dtype)
+                np.add.at(np.moveaxis(dx, axis, 0), index[kept], np.moveaxis(grad, axis, 0)[kept])
+                grad = dx
+        return (grad,)
+
+
+def _along(vector: np.ndarray, axis: int, ndim: int) -> np.ndarray:
+    """`vector` shaped to broadcast along `axis` of an `ndim`-D array."""
+    return vector.reshape((1,) * axis + (-1,) + (1,) * (ndim - axis - 1))
 
 
 class BroadcastTo(Function):
@@ -141,11 +171,33 @@ def stack(tensors, dim: int = 0):
     return cat([unsqueeze(t, dim) for t in tensors], dim=dim)
 
 
-def pad(x, pad, value: float = 0.0):
-    """Constant padding with torch's argument order: (left, right, top, bottom, ...)."""
-    if len(pad) % 2 or len(pad) // 2 > x.ndim:
+def pad(x, pad, mode: str = "constant", value: float = 0.0):
+    """torch.nn.functional.pad: `pad` = (before, after) pairs from the last axis back; negative
+    widths crop; modes constant, reflect, replicate, circular (specs/shape.md#pad)."""
+    if mode not in PAD_MODES:
+        raise ValueError(f"mode must be one of {PAD_MODES}, got {mode!r}")
+    pad = tuple(int(p) for p in pad)
+    pairs = len(pad) // 2
+    if len(pad) % 2 or pairs > x.ndim:
         raise ValueError(f"pad must hold (before, after) pairs for at most {x.ndim} dims, got {pad}")
-    return Pad.apply(x, pad=tuple(int(p) for p in pad), value=value)
+    if mode != "constant" and not (1 <= pairs <= 3 and x.ndim in (pairs + 1, pairs + 2)):
+        raise ValueError(
+            f"{mode} padding of {pairs} dims needs an input with {pairs + 1} or {pairs + 2} dims "
+            f"(a batch and/or channel axis first), got {x.ndim}"
+        )
+    sources = [None] * x.ndim
+    for k in range(pairs):
+        axis, (before, after) = x.ndim - 1 - k, pad[2 * k : 2 * k + 2]
+        size = x.shape[axis]
+        if size + before + after < 0:
+            raise ValueError(f"pad {(before, after)} crops more than the {size} elements of dim {axis}")
+        if mode == "reflect" and max(before, after) >= size:
+            raise ValueError(f"reflect padding must be smaller than the dim it pads: pad {(before, after)} for dim {axis} of size {size}")
+        if mode == "circular" and max(before, after) > size:
+            raise ValueError(f"circular padding may wrap at most once: pad {(before, after)} for dim {axis} of size {size}")
+        if (before, after) != (0, 0):
+            sources[axis] = pad_sources(size, before, after, mode)
+    return Pad.apply(x, sources=sources, value=value)
 
 
 def broadcast_to(x, shape):
