@@ -152,12 +152,13 @@ def test_float32_matches_float64():
         ((1, 2, 5, 5), (3, 2, 3, 3), dict(stride=(1, -1)), "stride must be"),
         ((1, 2, 5, 5), (3, 2, 3, 3), dict(padding=-1), "padding must be"),
         ((1, 2, 5, 5), (3, 2, 3, 3), dict(dilation=0), "dilation must be"),
-        ((1, 2, 5, 5), (3, 2, 3, 3), dict(padding="same"), "padding must be"),
+        ((1, 2, 5, 5), (3, 2, 3, 3), dict(padding="full"), "padding must be"),
+        ((1, 2, 5, 5), (3, 2, 3, 3), dict(padding="same", stride=2), "not supported for strided"),
         ((1, 2, 5, 5), (3, 2, 3, 3), dict(groups=0), "groups must be"),
         ((1, 4, 5, 5), (3, 2, 3, 3), dict(groups=2), "groups=2"),
         ((1, 3, 5, 5), (3, 1, 3, 3), dict(groups=2), "groups=2"),
         ((1, 2, 5, 5), (3, 3, 3, 3), dict(), "groups=1"),
-        ((2, 5, 5), (3, 2, 3, 3), dict(), "input must have shape"),
+        ((5, 5), (3, 2, 3, 3), dict(), "input must have shape"),
         ((1, 2, 5, 5), (3, 2, 3), dict(), "weight must have shape"),
         ((1, 2, 2, 2), (3, 2, 3, 3), dict(), "smaller than the dilated kernel"),
         ((1, 2, 5, 5), (3, 2, 3, 3), dict(bias=np.ones(2)), "bias must have shape"),
@@ -166,6 +167,67 @@ def test_float32_matches_float64():
 def test_bad_arguments_raise(x_shape, w_shape, kwargs, message):
     with pytest.raises(ValueError, match=message):
         F.conv2d(L.tensor(np.ones(x_shape)), L.tensor(np.ones(w_shape)), **kwargs)
+
+
+# --- string padding and unbatched inputs (specs/conv.md#padding, specs/shape.md#unbatched) ---
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 4), st.integers(1, 4), st.integers(1, 2), st.integers(1, 2), st.data())
+def test_same_padding_keeps_the_size_with_the_odd_element_after(kh, kw, dh, dw, data):
+    x, w = data.draw(arrays((2, 3, 6, 5))), data.draw(arrays((4, 3, kh, kw)))
+    y = F.conv2d(L.tensor(x), L.tensor(w), padding="same", dilation=(dh, dw))
+    (top, bottom), (left, right) = [(d * (k - 1) // 2, d * (k - 1) - d * (k - 1) // 2) for k, d in ((kh, dh), (kw, dw))]
+    xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+    expected = conv2d_reference(xp, w, None, (1, 1), (0, 0), (dh, dw), 1)
+    assert y.shape == (2, 4, 6, 5)
+    np.testing.assert_allclose(y.data, expected, rtol=1e-12, atol=1e-12)
+    gradcheck(lambda *t: F.conv2d(*t, padding="same", dilation=(dh, dw)), x[:1, :2], w[:2, :2], atol=1e-7)
+
+
+def test_same_padding_of_an_even_kernel_is_torchs():
+    # torch 2.15: conv2d(arange(5) as 1x1x1x5, ones 1x1x1x4, padding='same') = [3, 6, 10, 9, 7]
+    y = F.conv2d(L.tensor(np.arange(5.0).reshape(1, 1, 1, 5)), L.tensor(np.ones((1, 1, 1, 4))), padding="same")
+    np.testing.assert_array_equal(y.data.ravel(), [3, 6, 10, 9, 7])
+    valid = F.conv2d(L.tensor(np.arange(5.0).reshape(1, 1, 1, 5)), L.tensor(np.ones((1, 1, 1, 4))), padding="valid")
+    np.testing.assert_array_equal(valid.data.ravel(), [6, 10])
+
+
+@settings(max_examples=20, deadline=None)
+@given(conv_case(), st.data())
+def test_unbatched_input_is_a_batch_of_one(case, data):
+    (_, c, h, w), w_shape, params = case
+    x, weight = data.draw(arrays((c, h, w))), data.draw(arrays(w_shape))
+    y = F.conv2d(L.tensor(x), L.tensor(weight), **params)
+    np.testing.assert_array_equal(y.data, F.conv2d(L.tensor(x[None]), L.tensor(weight), **params).data[0])
+    gradcheck(lambda *t: F.conv2d(*t, **params), x, weight)
+
+
+@pytest.mark.parametrize("mode", ["zeros", "reflect", "replicate", "circular"])
+def test_conv2d_module_padding_modes_pad_first(mode):
+    rng = np.random.default_rng(0)
+    conv = L.nn.Conv2d(2, 3, 3, padding=(1, 2), padding_mode=mode, dtype=np.float64)
+    x = rng.standard_normal((2, 2, 5, 6))
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (2, 2)), mode={"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}[mode])
+    expected = conv2d_reference(xp, conv.weight.data, conv.bias.data, (1, 1), (0, 0), (1, 1), 1)
+    np.testing.assert_allclose(conv(L.tensor(x)).data, expected, rtol=1e-12, atol=1e-12)
+    assert ("padding_mode" in repr(conv)) == (mode != "zeros")
+
+
+def test_conv2d_module_string_padding_and_its_limits():
+    same = L.nn.Conv2d(2, 3, 3, padding="same")
+    assert same.padding == (1, 1) and same.input_padding is None and "padding='same'" in repr(same)
+    even = L.nn.Conv2d(2, 3, 4, padding="same")
+    assert even.input_padding == (1, 2, 1, 2) and even(L.tensor(np.ones((1, 2, 5, 5), np.float32))).shape == (1, 3, 5, 5)
+    with pytest.raises(ValueError, match="padding_mode must be one of"):
+        L.nn.Conv2d(2, 3, 3, padding_mode="mirror")
+    with pytest.raises(ValueError, match="not supported for strided"):
+        L.nn.Conv2d(2, 3, 3, stride=2, padding="same")
+    from lance_ref.compress.layers import CompressedConv2d
+    from lance_ref.selection.layers import SelectiveConv2d
+
+    for wrap in (CompressedConv2d, SelectiveConv2d):
+        with pytest.raises(ValueError, match="needs a conv with symmetric zero padding.*padding_mode='reflect'"):
+            wrap(L.nn.Conv2d(2, 3, 3, padding=1, padding_mode="reflect"))
+    CompressedConv2d(same)  # odd-kernel 'same' is symmetric zero padding
 
 
 # --- the direct route and the workspace chunks (specs/conv.md#direct, specs/memory.md#workspace) ---

@@ -71,7 +71,7 @@ class QuantConv2d(Quantized, Conv2d):
     """Conv2d (same parameters and names) with binary weights if `binary` and quantised training."""
 
     def forward(self, x):
-        return self.quantized_call(x, lambda x, w: F.conv2d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups))
+        return self.quantized_call(self.padded(x), lambda x, w: F.conv2d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups))
 
 
 class QuantLinear(Quantized, Linear):

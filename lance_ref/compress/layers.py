@@ -186,6 +186,7 @@ class PatchCompressedConv2d(Module):
         super().__init__()
         if conv.bias is not None or conv.groups != 1:
             raise ValueError("PatchCompressedConv2d needs a bias-free conv with groups=1")
+        conv.check_self_padded("PatchCompressedConv2d")
         self.weight = conv.weight
         self.stride, self.padding, self.dilation, self.groups = conv.stride, conv.padding, conv.dilation, 1
         self.compressor = compressor
@@ -247,6 +248,7 @@ class CompressedConv2d(_Compressed):
 
     def __init__(self, conv: Conv2d, method: str = "lance", eps: float = 0.9, mode_set: str = "all"):
         super().__init__(conv, method, eps, mode_set)
+        conv.check_self_padded("CompressedConv2d")
         self.stride, self.padding, self.dilation, self.groups = conv.stride, conv.padding, conv.dilation, conv.groups
 
     def count_flops(self, ranks) -> dict:

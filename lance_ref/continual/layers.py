@@ -31,11 +31,14 @@ def protected_layers(model) -> dict:
     return {n: m for n, m in model.named_modules() if isinstance(m, (Conv2d, Linear)) and n not in heads}
 
 
-def check_ungrouped(layers: dict) -> None:
-    """Patch rows (and so GPM's memories and LANCE-CL's bases) need groups = 1 convs."""
+def check_patch_rows(layers: dict) -> None:
+    """Patch rows (and so GPM's memories and LANCE-CL's bases) need groups = 1 convs that do
+    their own zero padding."""
     for name, layer in layers.items():
         if getattr(layer, "groups", 1) != 1:
             raise ValueError(f"layer {name!r} has groups={layer.groups}; GPM and LANCE-CL protect groups=1 convs only")
+        if isinstance(layer, Conv2d):
+            layer.check_self_padded(f"GPM and LANCE-CL (layer {name!r})")
 
 
 def patch_rows(layer, x: np.ndarray) -> np.ndarray:

@@ -15,7 +15,7 @@ import numpy as np
 from ..io import flatten
 from ..nn import BatchNorm1d, BatchNorm2d, layer_activations
 from .gpm import check_threshold, extend_memory, project_out
-from .layers import check_ungrouped, head_names, patch_rows, protected_layers
+from .layers import check_patch_rows, head_names, patch_rows, protected_layers
 from .replay import ClassBalancedReservoir
 from .steps import minibatches, task_loss
 
@@ -224,7 +224,7 @@ class GPM(Finetune):
     def __init__(self, model, scenario, config):
         super().__init__(model, scenario, config)
         check_threshold(config.gpm_threshold, "gpm_threshold")
-        check_ungrouped(self.layers)
+        check_patch_rows(self.layers)
         self.memory = {}
 
     def threshold(self, task) -> float:

@@ -13,6 +13,7 @@ import numpy as np
 
 from .. import kernels
 from ..tensor import Function
+from .shape import pad, takes_unbatched
 from .windows import output_size, pair, tap
 
 
@@ -197,8 +198,32 @@ def conv2d_params(x_shape, w_shape, bias_shape, stride, padding, dilation, group
     )
 
 
+def same_padding(kernel, dilation) -> tuple:
+    """((top, bottom), (left, right)) keeping the size at stride 1: d(k - 1) in all, its odd
+    element at the bottom/right, as torch's padding='same' (specs/conv.md#padding)."""
+    return tuple((d * (k - 1) // 2, d * (k - 1) - d * (k - 1) // 2) for k, d in zip(kernel, dilation))
+
+
+def string_padding(padding: str, kernel, stride, dilation) -> tuple:
+    """The padding pairs ((top, bottom), (left, right)) that 'valid' or 'same' mean (specs/conv.md#padding)."""
+    if padding == "valid":
+        return (0, 0), (0, 0)
+    if padding != "same":
+        raise ValueError(f"padding must be an int, a pair of ints, 'valid' or 'same', got {padding!r}")
+    if pair(stride, "stride", 1) != (1, 1):
+        raise ValueError("padding='same' is not supported for strided convolutions")
+    return same_padding(kernel, pair(dilation, "dilation", 1))
+
+
+@takes_unbatched
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups: int = 1):
-    """torch.nn.functional.conv2d: input (N, C, H, W), weight (O, C/groups, kh, kw), bias (O,)."""
+    """torch.nn.functional.conv2d: input (N, C, H, W) or (C, H, W), weight (O, C/groups, kh, kw),
+    bias (O,); padding an int, a pair, 'valid' or 'same' (specs/conv.md#padding)."""
+    if isinstance(padding, str):
+        (top, bottom), (left, right) = string_padding(padding, weight.shape[2:], stride, dilation)
+        if (bottom, right) != (top, left):  # the odd element of 'same' goes on the far side
+            input = pad(input, (0, right - left, 0, bottom - top))
+        padding = (top, left)
     bias_shape = None if bias is None else bias.shape
     params = conv2d_params(input.shape, weight.shape, bias_shape, stride, padding, dilation, groups)
     inputs = (input, weight) if bias is None else (input, weight, bias)

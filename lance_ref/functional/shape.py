@@ -5,6 +5,8 @@ Forward results may be NumPy views of the input; nothing here saves an array for
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ..tensor import Function, Tensor
@@ -169,6 +171,25 @@ def cat(tensors, dim: int = 0):
 
 def stack(tensors, dim: int = 0):
     return cat([unsqueeze(t, dim) for t in tensors], dim=dim)
+
+
+def takes_unbatched(op):
+    """`op`, written for (N, C, H, W) inputs, also taking an unbatched (C, H, W) one, as torch's
+    convolution and pooling do: it runs on a batch of one, whose axis is dropped from every
+    result (specs/shape.md#unbatched)."""
+
+    @functools.wraps(op)
+    def run(input, *args, **kwargs):
+        if len(input.shape) != 3:
+            return op(input, *args, **kwargs)
+        out = op(unsqueeze(input, 0), *args, **kwargs)
+        return tuple(map(_drop_batch, out)) if isinstance(out, tuple) else _drop_batch(out)
+
+    return run
+
+
+def _drop_batch(out):
+    return squeeze(out, 0) if isinstance(out, Tensor) else out[0]
 
 
 def pad(x, pad, mode: str = "constant", value: float = 0.0):

@@ -11,6 +11,7 @@ import math
 import numpy as np
 
 from .. import functional as F
+from ..functional.conv import string_padding
 from ..functional.windows import pair
 from ..tensor import DEFAULT_DTYPE, float_dtype
 from . import init
@@ -59,8 +60,12 @@ class Linear(Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+
+
 class Conv2d(Module):
-    """2-D convolution; `weight` (out_channels, in_channels / groups, kh, kw), `bias` (out_channels,)."""
+    """2-D convolution; `weight` (out_channels, in_channels / groups, kh, kw), `bias` (out_channels,);
+    `padding` an int, a pair, 'valid' or 'same', with `padding_mode` (specs/conv.md#padding)."""
 
     def __init__(
         self,
@@ -72,6 +77,7 @@ class Conv2d(Module):
         dilation=1,
         groups: int = 1,
         bias: bool = True,
+        padding_mode: str = "zeros",
         dtype=None,
     ):
         super().__init__()
@@ -84,19 +90,47 @@ class Conv2d(Module):
             raise ValueError(f"out_channels ({out_channels}) must be divisible by groups ({groups})")
         self.kernel_size = pair(kernel_size, "kernel_size", 1)
         self.stride = pair(stride, "stride", 1)
-        self.padding = pair(padding, "padding", 0)
         self.dilation = pair(dilation, "dilation", 1)
+        if padding_mode not in PADDING_MODES:
+            raise ValueError(f"padding_mode must be one of {', '.join(PADDING_MODES)}, got {padding_mode!r}")
+        self.padding_mode = padding_mode
+        if isinstance(padding, str):
+            (top, bottom), (left, right) = string_padding(padding, self.kernel_size, self.stride, self.dilation)
+            self.padding_arg = padding
+        else:
+            self.padding_arg = (top, left) = (bottom, right) = pair(padding, "padding", 0)
+        if padding_mode == "zeros" and (top, left) == (bottom, right):
+            self.padding, self.input_padding = (top, left), None
+        else:
+            self.padding, self.input_padding = (0, 0), (left, right, top, bottom)
         self.weight = _zeros_parameter((out_channels, in_channels // groups) + self.kernel_size, dtype)
         self.register_parameter("bias", _zeros_parameter((out_channels,), dtype) if bias else None)
         _reset_weight_and_bias(self.weight, self.bias)
 
+    def padded(self, x):
+        """`x` with the padding the conv does not do itself: torch's `padding_mode`, or the odd
+        element of an even kernel's padding='same' (specs/conv.md#padding)."""
+        if self.input_padding is None:
+            return x
+        return F.pad(x, self.input_padding, "constant" if self.padding_mode == "zeros" else self.padding_mode)
+
+    def check_self_padded(self, user: str) -> None:
+        """`user` rebuilds this conv from its stride, padding and dilation alone."""
+        if self.input_padding is not None:
+            raise ValueError(
+                f"{user} needs a conv with symmetric zero padding; this one has padding={self.padding_arg!r}, "
+                f"padding_mode={self.padding_mode!r}"
+            )
+
     def forward(self, x):
-        return F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        return F.conv2d(self.padded(x), self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
     def extra_repr(self) -> str:
         text = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
-        if self.padding != (0, 0):
-            text += f", padding={self.padding}"
+        if self.padding_arg != (0, 0):
+            text += f", padding={self.padding_arg!r}"
+        if self.padding_mode != "zeros":
+            text += f", padding_mode={self.padding_mode!r}"
         if self.dilation != (1, 1):
             text += f", dilation={self.dilation}"
         if self.groups != 1:

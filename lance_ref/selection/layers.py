@@ -55,6 +55,7 @@ class SelectiveConv2d(Module):
 
     def __init__(self, conv: Conv2d):
         super().__init__()
+        conv.check_self_padded("SelectiveConv2d")
         self.weight = conv.weight
         self.register_parameter("bias", conv.bias)
         self.stride, self.padding, self.dilation, self.groups = conv.stride, conv.padding, conv.dilation, conv.groups
