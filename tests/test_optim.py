@@ -51,6 +51,15 @@ def test_sgd_nesterov():
     assert run(SGD([p], lr=0.1, momentum=0.9, nesterov=True), p, [1, 1]) == pytest.approx([0.81, 0.539], abs=1e-15)
 
 
+def test_sgd_maximize_ascends_before_decay_and_momentum():
+    p = scalar()
+    # d = -1 + 0.1 p: p1 = 1 + 0.1 * 0.9 = 1.09; d = -1 + 0.109, b = 0.9 * -0.9 - 0.891; p2 = 1.09 + 0.1 * 1.701
+    values = run(SGD([p], lr=0.1, momentum=0.9, weight_decay=0.1, maximize=True), p, [1, 1])
+    assert values == pytest.approx([1.09, 1.2601], abs=1e-15)  # torch 2.15: 1.09, 1.2601
+    with pytest.raises(TypeError, match="maximize must be a bool"):
+        SGD([scalar()], lr=0.1, maximize=1)
+
+
 def test_sgd_keeps_float32():
     p = nn.Parameter(np.ones(3, dtype=np.float32))
     p.grad = np.ones(3, dtype=np.float32)
