@@ -1,4 +1,4 @@
-"""Pooling (specs/pool.md): max, average and adaptive average pooling."""
+"""Pooling (specs/pool.md): max, average, adaptive average and adaptive max pooling."""
 
 import numpy as np
 import pytest
@@ -162,6 +162,104 @@ def test_adaptive_avg_pool_by_hand():
     assert F.adaptive_avg_pool2d(L.tensor(np.ones((2, 3, 4, 4))), 1).shape == (2, 3, 1, 1)
 
 
+# --- indices, divisor_override, adaptive max, unbatched --------------------------------------
+@settings(max_examples=50)
+@given(pool_case(), st.data())
+def test_max_pool_indices_are_the_winners_flat_positions(case, data):
+    shape, params = case
+    x = data.draw(arrays(shape)).round()
+    y, indices = F.max_pool2d(L.tensor(x), **params, return_indices=True)
+    assert indices.dtype == np.int64 and indices.shape == y.shape
+    for (oh, ow), inside, _ in windows(shape, **params):
+        values = np.stack([x[:, :, h, w] for h, w in inside], -1)
+        h, w = np.array(inside)[values.argmax(-1)].transpose(2, 0, 1)
+        np.testing.assert_array_equal(indices[:, :, oh, ow], h * shape[3] + w)
+
+
+def test_max_pool_indices_by_hand():
+    # torch 2.15: max_pool2d(arange(16) as 1x1x4x4, 2, return_indices=True)[1] = [[5, 7], [13, 15]]
+    y, indices = F.max_pool2d(L.tensor(np.arange(16.0).reshape(1, 1, 4, 4)), 2, return_indices=True)
+    np.testing.assert_array_equal(indices, [[[[5, 7], [13, 15]]]])
+    _, indices = F.max_pool2d(L.tensor(np.arange(9.0).reshape(1, 3, 3)), 2, 1, padding=1, return_indices=True)
+    np.testing.assert_array_equal(indices, [[[0, 1, 2, 2], [3, 4, 5, 5], [6, 7, 8, 8], [6, 7, 8, 8]]])
+
+
+@settings(max_examples=50)
+@given(pool_case(dilation=False), st.integers(-3, 7).filter(bool), st.data())
+def test_avg_pool_divisor_override_divides_every_window(case, divisor, data):
+    shape, params = case
+    x = data.draw(arrays(shape))
+    y = F.avg_pool2d(L.tensor(x), **params, divisor_override=divisor)
+    sums = np.zeros(pooled_shape(shape, **params))
+    for (oh, ow), inside, _ in windows(shape, **params):
+        sums[:, :, oh, ow] = sum(x[:, :, i, j] for i, j in inside)
+    np.testing.assert_allclose(y.data, sums / divisor, rtol=1e-12, atol=1e-12)
+    gradcheck(lambda t: F.avg_pool2d(t, **params, divisor_override=divisor), x)
+
+
+def adaptive_max_reference(x, out):
+    """Each adaptive window's maximum and flat index, scanning as torch: first maximum, last NaN."""
+    (h, w), y = x.shape[2:], np.zeros(x.shape[:2] + out)
+    indices = np.zeros(y.shape, dtype=np.int64)
+    for n, c, p, q in np.ndindex(*y.shape):
+        rows = range(p * h // out[0], -(-(p + 1) * h // out[0]))
+        cols = range(q * w // out[1], -(-(q + 1) * w // out[1]))
+        best, where = -np.inf, None
+        for r in rows:
+            for col in cols:
+                if x[n, c, r, col] > best or np.isnan(x[n, c, r, col]) or where is None:
+                    best, where = x[n, c, r, col], r * w + col
+        y[n, c, p, q], indices[n, c, p, q] = best, where
+    return y, indices
+
+
+@settings(max_examples=50)
+@given(st.tuples(st.integers(1, 2), st.integers(1, 2), st.integers(1, 7), st.integers(1, 7)),
+       st.tuples(st.integers(1, 5), st.integers(1, 5)), st.booleans(), st.data())
+def test_adaptive_max_pool_windows_indices_and_gradient(shape, out, with_nan, data):
+    x = data.draw(arrays(shape)).round()
+    if with_nan:
+        x.flat[data.draw(st.integers(0, x.size - 1))] = np.nan
+    y, indices = F.adaptive_max_pool2d(L.tensor(x), out, return_indices=True)
+    expected_y, expected_indices = adaptive_max_reference(x, out)
+    np.testing.assert_array_equal(y.data, expected_y)
+    np.testing.assert_array_equal(indices, expected_indices)
+    if not with_nan:
+        gradcheck(lambda t: F.adaptive_max_pool2d(t, out), data.draw(arrays(shape)))
+
+
+def test_adaptive_max_pool_by_hand():
+    # torch 2.15 on [[1, 5, 2, 5, 0]] to width 3, windows [0, 2), [1, 4), [3, 5):
+    # values [5, 5, 5], indices [1, 1, 3] (first maximum), gradient [0, 2, 0, 1, 0]
+    x = L.tensor(np.array([[[[1.0, 5, 2, 5, 0]]]]), requires_grad=True)
+    y, indices = F.adaptive_max_pool2d(x, (1, 3), return_indices=True)
+    np.testing.assert_array_equal(y.data.ravel(), [5, 5, 5])
+    np.testing.assert_array_equal(indices.ravel(), [1, 1, 3])
+    y.backward(np.ones(y.shape))
+    np.testing.assert_array_equal(x.grad.ravel(), [0, 2, 0, 1, 0])
+
+
+@pytest.mark.parametrize("pool", [
+    lambda t: F.max_pool2d(t, 3, 2, 1, ceil_mode=True),
+    lambda t: F.avg_pool2d(t, 2, divisor_override=3),
+    lambda t: F.adaptive_avg_pool2d(t, (2, 3)),
+    lambda t: F.adaptive_max_pool2d(t, (3, 2)),
+])
+def test_unbatched_input_is_a_batch_of_one(pool):
+    x = np.random.default_rng(0).standard_normal((3, 5, 6))
+    np.testing.assert_array_equal(pool(L.tensor(x)).data, pool(L.tensor(x[None])).data[0])
+    gradcheck(pool, x)
+
+
+def test_pooling_modules_pass_the_new_options():
+    x = L.tensor(np.arange(16.0).reshape(1, 4, 4))
+    y, indices = L.nn.MaxPool2d(2, return_indices=True)(x)
+    np.testing.assert_array_equal(indices, [[[5, 7], [13, 15]]])
+    np.testing.assert_array_equal(L.nn.AvgPool2d(2, divisor_override=2)(x).data, [[[5, 9], [21, 25]]])
+    y, indices = L.nn.AdaptiveMaxPool2d(1, return_indices=True)(x)
+    assert y.data.ravel() == [15] and indices.ravel() == [15]
+
+
 # --- all ------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "pool",
@@ -169,6 +267,7 @@ def test_adaptive_avg_pool_by_hand():
         lambda t: F.max_pool2d(t, 3, 2, 1, dilation=(1, 2), ceil_mode=True),
         lambda t: F.avg_pool2d(t, (3, 2), 2, (1, 0), ceil_mode=True, count_include_pad=False),
         lambda t: F.adaptive_avg_pool2d(t, (3, 4)),
+        lambda t: F.adaptive_max_pool2d(t, (3, 4)),
     ],
 )
 def test_float32_matches_float64(pool):
@@ -185,8 +284,12 @@ def test_float32_matches_float64(pool):
         (lambda x: F.max_pool2d(x, 2, dilation=0), "dilation must be"),
         (lambda x: F.max_pool2d(x, 3, padding=2), "at most half"),
         (lambda x: F.avg_pool2d(x, 6), "too small"),
-        (lambda x: F.max_pool2d(x[0], 2), r"\(N, C, H, W\)"),
-        (lambda x: F.adaptive_avg_pool2d(x[0], 2), r"\(N, C, H, W\)"),
+        (lambda x: F.max_pool2d(x[0, 0], 2), r"\(N, C, H, W\)"),
+        (lambda x: F.adaptive_avg_pool2d(x[0, 0], 2), r"\(N, C, H, W\)"),
+        (lambda x: F.adaptive_max_pool2d(x[0, 0], 2), r"\(N, C, H, W\)"),
+        (lambda x: F.adaptive_max_pool2d(x, (2, -1)), "output_size must be"),
+        (lambda x: F.avg_pool2d(x, 2, divisor_override=0), "divisor_override must be"),
+        (lambda x: F.avg_pool2d(x, 2, divisor_override=1.5), "divisor_override must be"),
         (lambda x: F.adaptive_avg_pool2d(x, (0, 2)), "output_size must be"),
     ],
 )

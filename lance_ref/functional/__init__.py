@@ -12,7 +12,7 @@ from .elementwise import abs, add, clamp, div, exp, log, mul, neg, pow, sqrt, su
 from .linear import linear, matmul
 from .loss import cross_entropy, log_softmax, mse_loss, nll_loss, softmax
 from .norm import batch_norm
-from .pool import adaptive_avg_pool2d, avg_pool2d, max_pool2d
+from .pool import adaptive_avg_pool2d, adaptive_max_pool2d, avg_pool2d, max_pool2d
 from .reduce import amax, mean, sum, var
 from .shape import (
     broadcast_to,

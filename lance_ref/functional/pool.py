@@ -1,6 +1,7 @@
-"""Max, average and adaptive average pooling (specs/pool.md).
+"""Max, average, adaptive average and adaptive max pooling (specs/pool.md).
 
-Pooling loops over the kh*kw kernel taps, each a strided view over all outputs at once.
+Pooling loops over the kh*kw kernel taps, each a strided view over all outputs at once;
+adaptive max pooling over its output positions, whose windows differ in size.
 """
 
 from __future__ import annotations
@@ -8,13 +9,14 @@ from __future__ import annotations
 import numpy as np
 
 from ..tensor import Function
+from .shape import takes_unbatched
 from .windows import output_size, pair, tap
 
 
 def _geometry(x_shape, kernel_size, stride, padding, dilation, ceil_mode):
     """Checked pooling geometry with the extra right/bottom padding that ceil_mode may need."""
     if len(x_shape) != 4:
-        raise ValueError(f"pooling expects input of shape (N, C, H, W), got {x_shape}")
+        raise ValueError(f"pooling expects input of shape (N, C, H, W) or (C, H, W), got {x_shape}")
     kernel = pair(kernel_size, "kernel_size", 1)
     stride = kernel if stride is None else pair(stride, "stride", 1)
     padding = pair(padding, "padding", 0)
@@ -39,15 +41,7 @@ class MaxPool2d(Function):
     maximum of each window, as torch (specs/pool.md#max_pool2d)."""
 
     def forward(self, x, kernel, stride, padding, dilation, out_hw, extra):
-        source = pad_window_input(x, padding, extra, -np.inf)
-        taps = (tap(source, i, j, out_hw, stride, dilation) for i, j in np.ndindex(*kernel))
-        best = next(taps).copy()
-        best_tap = np.zeros(best.shape, dtype=np.min_scalar_type(kernel[0] * kernel[1]))
-        for t, values in enumerate(taps, start=1):
-            better = values > best
-            better |= np.isnan(values)  # NaN wins, as in torch
-            best_tap[better] = t
-            np.maximum(best, values, out=best)
+        best, best_tap = window_maximum(x, kernel, stride, padding, dilation, out_hw, extra)
         self.save(best_tap)
         self.shape, self.geometry = x.shape, (kernel, stride, padding, dilation, out_hw, extra)
         return best
@@ -59,6 +53,30 @@ class MaxPool2d(Function):
         for t, (i, j) in enumerate(np.ndindex(*kernel)):
             tap(full, i, j, out_hw, stride, dilation)[...] += np.where(best_tap == t, grad, 0)
         return (unpad(full, self.shape, padding),)
+
+
+def window_maximum(x, kernel, stride, padding, dilation, out_hw, extra):
+    """Each window's maximum and the index t = i kw + j of its winning tap: taps scanned in
+    row-major order, a tap winning if strictly greater or NaN, as torch (specs/pool.md#max_pool2d)."""
+    source = pad_window_input(x, padding, extra, -np.inf)
+    taps = (tap(source, i, j, out_hw, stride, dilation) for i, j in np.ndindex(*kernel))
+    best = next(taps).copy()
+    best_tap = np.zeros(best.shape, dtype=np.min_scalar_type(kernel[0] * kernel[1]))
+    for t, values in enumerate(taps, start=1):
+        better = values > best
+        better |= np.isnan(values)  # NaN wins, as in torch
+        best_tap[better] = t
+        np.maximum(best, values, out=best)
+    return best, best_tap
+
+
+def input_indices(best_tap, width, kernel, stride, padding, dilation) -> np.ndarray:
+    """torch's max-pooling indices: the winner's flat position r W + c in its (H, W) input map."""
+    oh, ow = best_tap.shape[2:]
+    i, j = np.divmod(best_tap.astype(np.int64), kernel[1])
+    rows = stride[0] * np.arange(oh)[:, None] - padding[0] + dilation[0] * i
+    cols = stride[1] * np.arange(ow)[None, :] - padding[1] + dilation[1] * j
+    return rows * width + cols
 
 
 class AvgPool2d(Function):
@@ -119,44 +137,110 @@ class AdaptiveAvgPool2d(Function):
         return (np.einsum("ph,ncpq,qw->nchw", a_h, grad, a_w, optimize=True),)
 
 
-def adaptive_weights(size: int, out: int, dtype) -> np.ndarray:
-    """A (out, size) averaging matrix over windows [floor(i*size/out), ceil((i+1)*size/out))."""
+class AdaptiveMaxPool2d(Function):
+    """y[n,c,p,q] = x[n,c] at the winner of adaptive window (p, q), found as max_pool2d finds it
+    (specs/pool.md#adaptive_max_pool2d)."""
+
+    def forward(self, x, indices):
+        n, c, h, w = x.shape
+        self.save(indices.astype(np.min_scalar_type(h * w - 1)))
+        self.shape = x.shape
+        return np.take_along_axis(x.reshape(n, c, h * w), indices.reshape(n, c, -1), axis=2).reshape(indices.shape)
+
+    def backward(self, grad):
+        (indices,) = self.saved_arrays
+        n, c, h, w = self.shape
+        flat = np.zeros((n * c, h * w), dtype=grad.dtype)
+        np.add.at(flat, (np.arange(n * c)[:, None], indices.reshape(n * c, -1)), grad.reshape(n * c, -1))
+        return (flat.reshape(self.shape),)
+
+
+def adaptive_windows(size: int, out: int):
+    """Output i's input range [floor(i*size/out), ceil((i+1)*size/out)), as (starts, ends)."""
     i = np.arange(out)
-    start, end = (i * size) // out, -((-(i + 1) * size) // out)
+    return (i * size) // out, -((-(i + 1) * size) // out)
+
+
+def adaptive_weights(size: int, out: int, dtype) -> np.ndarray:
+    """A (out, size) averaging matrix over the adaptive windows."""
+    start, end = adaptive_windows(size, out)
     cols = np.arange(size)
     inside = (cols >= start[:, None]) & (cols < end[:, None])
     return (inside / (end - start)[:, None]).astype(dtype)
 
 
-def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False):
-    """torch.nn.functional.max_pool2d (stride defaults to kernel_size)."""
+def adaptive_winners(x: np.ndarray, sizes) -> np.ndarray:
+    """The flat index r W + c of each adaptive window's winner: the first maximum in row-major
+    order, or the last NaN, as torch's scan finds it."""
+    n, c, h, w = x.shape
+    indices = np.empty((n, c) + tuple(sizes), dtype=np.int64)
+    (h0, h1), (w0, w1) = adaptive_windows(h, sizes[0]), adaptive_windows(w, sizes[1])
+    for p, q in np.ndindex(*sizes):
+        window = x[:, :, h0[p] : h1[p], w0[q] : w1[q]].reshape(n, c, -1)
+        nan = np.isnan(window)
+        last_nan = nan.shape[2] - 1 - np.argmax(nan[:, :, ::-1], axis=2)
+        best = np.where(nan.any(axis=2), last_nan, np.argmax(window, axis=2))
+        rows, cols = np.divmod(best, w1[q] - w0[q])
+        indices[:, :, p, q] = (h0[p] + rows) * w + w0[q] + cols
+    return indices
+
+
+@takes_unbatched
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode: bool = False,
+               return_indices: bool = False):
+    """torch.nn.functional.max_pool2d (stride defaults to kernel_size); with `return_indices`
+    also each winner's flat position in its input map, int64 (specs/pool.md#max_pool2d)."""
     geometry = _geometry(input.shape, kernel_size, stride, padding, dilation, ceil_mode)
     kernel, stride, padding, dilation, out_hw, extra = geometry
-    return MaxPool2d.apply(
+    y = MaxPool2d.apply(
         input, kernel=kernel, stride=stride, padding=padding, dilation=dilation, out_hw=out_hw, extra=extra
     )
+    if not return_indices:
+        return y
+    _, best_tap = window_maximum(input.data, *geometry)  # the forward's scan again, for its winners
+    return y, input_indices(best_tap, input.shape[3], kernel, stride, padding, dilation)
 
 
-def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode: bool = False, count_include_pad: bool = True):
-    """torch.nn.functional.avg_pool2d (stride defaults to kernel_size)."""
+@takes_unbatched
+def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode: bool = False, count_include_pad: bool = True,
+               divisor_override=None):
+    """torch.nn.functional.avg_pool2d (stride defaults to kernel_size); a `divisor_override`
+    divides every window's sum (specs/pool.md#avg_pool2d)."""
     kernel, stride, padding, _, out_hw, extra = _geometry(input.shape, kernel_size, stride, padding, 1, ceil_mode)
-    dtype = input.dtype
-    d_h, d_w = (
-        _avg_divisor(n, k, s, p, o, count_include_pad, dtype)
-        for n, k, s, p, o in zip(input.shape[2:], kernel, stride, padding, out_hw)
-    )
+    if divisor_override is None:
+        d_h, d_w = (
+            _avg_divisor(n, k, s, p, o, count_include_pad, input.dtype)
+            for n, k, s, p, o in zip(input.shape[2:], kernel, stride, padding, out_hw)
+        )
+        divisor = np.outer(d_h, d_w)
+    elif isinstance(divisor_override, (int, np.integer)) and not isinstance(divisor_override, bool) and divisor_override != 0:
+        divisor = np.asarray(divisor_override, dtype=input.dtype)
+    else:
+        raise ValueError(f"divisor_override must be a non-zero int or None, got {divisor_override!r}")
     return AvgPool2d.apply(
-        input, kernel=kernel, stride=stride, padding=padding, out_hw=out_hw, extra=extra,
-        divisor=np.outer(d_h, d_w),
+        input, kernel=kernel, stride=stride, padding=padding, out_hw=out_hw, extra=extra, divisor=divisor
     )
 
 
-def adaptive_avg_pool2d(input, output_size):
-    """torch.nn.functional.adaptive_avg_pool2d; None in `output_size` keeps that side."""
-    if len(input.shape) != 4:
-        raise ValueError(f"adaptive_avg_pool2d expects input of shape (N, C, H, W), got {input.shape}")
+def adaptive_sizes(input_shape, output_size, name: str) -> tuple:
+    """The checked output (h, w) of an adaptive pooling; None in `output_size` keeps that side."""
+    if len(input_shape) != 4:
+        raise ValueError(f"{name} expects input of shape (N, C, H, W) or (C, H, W), got {input_shape}")
     sizes = (output_size, output_size) if np.isscalar(output_size) or output_size is None else tuple(output_size)
-    sizes = tuple(n if o is None else o for n, o in zip(input.shape[2:], sizes))
-    pair(sizes, "output_size", 1)
+    return pair(tuple(n if o is None else o for n, o in zip(input_shape[2:], sizes)), "output_size", 1)
+
+
+@takes_unbatched
+def adaptive_avg_pool2d(input, output_size):
+    """torch.nn.functional.adaptive_avg_pool2d (specs/pool.md#adaptive_avg_pool2d)."""
+    sizes = adaptive_sizes(input.shape, output_size, "adaptive_avg_pool2d")
     a_h, a_w = (adaptive_weights(n, o, input.dtype) for n, o in zip(input.shape[2:], sizes))
     return AdaptiveAvgPool2d.apply(input, a_h=a_h, a_w=a_w)
+
+
+@takes_unbatched
+def adaptive_max_pool2d(input, output_size, return_indices: bool = False):
+    """torch.nn.functional.adaptive_max_pool2d (specs/pool.md#adaptive_max_pool2d)."""
+    indices = adaptive_winners(input.data, adaptive_sizes(input.shape, output_size, "adaptive_max_pool2d"))
+    y = AdaptiveMaxPool2d.apply(input, indices=indices)
+    return (y, indices) if return_indices else y
