@@ -8,7 +8,7 @@ from dataclasses import fields
 
 from . import __version__
 from .allocator import keep_freed_memory
-from .experiments import continual, continual_sweep, finetune, lightcl_analysis, selection_sweep, supervised, sweep
+from .experiments import continual, continual_sweep, finetune, lightcl_analysis, oracle, selection_sweep, supervised, sweep
 
 
 def _add_config_arguments(parser: argparse.ArgumentParser, config_class) -> None:
@@ -75,11 +75,33 @@ def build_parser() -> argparse.ArgumentParser:
         _add_config_arguments(command, config_class)
         command.add_argument("--out", required=True, help="folder for results.json and the other outputs")
         command.add_argument("--quiet", action="store_true", help="no progress bar")
+    check = commands.add_parser(
+        "oracle", help="reference outputs and gradients of a case file, and the errors of your own arrays in it",
+        description="Compute lance-ref's outputs and gradients for the op or zoo model named in CASE (an .npz: "
+        "'op', 'params' as JSON, the inputs, optionally 'grad_output' and your results as 'user/<name>'), "
+        f"write them to --out, and compare your arrays with them. Cases: {', '.join(sorted(oracle.CASES))}.",
+    )
+    check.add_argument("case", help="the case .npz file")
+    check.add_argument("--out", required=True, help="the .npz file for the reference arrays")
+    check.add_argument("--rtol", type=float, default=None, help="relative tolerance (default 1e-10 for float64, 1e-4 for float32)")
+    check.add_argument("--atol", type=float, default=None, help="absolute tolerance (default 1e-12 for float64, 1e-5 for float32)")
     return parser
+
+
+def _oracle(args) -> int:
+    """Exit 0 when every user array passes (or none is given), 1 when one fails, 2 on bad input."""
+    try:
+        comparisons = oracle.run(args.case, args.out, args.rtol, args.atol)
+    except (ValueError, TypeError, FileNotFoundError, PermissionError) as error:
+        print(f"lance-ref oracle: error: {error}", file=sys.stderr)
+        return 2
+    return 0 if all(c.passed for c in comparisons) else 1
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "oracle":
+        return _oracle(args)
     keep_freed_memory()
     config_class, run, _ = COMMANDS[args.command]
     config = config_class(**{f.name: getattr(args, f.name) for f in fields(config_class)})
