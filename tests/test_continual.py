@@ -234,6 +234,20 @@ def run_tiny(tmp_path, strategy, monkeypatch, running_stats=False, **overrides):
     return results
 
 
+@pytest.mark.parametrize("strategy", ["gpm", "lance"])
+def test_gpm_reads_the_per_layer_sample_counts_the_model_names(tmp_path, monkeypatch, strategy):
+    from lance_ref.continual import strategies
+
+    original, seen = strategies.patch_rows, []
+    monkeypatch.setattr(strategies, "patch_rows", lambda layer, x: seen.append(len(x)) or original(layer, x))
+    monkeypatch.setattr(TinyNet, "representation_samples", {"conv": 3}, raising=False)
+    run_tiny(tmp_path, strategy, monkeypatch)
+    assert seen == [3, 10, 3, 10]  # conv then fc, after each of the two tasks
+    from lance_ref.nn import AlexNetGPM
+
+    assert list(AlexNetGPM.representation_samples.values()) == [24, 100, 100, 125, 125]  # GPM's batch_list
+
+
 @pytest.mark.parametrize("strategy", ["finetune", "joint", "er", "ewc", "gpm", "lance", "lightcl"])
 @pytest.mark.parametrize("setting", ["task", "class"])
 def test_every_strategy_runs_and_reports(tmp_path, monkeypatch, strategy, setting):

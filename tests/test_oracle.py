@@ -120,6 +120,8 @@ def test_hosvd_calibration_and_compressed_weight_gradient(tmp_path):
     x = rng.standard_normal((4, 3, 5, 5))
     reference = np.load(run_oracle(tmp_path, write_case(tmp_path / "h.npz", "hosvd", dict(eps=1.0), input=x))[1])
     np.testing.assert_allclose(reference["reconstruction"], x, atol=1e-12)
+    small = np.load(run_oracle(tmp_path, write_case(tmp_path / "s.npz", "hosvd", dict(eps=0.8), input=x))[1])
+    assert small["core"].shape < x.shape and small["reconstruction"].shape == x.shape
     core, factors = hosvd(x, 1.0)
     np.testing.assert_array_equal(reference["core"], core)
 

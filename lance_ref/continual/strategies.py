@@ -216,8 +216,9 @@ def freeze_batchnorm(model) -> None:
 
 class GPM(Finetune):
     """`gpm`: after each task, each protected layer's memory grows from a representation of
-    `representation_samples` training inputs (threshold th_0 + step * t); in later tasks the
-    layer's gradient is projected off its memory and BatchNorm is frozen."""
+    `representation_samples` training inputs, or the first of them that the model names for the
+    layer (threshold th_0 + step * t); in later tasks the layer's gradient is projected off its
+    memory and BatchNorm is frozen."""
 
     name = "gpm"
 
@@ -246,8 +247,9 @@ class GPM(Finetune):
         index = np.random.default_rng((self.config.seed, task.index, 2)).choice(len(task.train), count, replace=False)
         layers = self.layers
         inputs = layer_activations(self.model, layers, normalize(task.train.images[np.sort(index)]), **forward_task(task, self.config.setting))
+        per_layer = getattr(self.model, "representation_samples", {})
         for name, layer in layers.items():
-            rows = patch_rows(layer, inputs[name])
+            rows = patch_rows(layer, inputs[name][: per_layer.get(name, count)])
             self.memory[name] = extend_memory(self.memory.get(name), rows.T, self.threshold(task))
 
     def state(self) -> dict:

@@ -16,7 +16,7 @@ import numpy as np
 from .. import functional as F
 from ..compress import Calibrator, conv2d_weight_grad, hosvd
 from ..io import load_npz, save_npz
-from ..kernels import tucker_project
+from ..kernels import tucker_reconstruct
 from ..nn import build_model
 from ..tensor import Tensor
 
@@ -147,8 +147,7 @@ def _hosvd(arrays, params):
     """The truncated HOSVD: core, factors (signed by specs/hosvd.md's convention) and the
     reconstruction core x_n U_n, which does not depend on the signs."""
     core, factors = hosvd(arrays["input"], params.get("eps", 0.9), params.get("modes"))
-    transposed = [None if u is None else np.ascontiguousarray(u.T) for u in factors]
-    return {"core": core, **_factors(factors), "reconstruction": tucker_project(core, transposed)}
+    return {"core": core, **_factors(factors), "reconstruction": tucker_reconstruct(core, factors)}
 
 
 @case("lance_calibration", ("batch_0",), ("batch_*",))

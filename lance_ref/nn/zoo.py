@@ -93,6 +93,10 @@ class AlexNetGPM(Module):
     (batch statistics in eval too), as upstream. `heads` defaults to one head of `num_classes`.
     """
 
+    # GPM's representation of each layer reads the first this many of its drawn samples
+    # (get_representation_matrix's batch_list in GPM's AlexNet code; specs/continual.md#gpm).
+    representation_samples = {"conv1": 24, "conv2": 100, "conv3": 100, "fc1": 125, "fc2": 125}
+
     def __init__(self, num_classes: int = 10, in_channels: int = 3, image_size: int = 32, heads=None, dtype=None):
         super().__init__()
         side = image_size
