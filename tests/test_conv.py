@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 import lance_ref as L
 from lance_ref import functional as F
+from lance_ref import nn
 from lance_ref.functional.conv import col2im, im2col
 from lance_ref.functional.windows import output_size
 from lance_ref.kernels import reference, set_workspace_bytes
@@ -204,7 +205,7 @@ def test_unbatched_input_is_a_batch_of_one(case, data):
 @pytest.mark.parametrize("mode", ["zeros", "reflect", "replicate", "circular"])
 def test_conv2d_module_padding_modes_pad_first(mode):
     rng = np.random.default_rng(0)
-    conv = L.nn.Conv2d(2, 3, 3, padding=(1, 2), padding_mode=mode, dtype=np.float64)
+    conv = nn.Conv2d(2, 3, 3, padding=(1, 2), padding_mode=mode, dtype=np.float64)
     x = rng.standard_normal((2, 2, 5, 6))
     xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (2, 2)), mode={"zeros": "constant", "reflect": "reflect", "replicate": "edge", "circular": "wrap"}[mode])
     expected = conv2d_reference(xp, conv.weight.data, conv.bias.data, (1, 1), (0, 0), (1, 1), 1)
@@ -212,21 +213,37 @@ def test_conv2d_module_padding_modes_pad_first(mode):
     assert ("padding_mode" in repr(conv)) == (mode != "zeros")
 
 
+@settings(max_examples=30, deadline=None)
+@given(st.sampled_from(["zeros", "reflect", "replicate", "circular"]), st.integers(0, 2), st.integers(0, 2), st.data())
+def test_conv2d_module_padding_modes_gradients(mode, ph, pw, data):
+    conv = nn.Conv2d(2, 2, (3, 2), padding=(ph, pw), padding_mode=mode, dtype=np.float64)
+    x = data.draw(arrays((1, 2, 4, 5)))
+    gradcheck(conv, x)  # the input's gradient through the module's padding
+    conv.zero_grad()
+    xt = L.tensor(x)
+    y = conv(xt)
+    g = data.draw(arrays(y.shape))
+    y.backward(g)
+    weight = L.tensor(conv.weight.data, requires_grad=True)
+    F.conv2d(F.pad(xt, (pw, pw, ph, ph), "constant" if mode == "zeros" else mode), weight, conv.bias).backward(g)
+    np.testing.assert_allclose(conv.weight.grad, weight.grad, rtol=1e-12, atol=1e-12)
+
+
 def test_conv2d_module_string_padding_and_its_limits():
-    same = L.nn.Conv2d(2, 3, 3, padding="same")
+    same = nn.Conv2d(2, 3, 3, padding="same")
     assert same.padding == (1, 1) and same.input_padding is None and "padding='same'" in repr(same)
-    even = L.nn.Conv2d(2, 3, 4, padding="same")
+    even = nn.Conv2d(2, 3, 4, padding="same")
     assert even.input_padding == (1, 2, 1, 2) and even(L.tensor(np.ones((1, 2, 5, 5), np.float32))).shape == (1, 3, 5, 5)
     with pytest.raises(ValueError, match="padding_mode must be one of"):
-        L.nn.Conv2d(2, 3, 3, padding_mode="mirror")
+        nn.Conv2d(2, 3, 3, padding_mode="mirror")
     with pytest.raises(ValueError, match="not supported for strided"):
-        L.nn.Conv2d(2, 3, 3, stride=2, padding="same")
+        nn.Conv2d(2, 3, 3, stride=2, padding="same")
     from lance_ref.compress.layers import CompressedConv2d
     from lance_ref.selection.layers import SelectiveConv2d
 
     for wrap in (CompressedConv2d, SelectiveConv2d):
         with pytest.raises(ValueError, match="needs a conv with symmetric zero padding.*padding_mode='reflect'"):
-            wrap(L.nn.Conv2d(2, 3, 3, padding=1, padding_mode="reflect"))
+            wrap(nn.Conv2d(2, 3, 3, padding=1, padding_mode="reflect"))
     CompressedConv2d(same)  # odd-kernel 'same' is symmetric zero padding
 
 

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 import lance_ref as L
 from lance_ref import functional as F
+from lance_ref import nn
 from helpers import arrays, assert_float32_matches_float64, gradcheck
 
 
@@ -253,10 +254,10 @@ def test_unbatched_input_is_a_batch_of_one(pool):
 
 def test_pooling_modules_pass_the_new_options():
     x = L.tensor(np.arange(16.0).reshape(1, 4, 4))
-    y, indices = L.nn.MaxPool2d(2, return_indices=True)(x)
+    y, indices = nn.MaxPool2d(2, return_indices=True)(x)
     np.testing.assert_array_equal(indices, [[[5, 7], [13, 15]]])
-    np.testing.assert_array_equal(L.nn.AvgPool2d(2, divisor_override=2)(x).data, [[[5, 9], [21, 25]]])
-    y, indices = L.nn.AdaptiveMaxPool2d(1, return_indices=True)(x)
+    np.testing.assert_array_equal(nn.AvgPool2d(2, divisor_override=2)(x).data, [[[5, 9], [21, 25]]])
+    y, indices = nn.AdaptiveMaxPool2d(1, return_indices=True)(x)
     assert y.data.ravel() == [15] and indices.ravel() == [15]
 
 
