@@ -17,7 +17,7 @@ from .. import functional as F
 from ..compress import Calibrator, conv2d_weight_grad, hosvd
 from ..io import load_npz, save_npz
 from ..kernels import tucker_reconstruct
-from ..nn import build_model
+from ..nn import Dropout, build_model
 from ..tensor import Tensor
 
 USER = "user/"
@@ -114,8 +114,9 @@ def _cross_entropy(arrays, params):
 
 @case("model", ("input", "target"), ("state/*",))
 def _model_step(arrays, params):
-    """One training-mode step of a zoo model: logits, the mean cross-entropy loss, every
-    parameter's gradient and the buffers after the step (BatchNorm's running statistics)."""
+    """One training-mode step of a zoo model, dropout off: logits, the mean cross-entropy loss,
+    every parameter's gradient and the state_dict after the step (BatchNorm's running statistics
+    updated)."""
     x = arrays["input"]
     if x.ndim != 4:
         raise ValueError(f"input must have shape (N, C, H, W), got {x.shape}")
@@ -127,6 +128,9 @@ def _model_step(arrays, params):
     if state:
         model.load_state_dict(state, cast=params.get("cast_weights", False))
     model.train()
+    for module in model.modules():
+        if isinstance(module, Dropout):  # its masks are random: no other framework can match them
+            module.eval()
     logits = model(Tensor(x))
     loss = F.cross_entropy(logits, arrays["target"], **params.get("loss", {}))
     loss.backward()
@@ -134,7 +138,7 @@ def _model_step(arrays, params):
         "logits": logits.data.copy(),
         "loss": loss.data.copy(),
         **{f"grad/{k}": p.grad for k, p in model.named_parameters() if p.grad is not None},
-        **{f"state/{k}": b.copy() for k, b in model.named_buffers()},
+        **{f"state/{k}": np.array(v, copy=True) for k, v in model.state_dict().items()},
     }
 
 
