@@ -117,6 +117,24 @@ def test_conv2d_matches_direct_sum(case, with_bias, data):
     np.testing.assert_allclose(y.data, conv2d_reference(x, w, b, **params), rtol=1e-12, atol=1e-12)
 
 
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 3), st.integers(1, 4), st.integers(1, 4), st.integers(1, 5), st.integers(1, 5), st.booleans(), st.data())
+def test_pointwise_conv_is_a_gemm_per_sample(n, c, o, h, w, with_bias, data):
+    x, weight = data.draw(arrays((n, c, h, w))), data.draw(arrays((o, c, 1, 1)))
+    b = data.draw(arrays((o,))) if with_bias else None
+    y = F.conv2d(L.tensor(x), L.tensor(weight), None if b is None else L.tensor(b))
+    np.testing.assert_allclose(y.data, conv2d_reference(x, weight, b, (1, 1), (0, 0), (1, 1), 1), rtol=1e-12, atol=1e-12)
+    gradcheck(lambda *t: F.conv2d(*t), x, weight, *([] if b is None else [b]))
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(1, 2), st.integers(1, 3), st.data())
+def test_weight_gradient_alone_takes_the_narrower_unfolding(c, k, data):
+    # dx is not needed (the images of a first layer) and O > C: dW from im2col(x), not im2col(dY)
+    x, weight = data.draw(arrays((2, c, 5, 4))), data.draw(arrays((c + 3, c, k, k)))
+    gradcheck(lambda *t: F.conv2d(*t, padding=1), x, weight, wrt=[1])
+
+
 def test_conv2d_hand_example():
     x = L.tensor(np.arange(16.0).reshape(1, 1, 4, 4))
     y = F.conv2d(x, L.tensor(np.ones((1, 1, 2, 2))), L.tensor(np.array([1.0])), stride=2)

@@ -104,6 +104,20 @@ def test_backend_env_rust():
         assert "ImportError" in result.stderr and "lance_ref._core" in result.stderr
 
 
+def test_use_backend_switches_for_a_block():
+    before = kernels.backend()
+    with kernels.use_backend("numpy"):
+        assert kernels.backend() == "numpy"
+    assert kernels.backend() == before
+    if RUST_BUILT:
+        with kernels.use_backend("rust"):
+            assert kernels.backend() == "rust"
+    with pytest.raises(ValueError, match="backend must be 'rust' or 'numpy'"):
+        with kernels.use_backend("cuda"):
+            pass
+    assert kernels.backend() == before
+
+
 def test_backend_env_invalid():
     result = backend_in_subprocess("fortran")
     assert result.returncode != 0

@@ -1,7 +1,8 @@
 """2-D convolution (specs/conv.md).
 
-Grouped convolutions (depthwise included) sum over their kernel taps directly, with no
-unfolding (#direct). Ordinary ones are im2col plus one GEMM, taken in chunks of samples whose
+Pointwise (1x1) convolutions are GEMMs on the NCHW layout itself (#pointwise). Grouped
+convolutions (depthwise included) sum over their kernel taps directly, with no unfolding
+(#direct). Ordinary ones are im2col plus one GEMM, taken in chunks of samples whose
 unfolding and product fit the workspace budget (specs/memory.md#workspace). Backward recomputes
 the unfoldings from the saved input instead of keeping them, so the memory kept is the input
 itself, as in torch.
@@ -90,9 +91,23 @@ def times_weight(cols: np.ndarray, rows: np.ndarray, out_hw) -> np.ndarray:
     return y.reshape(-1, *out_hw, rows.shape[0]).transpose(0, 3, 1, 2)
 
 
+def is_pointwise(geometry: dict) -> bool:
+    """A 1x1 kernel at stride 1 without padding and one group: a GEMM on NCHW itself (specs/conv.md#pointwise)."""
+    return geometry["kernel"] == (1, 1) and geometry["stride"] == (1, 1) and geometry["padding"] == (0, 0) \
+        and geometry["groups"] == 1
+
+
+def planes(a: np.ndarray) -> np.ndarray:
+    """(N, C, H, W) -> (N, C, H*W), each sample's channels as rows of pixels."""
+    return a.reshape(a.shape[0], a.shape[1], -1)
+
+
 def conv2d_forward(x, weight, geometry) -> np.ndarray:
-    """y = conv2d(x, W) without bias (specs/conv.md#conv2d): taps summed directly for groups > 1
-    (#direct); else Y = cols W^T with cols = im2col(x), over chunks of samples."""
+    """y = conv2d(x, W) without bias (specs/conv.md#conv2d): Y[n] = W X[n] for a pointwise conv
+    (#pointwise); taps summed directly for groups > 1 (#direct); else Y = cols W^T with
+    cols = im2col(x), over chunks of samples."""
+    if is_pointwise(geometry):
+        return np.matmul(weight.reshape(weight.shape[:2]), planes(x)).reshape(len(x), -1, *geometry["out_hw"])
     if geometry["groups"] > 1:
         return kernels.direct_conv2d(x, weight, *direct_args(geometry))
     out_hw, (o, c, kh, kw) = geometry["out_hw"], weight.shape
@@ -106,14 +121,29 @@ def conv2d_forward(x, weight, geometry) -> np.ndarray:
 def conv2d_grads(grad, weight, x, input_shape, geometry) -> tuple:
     """(dx, dW) for dY = `grad`; dx is None when `weight` is None, dW when `x` is None.
 
-    Groups = 1 at stride 1: one im2col of dY per chunk of samples gives both
+    A pointwise conv: two GEMMs on NCHW (#pointwise). Groups = 1 at stride 1, when dx is
+    needed or dY has no more channels than x: one im2col of dY per chunk of samples gives both
     (specs/conv.md#stride-1-backward). Otherwise `input_grad` and `weight_grad`.
     """
+    if is_pointwise(geometry):
+        return pointwise_grads(grad, weight, x, input_shape)
     transposed = transposed_geometry(geometry, grad.shape) if geometry["groups"] == 1 else None
-    if transposed is not None:
+    narrower = weight is not None or grad.shape[1] <= input_shape[1]  # unfold dY only if it pays
+    if transposed is not None and narrower:
         return stride1_grads(grad, weight, x, input_shape, transposed)
     grad_x = None if weight is None else input_grad(grad, weight, input_shape, geometry)
     return grad_x, None if x is None else weight_grad(grad, x, geometry)
+
+
+def pointwise_grads(grad, weight, x, input_shape) -> tuple:
+    """dx[n] = W^T dY[n] and dW = sum_n dY[n] X[n]^T for a pointwise conv (specs/conv.md#pointwise)."""
+    grad_x = None if weight is None else np.matmul(weight.reshape(weight.shape[:2]).T, planes(grad)).reshape(input_shape)
+    if x is None:
+        return grad_x, None
+    grad_w = np.zeros((grad.shape[1], x.shape[1]), dtype=grad.dtype)
+    for g, sample in zip(planes(grad), planes(x)):
+        grad_w += g @ sample.T
+    return grad_x, grad_w.reshape(*grad_w.shape, 1, 1)
 
 
 def stride1_grads(grad, weight, x, input_shape, transposed) -> tuple:

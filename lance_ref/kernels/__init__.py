@@ -8,9 +8,11 @@ specs/kernels.md).
 
 The Rust extension is used when it is importable, unless the environment variable
 LANCE_REF_BACKEND is `numpy`; with LANCE_REF_BACKEND=rust a missing extension is an
-ImportError instead of a silent fallback. The variable is read once, at import.
+ImportError instead of a silent fallback. The variable is read once, at import;
+`use_backend` switches for a block (benchmarks compare both backends in one process).
 """
 
+import contextlib
 import os
 
 import numpy as np
@@ -40,6 +42,21 @@ def _load_core():
 
 
 _core = _load_core()
+
+
+@contextlib.contextmanager
+def use_backend(name: str):
+    """Run the block on the 'rust' or the 'numpy' kernels, whatever LANCE_REF_BACKEND chose."""
+    global _core
+    if name not in ("rust", "numpy"):
+        raise ValueError(f"backend must be 'rust' or 'numpy', got {name!r}")
+    if name == "rust":
+        from .. import _core as rust  # ImportError when the extension is not built
+    saved, _core = _core, (rust if name == "rust" else None)
+    try:
+        yield
+    finally:
+        _core = saved
 
 
 def backend() -> str:

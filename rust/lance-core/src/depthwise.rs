@@ -7,6 +7,11 @@
 //! gradient's row back, and the weight gradient sums the products of the two rows (a dot). The
 //! rows run on the SIMD row kernels of [`crate::Float::row_kernels`] (unit steps) or their scalar
 //! loop (other steps). Threads take whole planes, so they never write the same element.
+//!
+//! At stride 1 the rows are joined instead ([`Wide`]): each plane is copied once into a
+//! zero-padded scratch, and the output (or its gradient) is held "wide", its rows as far apart as
+//! the padded input's, so that a tap is one long unit-step axpy or dot over the whole plane
+//! rather than one short call per row.
 
 use crate::out::Out;
 use crate::parallel::{self, for_ranges};
@@ -121,6 +126,71 @@ struct Plan<T> {
     stride: [usize; 2],
     taps: Vec<Tap>,
     rows: RowKernels<T>,
+    wide: Option<Wide>,
+}
+
+/// A stride-1 plane held wide: the input plane zero-padded to `padded` (Hp, Wp), and the
+/// output's rows `Wp` apart, its first W' elements valid. Output element `k` (wide) then reads
+/// padded input `k + offset` for each tap, `offset = d_h i Wp + d_w j`, so a tap is one run of
+/// `len = (H' - 1) Wp + W'` elements, which ends exactly at the padded plane's last element.
+struct Wide {
+    padded: [usize; 2],
+    padding: [usize; 2],
+    /// (tap index i kw + j, offset) of every tap.
+    offsets: Vec<(usize, usize)>,
+    len: usize,
+}
+
+impl Wide {
+    fn new(geometry: &ConvGeometry, hw: [usize; 2], out_hw: [usize; 2]) -> Option<Self> {
+        if geometry.stride != [1, 1] {
+            return None;
+        }
+        let (p, d, [kh, kw]) = (geometry.padding, geometry.dilation, geometry.kernel);
+        let padded = [hw[0] + 2 * p[0], hw[1] + 2 * p[1]];
+        let offsets = (0..kh)
+            .flat_map(|i| (0..kw).map(move |j| (i * kw + j, d[0] * i * padded[1] + d[1] * j)))
+            .collect();
+        let len = (out_hw[0] - 1) * padded[1] + out_hw[1];
+        Some(Wide {
+            padded,
+            padding: p,
+            offsets,
+            len,
+        })
+    }
+
+    fn plane_len(&self) -> usize {
+        self.padded[0] * self.padded[1]
+    }
+
+    /// `buf` (Hp Wp) = plane `[a, b]` of `v` (H, W), zero-padded.
+    fn pad_plane<T: Float>(&self, v: &View4<'_, T>, a: usize, b: usize, buf: &mut [T]) {
+        buf.fill(T::ZERO);
+        let start = self.padding[0] * self.padded[1] + self.padding[1];
+        copy_plane(v, a, b, &mut buf[start..], self.padded[1]);
+    }
+
+    /// `buf` (H' rows, `Wp` apart) = plane `[a, b]` of `v` (H', W') held wide, zeros between rows.
+    fn widen<T: Float>(&self, v: &View4<'_, T>, a: usize, b: usize, buf: &mut [T]) {
+        buf.fill(T::ZERO);
+        copy_plane(v, a, b, buf, self.padded[1]);
+    }
+}
+
+/// Plane `[a, b]` of `v` into `buf`, its rows `row_step` apart.
+fn copy_plane<T: Float>(v: &View4<'_, T>, a: usize, b: usize, buf: &mut [T], row_step: usize) {
+    let [_, _, h, w] = v.shape;
+    for r in 0..h {
+        let (from, to) = (at(v, a, b, r, 0), &mut buf[r * row_step..r * row_step + w]);
+        if v.strides[3] == 1 {
+            to.copy_from_slice(&v.data[from as usize..from as usize + w]);
+        } else {
+            for (q, value) in to.iter_mut().enumerate() {
+                *value = v.data[(from + q as isize * v.strides[3]) as usize];
+            }
+        }
+    }
 }
 
 impl<T: Float> Plan<T> {
@@ -148,6 +218,7 @@ impl<T: Float> Plan<T> {
             stride: geometry.stride,
             taps: taps(geometry, [x_shape[2], x_shape[3]], out_hw),
             rows: T::row_kernels(ctx.isa),
+            wide: Wide::new(geometry, [x_shape[2], x_shape[3]], out_hw),
         })
     }
 
@@ -181,6 +252,10 @@ pub fn depthwise_conv2d<T: Float>(
     let plan = Plan::<T>::new(ctx, x.shape, weight.shape, geometry, None)?;
     let ([n, _, _, _], [oh, ow], o) = (plan.x_shape, plan.out_hw, plan.channels_out);
     out.check_len(n * o * oh * ow)?;
+    if let Some(wide) = &plan.wide {
+        wide_forward(ctx, &plan, wide, x, weight, out);
+        return Ok(());
+    }
     let x_step = plan.stride[1] as isize * x.strides[3];
     for_ranges(n * o, plan.threads(ctx, out.len()), 1, |start, end| {
         for plane in start..end {
@@ -224,6 +299,10 @@ pub fn depthwise_conv2d_input_grad<T: Float>(
     let plan = Plan::<T>::new(ctx, x_shape, weight.shape, geometry, Some(grad.shape))?;
     let [n, c, h, w] = x_shape;
     out.check_len(n * c * h * w)?;
+    if let Some(wide) = &plan.wide {
+        wide_input_grad(ctx, &plan, wide, grad, weight, out);
+        return Ok(());
+    }
     let dx_step = plan.stride[1] as isize;
     for_ranges(n * c, plan.threads(ctx, grad.numel()), 1, |start, end| {
         for plane in start..end {
@@ -263,6 +342,10 @@ pub fn depthwise_conv2d_weight_grad<T: Float>(
     let plan = Plan::<T>::new(ctx, x.shape, w_shape, geometry, Some(grad.shape))?;
     let (n, [o, _, kh, kw]) = (x.shape[0], w_shape);
     out.check_len(o * kh * kw)?;
+    if let Some(wide) = &plan.wide {
+        wide_weight_grad(ctx, &plan, wide, grad, x, kh * kw, out);
+        return Ok(());
+    }
     let x_step = plan.stride[1] as isize * x.strides[3];
     for_ranges(o, plan.threads(ctx, grad.numel()), 1, |start, end| {
         let mut totals = vec![T::ZERO; kh * kw];
@@ -290,6 +373,124 @@ pub fn depthwise_conv2d_weight_grad<T: Float>(
         }
     });
     Ok(())
+}
+
+/// [`depthwise_conv2d`] at stride 1: per input plane, one padded copy, then per output channel
+/// one axpy per tap into the wide output, whose valid columns are then written out.
+fn wide_forward<T: Float>(
+    ctx: &Context,
+    plan: &Plan<T>,
+    wide: &Wide,
+    x: &View4<'_, T>,
+    weight: &View4<'_, T>,
+    out: Out<'_, T>,
+) {
+    let ([n, c, _, _], [oh, ow], m) = (plan.x_shape, plan.out_hw, plan.multiplier);
+    let wp = wide.padded[1];
+    for_ranges(n * c, plan.threads(ctx, out.len()), 1, |start, end| {
+        let (mut padded, mut result) = (vec![T::ZERO; wide.plane_len()], vec![T::ZERO; oh * wp]);
+        for plane in start..end {
+            let (s, ch) = (plane / c, plane % c);
+            wide.pad_plane(x, s, ch, &mut padded);
+            for oc in ch * m..(ch + 1) * m {
+                result.fill(T::ZERO);
+                for &(t, offset) in &wide.offsets {
+                    let a = weight.data
+                        [at(weight, oc, 0, t / weight.shape[3], t % weight.shape[3]) as usize];
+                    // SAFETY: offset + len <= Hp Wp = padded.len(), len <= result.len().
+                    unsafe {
+                        let from = padded.as_ptr().add(offset);
+                        (plan.rows.axpy)(wide.len, a, from, 1, result.as_mut_ptr(), 1)
+                    };
+                }
+                let y = (s * plan.channels_out + oc) * oh * ow;
+                for r in 0..oh {
+                    // SAFETY: this thread's own output plane, inside `out`.
+                    unsafe { out.copy_from(y + r * ow, &result[r * wp..r * wp + ow]) };
+                }
+            }
+        }
+    });
+}
+
+/// [`depthwise_conv2d_input_grad`] at stride 1: per input plane, each of its output channels'
+/// gradient held wide and added back by one axpy per tap into the padded plane, then cropped.
+fn wide_input_grad<T: Float>(
+    ctx: &Context,
+    plan: &Plan<T>,
+    wide: &Wide,
+    grad: &View4<'_, T>,
+    weight: &View4<'_, T>,
+    out: Out<'_, T>,
+) {
+    let ([n, c, h, w], [oh, _], m) = (plan.x_shape, plan.out_hw, plan.multiplier);
+    let ([_, wp], [ph, pw]) = (wide.padded, wide.padding);
+    for_ranges(n * c, plan.threads(ctx, grad.numel()), 1, |start, end| {
+        let (mut padded, mut widened) = (vec![T::ZERO; wide.plane_len()], vec![T::ZERO; oh * wp]);
+        for plane in start..end {
+            let (s, ch) = (plane / c, plane % c);
+            padded.fill(T::ZERO);
+            for oc in ch * m..(ch + 1) * m {
+                wide.widen(grad, s, oc, &mut widened);
+                for &(t, offset) in &wide.offsets {
+                    let a = weight.data
+                        [at(weight, oc, 0, t / weight.shape[3], t % weight.shape[3]) as usize];
+                    // SAFETY: as in the forward, with the roles of the two buffers swapped.
+                    unsafe {
+                        let to = padded.as_mut_ptr().add(offset);
+                        (plan.rows.axpy)(wide.len, a, widened.as_ptr(), 1, to, 1)
+                    };
+                }
+            }
+            for r in 0..h {
+                let row = (r + ph) * wp + pw;
+                // SAFETY: this thread's own input plane, inside `out`.
+                unsafe { out.copy_from((plane * h + r) * w, &padded[row..row + w]) };
+            }
+        }
+    });
+}
+
+/// [`depthwise_conv2d_weight_grad`] at stride 1: per output channel and sample, the padded input
+/// plane and the wide output gradient (zeros between rows), one dot per tap.
+fn wide_weight_grad<T: Float>(
+    ctx: &Context,
+    plan: &Plan<T>,
+    wide: &Wide,
+    grad: &View4<'_, T>,
+    x: &View4<'_, T>,
+    taps: usize,
+    out: Out<'_, T>,
+) {
+    let ([n, _, _, _], [oh, _], m) = (plan.x_shape, plan.out_hw, plan.multiplier);
+    let wp = wide.padded[1];
+    for_ranges(
+        plan.channels_out,
+        plan.threads(ctx, grad.numel()),
+        1,
+        |start, end| {
+            let (mut padded, mut widened) =
+                (vec![T::ZERO; wide.plane_len()], vec![T::ZERO; oh * wp]);
+            let mut totals = vec![T::ZERO; taps];
+            for oc in start..end {
+                totals.fill(T::ZERO);
+                for s in 0..n {
+                    wide.pad_plane(x, s, oc / m, &mut padded);
+                    wide.widen(grad, s, oc, &mut widened);
+                    for &(t, offset) in &wide.offsets {
+                        // SAFETY: as in the forward.
+                        let dot = unsafe {
+                            let from = padded.as_ptr().add(offset);
+                            (plan.rows.dot)(wide.len, widened.as_ptr(), 1, from, 1)
+                        };
+                        totals[t] = totals[t] + dot;
+                    }
+                }
+                // SAFETY: this thread's own output channels, inside `out`.
+                unsafe { out.copy_from(oc * taps, &totals) };
+            }
+        },
+    );
 }
 
 #[cfg(test)]
@@ -337,6 +538,8 @@ mod tests {
     fn forward_and_gradients_match_the_definition_on_every_path() {
         let geometries = [
             ([3, 3], [1, 1], [1, 1], [1, 1]),
+            ([3, 2], [1, 1], [0, 2], [2, 1]), // wide: dilated, asymmetric padding
+            ([2, 4], [1, 1], [1, 0], [1, 1]), // wide: padding on one axis only
             ([3, 2], [2, 1], [0, 2], [1, 2]),
             ([1, 5], [1, 3], [2, 0], [2, 1]),
         ];
