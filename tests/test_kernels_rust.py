@@ -26,7 +26,8 @@ from helpers import run_python
 core = pytest.importorskip("lance_ref._core")
 
 KERNELS = ("unfold", "fold", "mode_product", "tucker_project", "tucker_reconstruct", "gram", "im2col",
-           "direct_conv2d", "direct_conv2d_input_grad", "direct_conv2d_weight_grad")
+           "direct_conv2d", "direct_conv2d_input_grad", "direct_conv2d_weight_grad",
+           "batch_norm_stats", "batch_norm_forward", "batch_norm_backward")
 DTYPES = (np.float32, np.float64)
 TOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
 # Sizes around the SIMD widths (4/8/16 lanes) and their tails; BIG: one axis above 64.
@@ -224,6 +225,54 @@ def test_direct_depthwise_conv2d_and_its_vjps(data, case, dtype):
                  reference.direct_conv2d_input_grad(g, w, shape[2:], *geometry), g, w)
     assert_close(core.direct_conv2d_weight_grad(g, x, w_shape[2:], *geometry),
                  reference.direct_conv2d_weight_grad(g, x, w_shape[2:], *geometry), g, x)
+
+
+@settings(max_examples=150)
+@given(data=st.data(), shape=shapes4(), dtype=dtypes, affine=st.booleans(), keep=st.booleans(), batch_stats=st.booleans())
+def test_batch_norm_passes(data, shape, dtype, affine, keep, batch_stats):
+    if shape[0] * shape[2] * shape[3] < 2:
+        shape = (2,) + shape[1:]
+    x = data.draw(layouts(shape, dtype))
+    stats = reference.batch_norm_stats(x)
+    assert_close(core.batch_norm_stats(x), stats, x)
+    c, rng = shape[1], np.random.default_rng(0)
+    inv_std = (1 / np.sqrt(stats[1] + 1e-5)).astype(dtype)
+    weight, bias = (rng.standard_normal((2, c)).astype(dtype) if affine else (None, None))
+    x_hat, y = core.batch_norm_forward(x, stats[0], inv_std, weight, bias, keep)
+    want_hat, want_y = reference.batch_norm_forward(x, stats[0], inv_std, weight, bias, True)
+    assert_close(y, want_y, x)
+    assert (x_hat is None) == (not keep)
+    if keep:
+        assert_close(x_hat, want_hat, x)
+    g = data.draw(layouts(shape, dtype))
+    hat = np.asfortranarray(want_hat) if batch_stats or keep else None  # a layout other than g's
+    scale = inv_std * (weight if affine else 1)
+    dx, sums = core.batch_norm_backward(g, hat, scale, batch_stats and hat is not None)
+    want_dx, want_sums = reference.batch_norm_backward(g, hat, scale, batch_stats and hat is not None)
+    # dx = scale (g - mean g - x_hat mean(g x_hat)) may cancel almost entirely: its rounding
+    # error is relative to the terms' size, not to dx's
+    assert_fresh(dx, dx.dtype, g)
+    terms = np.linalg.norm((g * _channel_scale(scale)).astype(np.float64))
+    assert np.linalg.norm((dx - want_dx).astype(np.float64)) <= 4 * TOL[np.dtype(dtype)] * max(terms, 1e-30)
+    assert_close(sums, want_sums, g)
+
+
+def _channel_scale(scale):
+    return scale.reshape(1, -1, 1, 1)
+
+
+def test_batch_norm_errors():
+    x = np.ones((2, 3, 4, 4))
+    with pytest.raises(ValueError, match="more than 1 value per channel"):
+        core.batch_norm_stats(np.ones((1, 3, 1, 1)))
+    with pytest.raises(ValueError, match=r"mean must have 3 values \(one per channel\), got 2"):
+        core.batch_norm_forward(x, np.zeros(2), np.ones(3), None, None, False)
+    with pytest.raises(TypeError, match="inv_std has dtype float32"):
+        core.batch_norm_forward(x, np.zeros(3), np.ones(3, np.float32), None, None, False)
+    with pytest.raises(ValueError, match="batch statistics need x_hat"):
+        core.batch_norm_backward(x, None, np.ones(3), True)
+    with pytest.raises(ValueError, match="x_hat must have the gradient's shape"):
+        core.batch_norm_backward(x, np.ones((2, 3, 4, 5)), np.ones(3), True)
 
 
 def test_direct_conv2d_takes_depthwise_convolutions_only():

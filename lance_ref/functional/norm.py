@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import kernels
 from ..tensor import Function, Tensor
-
-
-def _channel_view(v, ndim):
-    """A per-channel vector shaped to broadcast over (N, C, *)."""
-    return v.reshape((1, -1) + (1,) * (ndim - 2))
 
 
 class BatchNorm(Function):
@@ -25,37 +21,14 @@ class BatchNorm(Function):
         inv_std = 1 / np.sqrt(var + x.dtype.type(eps))
         need_w = len(self.needs_input_grad) > 1 and self.needs_input_grad[1]
         self.use_batch_stats = use_batch_stats
-        x_hat = x - _channel_view(mean, x.ndim)
-        x_hat *= _channel_view(inv_std, x.ndim)
-        keep_x_hat = use_batch_stats or need_w
-        self.save(x_hat if keep_x_hat else None, inv_std if weight is None else inv_std * weight)
-        y = x_hat * _channel_view(weight, x.ndim) if weight is not None and keep_x_hat else x_hat
-        if weight is not None and not keep_x_hat:
-            y *= _channel_view(weight, x.ndim)  # x_hat is not kept: scale it in place
-        if bias is not None:
-            y += _channel_view(bias, x.ndim)
+        x_hat, y = kernels.batch_norm_forward(x, mean, inv_std, weight, bias, keep_x_hat=use_batch_stats or need_w)
+        self.save(x_hat, inv_std if weight is None else inv_std * weight)
         return y
 
     def backward(self, grad):
         x_hat, scale = self.saved_arrays
-        ndim, axes = grad.ndim, _reduced_axes(grad.ndim)
-        grad_weight = (grad * x_hat).sum(axis=axes) if x_hat is not None else None
-        grad_bias = grad.sum(axis=axes)
-        if self.use_batch_stats:
-            count = grad.size // grad.shape[1]
-            grad_x = _channel_view(scale, ndim) * (
-                grad
-                - _channel_view(grad_bias / count, ndim)
-                - x_hat * _channel_view(grad_weight / count, ndim)
-            )
-        else:
-            grad_x = grad * _channel_view(scale, ndim)
-        return grad_x, grad_weight, grad_bias
-
-
-def _reduced_axes(ndim: int) -> tuple:
-    """Every axis but the channel axis 1."""
-    return (0,) + tuple(range(2, ndim))
+        grad_x, (grad_weight, grad_bias) = kernels.batch_norm_backward(grad, x_hat, scale, self.use_batch_stats)
+        return grad_x, (None if x_hat is None else grad_weight), grad_bias
 
 
 def batch_norm(
@@ -76,7 +49,7 @@ def batch_norm(
     x = input.data if isinstance(input, Tensor) else np.asarray(input)
     if x.ndim < 2:
         raise ValueError(f"batch_norm expects input of shape (N, C, *), got {x.shape}")
-    channels, axes = x.shape[1], _reduced_axes(x.ndim)
+    channels = x.shape[1]
     for name, v in (("running_mean", running_mean), ("running_var", running_var)):
         if v is not None and v.shape != (channels,):
             raise ValueError(f"{name} must have shape ({channels},), got {v.shape}")
@@ -88,10 +61,7 @@ def batch_norm(
             raise ValueError(
                 f"batch_norm in training needs more than 1 value per channel, got input {x.shape}"
             )
-        mean = x.mean(axis=axes)
-        centred = x - _channel_view(mean, x.ndim)
-        var = np.square(centred, out=centred).mean(axis=axes)
-        del centred
+        mean, var = kernels.batch_norm_stats(x)
         if running_mean is not None:
             running_mean *= 1 - momentum
             running_mean += momentum * mean

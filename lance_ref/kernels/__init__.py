@@ -129,3 +129,18 @@ def direct_conv2d_weight_grad(grad: np.ndarray, x: np.ndarray, kernel, stride, p
     """Its VJP for W (specs/conv.md#direct); see `reference.direct_conv2d_weight_grad`."""
     depthwise = _float_4d(grad) and _float_4d(x) and groups == x.shape[1]
     return _kernel("direct_conv2d_weight_grad", depthwise)(grad, x, kernel, stride, padding, dilation, groups)
+
+
+def batch_norm_stats(x: np.ndarray) -> np.ndarray:
+    """[mean; biased variance] per channel, shape (2, C) (specs/norm.md#batch_norm); see `reference.batch_norm_stats`."""
+    return _kernel("batch_norm_stats", _float_4d(x))(x)
+
+
+def batch_norm_forward(x, mean, inv_std, weight, bias, keep_x_hat: bool) -> tuple:
+    """(x_hat or None, y) of batch normalisation; see `reference.batch_norm_forward`."""
+    return _kernel("batch_norm_forward", _float_4d(x))(x, mean, inv_std, weight, bias, keep_x_hat)
+
+
+def batch_norm_backward(grad, x_hat, scale, batch_stats: bool) -> tuple:
+    """(dx, [dgamma; dbeta]) of batch normalisation; see `reference.batch_norm_backward`."""
+    return _kernel("batch_norm_backward", _float_4d(grad))(grad, x_hat, scale, batch_stats)

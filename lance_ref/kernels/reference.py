@@ -296,3 +296,52 @@ def im2col(x: np.ndarray, kernel, stride, padding, dilation, groups: int = 1) ->
         writeable=False,
     )
     return windows.transpose(1, 0, 3, 4, 5, 6, 2).reshape(groups, n * out_hw[0] * out_hw[1], kh * kw * (c // groups))
+
+
+def _channel(v: np.ndarray, ndim: int) -> np.ndarray:
+    """A per-channel vector shaped to broadcast over (N, C, *)."""
+    return v.reshape((1, -1) + (1,) * (ndim - 2))
+
+
+def _channel_axes(ndim: int) -> tuple:
+    """Every axis but the channel axis 1."""
+    return (0,) + tuple(range(2, ndim))
+
+
+def batch_norm_stats(x: np.ndarray) -> np.ndarray:
+    """[mean; biased variance] of each channel of x (N, C, *), shape (2, C): the mean, then the
+    mean square of x - mean (specs/norm.md#batch_norm)."""
+    axes = _channel_axes(x.ndim)
+    mean = x.mean(axis=axes)
+    centred = x - _channel(mean, x.ndim)
+    return np.stack([mean, np.square(centred, out=centred).mean(axis=axes)])
+
+
+def batch_norm_forward(x, mean, inv_std, weight, bias, keep_x_hat: bool) -> tuple:
+    """(x_hat if `keep_x_hat` else None, y): x_hat = (x - mean) inv_std and y = weight x_hat +
+    bias per channel, a missing weight 1 and bias 0 (specs/norm.md#batch_norm)."""
+    x_hat = x - _channel(mean, x.ndim)
+    x_hat *= _channel(inv_std, x.ndim)
+    y = x_hat * _channel(weight, x.ndim) if weight is not None and keep_x_hat else x_hat
+    if weight is not None and not keep_x_hat:
+        y *= _channel(weight, x.ndim)  # x_hat is not kept: scale it in place
+    if bias is not None:  # only with a weight (batch_norm checks), so y is not x_hat here
+        y += _channel(bias, x.ndim)
+    return (x_hat if keep_x_hat else None), y
+
+
+def batch_norm_backward(grad, x_hat, scale, batch_stats: bool) -> tuple:
+    """(dx, [dgamma; dbeta]) of batch normalisation, shape (2, C) for the sums: dgamma = sum g
+    x_hat (0 without x_hat), dbeta = sum g, dx = scale g, or with batch statistics
+    scale (g - dbeta / m - x_hat dgamma / m), scale = gamma inv_std (specs/norm.md#batch_norm)."""
+    axes = _channel_axes(grad.ndim)
+    grad_bias = grad.sum(axis=axes)
+    grad_weight = np.zeros_like(grad_bias) if x_hat is None else (grad * x_hat).sum(axis=axes)
+    if batch_stats:
+        count = grad.size // grad.shape[1]
+        grad_x = _channel(scale, grad.ndim) * (
+            grad - _channel(grad_bias / count, grad.ndim) - x_hat * _channel(grad_weight / count, grad.ndim)
+        )
+    else:
+        grad_x = grad * _channel(scale, grad.ndim)
+    return grad_x, np.stack([grad_weight, grad_bias])

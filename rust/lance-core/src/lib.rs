@@ -5,8 +5,8 @@
 //! strides) and go out into caller-provided row-major buffers. Every kernel takes a [`Context`]
 //! (the SIMD instruction set and the thread count), validates its input and returns a
 //! [`LanceError`] instead of panicking. The products run on one GEMM whose micro-kernel exists
-//! for AVX2+FMA, AVX-512F, NEON and a scalar reference ([`Isa`]); depthwise convolutions run
-//! tap by tap on SIMD row kernels (axpy, dot) with the same four paths.
+//! for AVX2+FMA, AVX-512F, NEON and a scalar reference ([`Isa`]); depthwise convolutions and
+//! batch normalisation run on SIMD row kernels (axpy, dot) with the same four paths.
 
 mod context;
 mod depthwise;
@@ -15,6 +15,7 @@ mod gemm;
 mod im2col;
 mod isa;
 mod layout;
+mod norm;
 mod out;
 mod parallel;
 mod simd;
@@ -30,6 +31,7 @@ pub use error::LanceError;
 pub use im2col::{ConvGeometry, im2col};
 pub use isa::{ISA_ENV, Isa};
 pub use layout::{fold, unfold, unfolded_shape};
+pub use norm::{Normalisation, batch_norm_backward, batch_norm_forward, batch_norm_stats};
 pub use out::Out;
 pub use parallel::{THREADS_ENV, num_threads, set_num_threads};
 pub use simd::{Float, RowKernels};

@@ -25,6 +25,10 @@ pub trait Float:
     + 'static
 {
     const ZERO: Self;
+    const ONE: Self;
+    /// This value in f64 (exact), and an f64 rounded to this type.
+    fn to_f64(self) -> f64;
+    fn from_f64(value: f64) -> Self;
     /// The micro-kernels of `isa` for this type, by increasing tile height `mr` (the scalar one
     /// if `isa` is not compiled in); all share one tile width `nr`.
     fn micro_kernels(isa: Isa) -> Vec<MicroKernel<Self>>;
@@ -448,6 +452,13 @@ macro_rules! float {
     ($t:ty, $($arch:literal, $isa:path => $nr:literal, [$(($mr:literal, $kernel:path)),*], ($axpy:path, $dot:path)),*) => {
         impl Float for $t {
             const ZERO: Self = 0.0;
+            const ONE: Self = 1.0;
+            fn to_f64(self) -> f64 {
+                self as f64
+            }
+            fn from_f64(value: f64) -> Self {
+                value as $t
+            }
             fn micro_kernels(isa: Isa) -> Vec<MicroKernel<Self>> {
                 match isa {
                     $(

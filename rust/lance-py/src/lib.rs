@@ -112,31 +112,87 @@ fn run<'py, T: Float + Element>(
     shape: &[usize],
     kernel: impl FnOnce(&Context, Out<'_, T>) -> Result<(), LanceError> + Send,
 ) -> PyResult<Bound<'py, PyAny>> {
+    let [array] = run_outputs::<T, 1>(py, [shape], |ctx, [out]| kernel(ctx, out))?;
+    Ok(array)
+}
+
+/// [`run`] for a kernel with `K` results, of `shapes`.
+fn run_outputs<'py, T: Float + Element, const K: usize>(
+    py: Python<'py>,
+    shapes: [&[usize]; K],
+    kernel: impl FnOnce(&Context, [Out<'_, T>; K]) -> Result<(), LanceError> + Send,
+) -> PyResult<[Bound<'py, PyAny>; K]> {
     let ctx = Context::from_env().map_err(value_error)?;
-    let fits = shape
-        .iter()
-        .try_fold(size_of::<T>(), |bytes, &dim| bytes.checked_mul(dim))
-        .is_some_and(|bytes| bytes <= isize::MAX as usize);
-    if !fits {
+    let mut arrays = Vec::with_capacity(K);
+    for shape in shapes {
+        let fits = shape
+            .iter()
+            .try_fold(size_of::<T>(), |bytes, &dim| bytes.checked_mul(dim))
+            .is_some_and(|bytes| bytes <= isize::MAX as usize);
+        if !fits {
+            return Err(PyValueError::new_err(format!(
+                "the result's shape {shape:?} overflows the address space"
+            )));
+        }
+        let array = py
+            .import("numpy")?
+            .call_method1("empty", (shape.to_vec(), T::get_dtype(py)))?
+            .cast_into::<PyArrayDyn<T>>()?;
+        arrays.push(array);
+    }
+    {
+        // held so that nothing else borrows the arrays while the kernel writes them
+        let writables = arrays
+            .iter()
+            .map(|a| a.try_readwrite())
+            .collect::<Result<Vec<_>, _>>()?;
+        let outs: [Out<'_, T>; K] = std::array::from_fn(|k| {
+            // SAFETY: a fresh C-contiguous array (NumPy's `empty`), borrowed exclusively for
+            // the duration of the kernel; viewed as MaybeUninit, no value is read.
+            let buffer = unsafe {
+                std::slice::from_raw_parts_mut(
+                    arrays[k].data().cast::<MaybeUninit<T>>(),
+                    writables[k].len(),
+                )
+            };
+            Out::uninit(buffer)
+        });
+        py.detach(|| kernel(&ctx, outs)).map_err(value_error)?;
+    }
+    let mut arrays = arrays.into_iter().map(Bound::into_any);
+    Ok(std::array::from_fn(|_| {
+        arrays.next().expect("one array per shape")
+    }))
+}
+
+/// The C values of the 1-D array `x` (one per channel), copied.
+fn channel_values<T: Float + Element>(
+    x: &Bound<'_, PyAny>,
+    name: &str,
+    channels: usize,
+) -> PyResult<Vec<T>> {
+    let array = readonly::<T>(x, name, 1)?;
+    let values: Vec<T> = array.as_array().iter().copied().collect();
+    if values.len() != channels {
         return Err(PyValueError::new_err(format!(
-            "the result's shape {shape:?} overflows the address space"
+            "{name} must have {channels} values (one per channel), got {}",
+            values.len()
         )));
     }
-    let array = py
-        .import("numpy")?
-        .call_method1("empty", (shape.to_vec(), T::get_dtype(py)))?
-        .cast_into::<PyArrayDyn<T>>()?;
-    {
-        let writable = array.try_readwrite()?; // held so that nothing else borrows the array
-        let len = writable.len();
-        // SAFETY: a fresh C-contiguous array of `len` elements (NumPy's `empty`), borrowed
-        // exclusively for the duration of the kernel; viewed as MaybeUninit, no value is read.
-        let buffer =
-            unsafe { std::slice::from_raw_parts_mut(array.data().cast::<MaybeUninit<T>>(), len) };
-        let out = Out::uninit(buffer);
-        py.detach(|| kernel(&ctx, out)).map_err(value_error)?;
+    Ok(values)
+}
+
+/// The C values of an optional 1-D array argument (None stays None).
+fn optional_channel_values<T: Float + Element>(
+    x: &Bound<'_, PyAny>,
+    name: &str,
+    channels: usize,
+) -> PyResult<Option<Vec<T>>> {
+    if x.is_none() {
+        Ok(None)
+    } else {
+        channel_values(x, name, channels).map(Some)
     }
-    Ok(array.into_any())
 }
 
 /// The Python int `value` if it lies in `low..=high`; a `ValueError` naming `name` otherwise
@@ -483,6 +539,93 @@ fn direct_conv2d_weight_grad<'py>(
     })
 }
 
+/// Per-channel [mean; biased variance] of a 4-D array, shape (2, C) (specs/norm.md#batch_norm).
+#[pyfunction]
+fn batch_norm_stats<'py>(x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = x.py();
+    by_dtype!(x, "x", |T| {
+        let array = readonly::<T>(x, "x", 4)?;
+        let x = view::<T, 4>(&array)?;
+        run::<T>(py, &[2, x.shape()[1]], |ctx, out| {
+            lance_core::batch_norm_stats(ctx, &x, out)
+        })
+    })
+}
+
+/// (x_hat or None, y) of batch normalisation: x_hat = (x - mean) inv_std, y = weight x_hat + bias
+/// (weight, bias: arrays or None); x_hat is returned when `keep_x_hat`.
+#[pyfunction]
+fn batch_norm_forward<'py>(
+    x: &Bound<'py, PyAny>,
+    mean: &Bound<'py, PyAny>,
+    inv_std: &Bound<'py, PyAny>,
+    weight: &Bound<'py, PyAny>,
+    bias: &Bound<'py, PyAny>,
+    keep_x_hat: bool,
+) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+    let py = x.py();
+    by_dtype!(x, "x", |T| {
+        let array = readonly::<T>(x, "x", 4)?;
+        let x = view::<T, 4>(&array)?;
+        let c = x.shape()[1];
+        let (mean, inv_std) = (
+            channel_values::<T>(mean, "mean", c)?,
+            channel_values::<T>(inv_std, "inv_std", c)?,
+        );
+        let (weight, bias) = (
+            optional_channel_values::<T>(weight, "weight", c)?,
+            optional_channel_values::<T>(bias, "bias", c)?,
+        );
+        let affine = lance_core::Normalisation {
+            mean: &mean,
+            inv_std: &inv_std,
+            weight: weight.as_deref(),
+            bias: bias.as_deref(),
+        };
+        let shape = x.shape();
+        if keep_x_hat {
+            let [x_hat, y] = run_outputs::<T, 2>(py, [&shape, &shape], |ctx, [x_hat, y]| {
+                lance_core::batch_norm_forward(ctx, &x, &affine, Some(x_hat), y)
+            })?;
+            Ok((x_hat, y))
+        } else {
+            let y = run::<T>(py, &shape, |ctx, y| {
+                lance_core::batch_norm_forward(ctx, &x, &affine, None, y)
+            })?;
+            Ok((py.None().into_bound(py), y))
+        }
+    })
+}
+
+/// (dx, [dgamma; dbeta] of shape (2, C)) of batch normalisation for the output gradient `grad`,
+/// with x_hat (or None) and the per-channel scale gamma inv_std; `batch_stats` as in training.
+#[pyfunction]
+fn batch_norm_backward<'py>(
+    grad: &Bound<'py, PyAny>,
+    x_hat: &Bound<'py, PyAny>,
+    scale: &Bound<'py, PyAny>,
+    batch_stats: bool,
+) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+    let py = grad.py();
+    by_dtype!(grad, "grad", |T| {
+        let g_array = readonly::<T>(grad, "grad", 4)?;
+        let g = view::<T, 4>(&g_array)?;
+        let c = g.shape()[1];
+        let hat_array = if x_hat.is_none() {
+            None
+        } else {
+            Some(readonly::<T>(x_hat, "x_hat", 4)?)
+        };
+        let hat = hat_array.as_ref().map(view::<T, 4>).transpose()?;
+        let scale = channel_values::<T>(scale, "scale", c)?;
+        let shape = g.shape();
+        let [dx, sums] = run_outputs::<T, 2>(py, [&shape, &[2, c]], |ctx, [dx, sums]| {
+            lance_core::batch_norm_backward(ctx, &g, hat.as_ref(), &scale, batch_stats, dx, sums)
+        })?;
+        Ok((dx, sums))
+    })
+}
+
 /// The SIMD instruction set the kernels run on ("scalar", "avx2", "avx512" or "neon").
 #[pyfunction]
 fn simd_isa() -> PyResult<&'static str> {
@@ -520,6 +663,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(direct_conv2d, m)?)?;
     m.add_function(wrap_pyfunction!(direct_conv2d_input_grad, m)?)?;
     m.add_function(wrap_pyfunction!(direct_conv2d_weight_grad, m)?)?;
+    m.add_function(wrap_pyfunction!(batch_norm_stats, m)?)?;
+    m.add_function(wrap_pyfunction!(batch_norm_forward, m)?)?;
+    m.add_function(wrap_pyfunction!(batch_norm_backward, m)?)?;
     m.add_function(wrap_pyfunction!(simd_isa, m)?)?;
     m.add_function(wrap_pyfunction!(available_isas, m)?)?;
     m.add_function(wrap_pyfunction!(num_threads, m)?)?;
