@@ -375,6 +375,12 @@ pub fn depthwise_conv2d_weight_grad<T: Float>(
     Ok(())
 }
 
+/// `W[oc, 0, i, j]` for the tap `t = i kw + j`.
+fn tap_weight<T: Float>(weight: &View4<'_, T>, oc: usize, t: usize) -> T {
+    let kw = weight.shape[3];
+    weight.data[at(weight, oc, 0, t / kw, t % kw) as usize]
+}
+
 /// [`depthwise_conv2d`] at stride 1: per input plane, one padded copy, then per output channel
 /// one axpy per tap into the wide output, whose valid columns are then written out.
 fn wide_forward<T: Float>(
@@ -395,8 +401,7 @@ fn wide_forward<T: Float>(
             for oc in ch * m..(ch + 1) * m {
                 result.fill(T::ZERO);
                 for &(t, offset) in &wide.offsets {
-                    let a = weight.data
-                        [at(weight, oc, 0, t / weight.shape[3], t % weight.shape[3]) as usize];
+                    let a = tap_weight(weight, oc, t);
                     // SAFETY: offset + len <= Hp Wp = padded.len(), len <= result.len().
                     unsafe {
                         let from = padded.as_ptr().add(offset);
@@ -433,8 +438,7 @@ fn wide_input_grad<T: Float>(
             for oc in ch * m..(ch + 1) * m {
                 wide.widen(grad, s, oc, &mut widened);
                 for &(t, offset) in &wide.offsets {
-                    let a = weight.data
-                        [at(weight, oc, 0, t / weight.shape[3], t % weight.shape[3]) as usize];
+                    let a = tap_weight(weight, oc, t);
                     // SAFETY: as in the forward, with the roles of the two buffers swapped.
                     unsafe {
                         let to = padded.as_mut_ptr().add(offset);
