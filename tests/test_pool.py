@@ -181,6 +181,8 @@ def test_max_pool_indices_by_hand():
     # torch 2.15: max_pool2d(arange(16) as 1x1x4x4, 2, return_indices=True)[1] = [[5, 7], [13, 15]]
     y, indices = F.max_pool2d(L.tensor(np.arange(16.0).reshape(1, 1, 4, 4)), 2, return_indices=True)
     np.testing.assert_array_equal(indices, [[[[5, 7], [13, 15]]]])
+    for pool in (F.max_pool2d, F.adaptive_max_pool2d):  # a plain array works as well as a Tensor
+        np.testing.assert_array_equal(pool(np.arange(16.0).reshape(1, 1, 4, 4), 2, return_indices=True)[1], indices)
     _, indices = F.max_pool2d(L.tensor(np.arange(9.0).reshape(1, 3, 3)), 2, 1, padding=1, return_indices=True)
     np.testing.assert_array_equal(indices, [[[0, 1, 2, 2], [3, 4, 5, 5], [6, 7, 8, 8], [6, 7, 8, 8]]])
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..tensor import Function
+from ..tensor import Function, as_operands
 from .shape import takes_unbatched
 from .windows import output_size, pair, tap
 
@@ -38,10 +38,10 @@ def _geometry(x_shape, kernel_size, stride, padding, dilation, ceil_mode):
 
 class MaxPool2d(Function):
     """y[n,c,h',w'] = max_{i,j} x_pad[n,c,s*h'+d*i,s*w'+d*j]; the gradient goes to the first
-    maximum of each window, as torch (specs/pool.md#max_pool2d)."""
+    maximum of each window, as torch (specs/pool.md#max_pool2d). `window_maximum` finds the
+    maxima `best` and their taps `best_tap` (a selection, not differentiated), once."""
 
-    def forward(self, x, kernel, stride, padding, dilation, out_hw, extra):
-        best, best_tap = window_maximum(x, kernel, stride, padding, dilation, out_hw, extra)
+    def forward(self, x, best, best_tap, kernel, stride, padding, dilation, out_hw, extra):
         self.save(best_tap)
         self.shape, self.geometry = x.shape, (kernel, stride, padding, dilation, out_hw, extra)
         return best
@@ -190,14 +190,16 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
                return_indices: bool = False):
     """torch.nn.functional.max_pool2d (stride defaults to kernel_size); with `return_indices`
     also each winner's flat position in its input map, int64 (specs/pool.md#max_pool2d)."""
+    (input,) = as_operands([input])
     geometry = _geometry(input.shape, kernel_size, stride, padding, dilation, ceil_mode)
     kernel, stride, padding, dilation, out_hw, extra = geometry
+    best, best_tap = window_maximum(input.data, *geometry)
     y = MaxPool2d.apply(
-        input, kernel=kernel, stride=stride, padding=padding, dilation=dilation, out_hw=out_hw, extra=extra
+        input, best=best, best_tap=best_tap, kernel=kernel, stride=stride, padding=padding, dilation=dilation,
+        out_hw=out_hw, extra=extra,
     )
     if not return_indices:
         return y
-    _, best_tap = window_maximum(input.data, *geometry)  # the forward's scan again, for its winners
     return y, input_indices(best_tap, input.shape[3], kernel, stride, padding, dilation)
 
 
@@ -241,6 +243,7 @@ def adaptive_avg_pool2d(input, output_size):
 @takes_unbatched
 def adaptive_max_pool2d(input, output_size, return_indices: bool = False):
     """torch.nn.functional.adaptive_max_pool2d (specs/pool.md#adaptive_max_pool2d)."""
+    (input,) = as_operands([input])
     indices = adaptive_winners(input.data, adaptive_sizes(input.shape, output_size, "adaptive_max_pool2d"))
     y = AdaptiveMaxPool2d.apply(input, indices=indices)
     return (y, indices) if return_indices else y
