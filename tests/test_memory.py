@@ -9,6 +9,7 @@ import lance_ref.functional as F
 from lance_ref import Tensor, memory, no_grad
 from lance_ref.autograd import owner_scope
 from lance_ref.kernels import set_workspace_bytes
+from lance_ref.nn import Module, Sequential
 from helpers import run_python
 
 
@@ -137,6 +138,21 @@ def test_traced_peak_counts_the_arrays_a_call_holds_at_once():
 
     result, peak = memory.traced_peak(two_at_once)
     assert result == 2.0 and 2 * MIB <= peak < 2 * MIB + 64 * 1024
+
+
+class Doubled(Module):
+    def forward(self, x):
+        return x * 2
+
+
+def test_a_sequential_frees_each_intermediate_output_even_when_nested():
+    """A nested Sequential must not hold its input until its last child returns."""
+    chain = Sequential(Doubled(), Sequential(Doubled(), Sequential(Doubled(), Doubled())), Doubled())
+    x = Tensor(np.ones(1 << 18, dtype=np.float32))  # 1 MiB
+    with no_grad():
+        y, peak = memory.traced_peak(lambda: chain(x))
+    assert np.all(y.data == 32)
+    assert peak < 2.1 * x.data.nbytes  # one layer's input and output at a time
 
 
 def test_depthwise_conv_forward_holds_little_more_than_its_output():

@@ -398,6 +398,26 @@ class _ModuleSequence(Module):
         self._renumber(modules)
 
 
+def apply_each(x, *layers):
+    """layers[-1](...layers[0](x)), one call at a time (specs/nn.md#sequential).
+
+    Each intermediate output is freed as soon as the next layer has used it (a nested call
+    expression would keep it until the end). A plain `Sequential` among `layers` is expanded
+    into its children, since calling it would hold its input until its last child returns."""
+    for layer in _chained(layers):
+        x = layer(x)
+    return x
+
+
+def _chained(layers):
+    """`layers` with every plain `Sequential` replaced, recursively, by its children."""
+    for layer in layers:
+        if isinstance(layer, Sequential) and type(layer).forward is Sequential.forward:
+            yield from _chained(layer)
+        else:
+            yield layer
+
+
 class Sequential(_ModuleSequence):
     """Calls its children in order: `Sequential(m0, m1, ...)` (names "0", "1", ...) or
     `Sequential(OrderedDict(name=module, ...))`. A slice keeps the children's names, as torch."""
@@ -414,9 +434,7 @@ class Sequential(_ModuleSequence):
         return Sequential(dict(list(self._modules.items())[index]))
 
     def forward(self, x):
-        for module in self:
-            x = module(x)
-        return x
+        return apply_each(x, *self)
 
 
 class ModuleList(_ModuleSequence):

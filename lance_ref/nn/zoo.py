@@ -28,16 +28,9 @@ from .layers import (
     ReLU,
     ReLU6,
     Sequential,
+    apply_each,
 )
 from .module import Module
-
-
-def apply_each(x, *layers):
-    """layers[-1](...layers[0](x)), one call at a time: each intermediate output is freed as soon
-    as the next layer has used it (a nested call expression would keep it until the end)."""
-    for layer in layers:
-        x = layer(x)
-    return x
 
 
 def _multi_head(in_features: int, heads, dtype) -> ModuleList:
@@ -81,7 +74,7 @@ class SmallCNN(Module):
         self.classifier = Linear(previous * pool_size * pool_size, num_classes, dtype=dtype)
 
     def forward(self, x):
-        return self.classifier(self.features(x))
+        return apply_each(x, self.features, self.classifier)
 
 
 class AlexNetGPM(Module):
@@ -219,7 +212,8 @@ class InvertedResidual(Module):
         self.conv = Sequential(*layers)
 
     def forward(self, x):
-        return x + self.conv(x) if self.use_res_connect else self.conv(x)
+        out = apply_each(x, self.conv)
+        return x + out if self.use_res_connect else out
 
 
 class MobileNetV2(Module):
@@ -269,7 +263,7 @@ class MobileNetV2(Module):
                 init.zeros_(module.bias)
 
     def forward(self, x):
-        x = F.flatten(F.adaptive_avg_pool2d(self.features(x), 1), 1)
+        x = F.flatten(F.adaptive_avg_pool2d(apply_each(x, self.features), 1), 1)
         return self.classifier(x)
 
     def extra_repr(self) -> str:
