@@ -27,7 +27,7 @@ core = pytest.importorskip("lance_ref._core")
 
 KERNELS = ("unfold", "fold", "mode_product", "tucker_project", "tucker_reconstruct", "gram", "im2col",
            "direct_conv2d", "direct_conv2d_input_grad", "direct_conv2d_weight_grad",
-           "batch_norm_stats", "batch_norm_forward", "batch_norm_backward")
+           "max_pool2d", "max_pool2d_backward", "batch_norm_stats", "batch_norm_forward", "batch_norm_backward")
 DTYPES = (np.float32, np.float64)
 TOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
 # Sizes around the SIMD widths (4/8/16 lanes) and their tails; BIG: one axis above 64.
@@ -257,6 +257,62 @@ def test_batch_norm_passes(data, shape, dtype, affine, keep, batch_stats):
     assert_close(sums, want_sums, g)
 
 
+@st.composite
+def pool_cases(draw):
+    """(x shape, kernel, stride, padding, dilation, out_hw) of max pooling, ceil mode or not
+    (torch's rules: padding at most half the kernel, windows that start inside the input)."""
+    from lance_ref.functional.pool import _geometry
+
+    shape = (draw(st.sampled_from([1, 2, 3])), draw(st.sampled_from([1, 2, 5])),
+             draw(st.sampled_from([1, 2, 5, 7, 8, 9, 16, 17])), draw(st.sampled_from([1, 2, 5, 7, 8, 9, 16, 33])))
+    kernel = draw(st.tuples(st.integers(1, 4), st.integers(1, 4)))
+    stride = draw(st.tuples(st.integers(1, 3), st.integers(1, 3)))
+    padding = tuple(draw(st.integers(0, k // 2)) for k in kernel)
+    dilation = draw(st.tuples(st.integers(1, 2), st.integers(1, 2)))
+    spans = [d * (k - 1) + 1 for k, d in zip(kernel, dilation)]
+    shape = shape[:2] + tuple(max(s, span - 2 * p) for s, span, p in zip(shape[2:], spans, padding))
+    geometry = _geometry(shape, kernel, stride, padding, dilation, draw(st.booleans()))
+    return shape, *geometry[:5]
+
+
+@settings(max_examples=150)
+@given(data=st.data(), case=pool_cases(), dtype=dtypes, levels=st.sampled_from([None, 3]), nan=st.booleans())
+def test_max_pool2d_and_its_vjp_equal_the_reference_exactly(data, case, dtype, levels, nan):
+    """Ties (values rounded to a few levels) go to the first tap, NaN wins; the backward sums an
+    input element's windows in the reference's order, so both results are exact."""
+    shape, *pool = case
+    x = data.draw(layouts(shape, dtype))
+    if levels:
+        x[...] = np.round(x * levels)
+    if nan:
+        x[(0,) * 4] = np.nan
+    best, taps = core.max_pool2d(x, *pool)
+    want_best, want_taps = reference.max_pool2d(x, *pool)
+    assert_exact(best, want_best, x)
+    assert_exact(taps, want_taps, x)
+    g = data.draw(layouts(best.shape, dtype))
+    t = data.draw(layouts(taps.shape, np.float64)).argsort(axis=-1).astype(taps.dtype) % (pool[0][0] * pool[0][1])
+    for winners in (taps, t):  # the forward's taps, and any valid taps in any layout
+        assert_exact(core.max_pool2d_backward(g, winners, shape[2:], *pool[:4]),
+                     reference.max_pool2d_backward(g, winners, shape[2:], *pool[:4]), g)
+
+
+def test_max_pool2d_errors():
+    x = np.ones((1, 2, 4, 4), np.float32)
+    with pytest.raises(ValueError, match="windows past the end of the input"):
+        core.max_pool2d(x, (2, 2), (2, 2), (0, 0), (1, 1), (3, 2))
+    with pytest.raises(ValueError, match=r"kernel\[0\] must be an int in 1\.\."):
+        core.max_pool2d(x, (0, 2), (2, 2), (0, 0), (1, 1), (2, 2))
+    best, taps = core.max_pool2d(x, (2, 2), (2, 2), (0, 0), (1, 1), (2, 2))
+    assert taps.dtype == np.uint8 and core.max_pool2d(np.ones((1, 1, 17, 16)), (17, 16), (1, 1), (0, 0), (1, 1), (1, 1))[1].dtype == np.uint16
+    with pytest.raises(ValueError, match="taps must index the 4 taps"):
+        core.max_pool2d_backward(best, np.full(taps.shape, 4, np.uint8), (4, 4), (2, 2), (2, 2), (0, 0), (1, 1))
+    with pytest.raises(TypeError, match="taps must be a uint8 or uint16"):
+        core.max_pool2d_backward(best, taps.astype(np.int64), (4, 4), (2, 2), (2, 2), (0, 0), (1, 1))
+    with pytest.raises(ValueError, match="taps must have shape"):
+        core.max_pool2d_backward(best, taps[:, :1], (4, 4), (2, 2), (2, 2), (0, 0), (1, 1))
+
+
 def _channel_scale(scale):
     return scale.reshape(1, -1, 1, 1)
 
@@ -364,6 +420,11 @@ def test_threads_do_not_change_results(dtype):
                 m = reference.unfold(x, mode)[:, ::-1][:, ::-1]
                 assert_exact(core.fold(m, mode, x.shape), reference.fold(m, mode, x.shape))
             assert_exact(core.im2col(x, *geometry), reference.im2col(x, *geometry))
+            pool = ((3, 3), (2, 2), (1, 1), (1, 1), (5, 9))
+            best, taps = core.max_pool2d(x, *pool)
+            assert_exact(best, reference.max_pool2d(x, *pool)[0])
+            assert_exact(core.max_pool2d_backward(best, taps, x.shape[2:], *pool[:4]),
+                         reference.max_pool2d_backward(best, taps, x.shape[2:], *pool[:4]))
     finally:
         core.set_num_threads(before)
     with pytest.raises((ValueError, OverflowError)):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import kernels
 from ..tensor import Function, as_operands
 from .shape import takes_unbatched
 from .windows import output_size, pair, tap
@@ -38,36 +39,17 @@ def _geometry(x_shape, kernel_size, stride, padding, dilation, ceil_mode):
 
 class MaxPool2d(Function):
     """y[n,c,h',w'] = max_{i,j} x_pad[n,c,s*h'+d*i,s*w'+d*j]; the gradient goes to the first
-    maximum of each window, as torch (specs/pool.md#max_pool2d). `window_maximum` finds the
+    maximum of each window, as torch (specs/pool.md#max_pool2d). `kernels.max_pool2d` finds the
     maxima `best` and their taps `best_tap` (a selection, not differentiated), once."""
 
-    def forward(self, x, best, best_tap, kernel, stride, padding, dilation, out_hw, extra):
+    def forward(self, x, best, best_tap, kernel, stride, padding, dilation):
         self.save(best_tap)
-        self.shape, self.geometry = x.shape, (kernel, stride, padding, dilation, out_hw, extra)
+        self.input_hw, self.geometry = x.shape[2:], (kernel, stride, padding, dilation)
         return best
 
     def backward(self, grad):
         (best_tap,) = self.saved_arrays
-        kernel, stride, padding, dilation, out_hw, extra = self.geometry
-        full = window_grad_buffer(self.shape, padding, extra, grad.dtype)
-        for t, (i, j) in enumerate(np.ndindex(*kernel)):
-            tap(full, i, j, out_hw, stride, dilation)[...] += np.where(best_tap == t, grad, 0)
-        return (unpad(full, self.shape, padding),)
-
-
-def window_maximum(x, kernel, stride, padding, dilation, out_hw, extra):
-    """Each window's maximum and the index t = i kw + j of its winning tap: taps scanned in
-    row-major order, a tap winning if strictly greater or NaN, as torch (specs/pool.md#max_pool2d)."""
-    source = pad_window_input(x, padding, extra, -np.inf)
-    taps = (tap(source, i, j, out_hw, stride, dilation) for i, j in np.ndindex(*kernel))
-    best = next(taps).copy()
-    best_tap = np.zeros(best.shape, dtype=np.min_scalar_type(kernel[0] * kernel[1]))
-    for t, values in enumerate(taps, start=1):
-        better = values > best
-        better |= np.isnan(values)  # NaN wins, as in torch
-        best_tap[better] = t
-        np.maximum(best, values, out=best)
-    return best, best_tap
+        return (kernels.max_pool2d_backward(grad, best_tap, self.input_hw, *self.geometry),)
 
 
 def input_indices(best_tap, width, kernel, stride, padding, dilation) -> np.ndarray:
@@ -192,12 +174,9 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     also each winner's flat position in its input map, int64 (specs/pool.md#max_pool2d)."""
     (input,) = as_operands([input])
     geometry = _geometry(input.shape, kernel_size, stride, padding, dilation, ceil_mode)
-    kernel, stride, padding, dilation, out_hw, extra = geometry
-    best, best_tap = window_maximum(input.data, *geometry)
-    y = MaxPool2d.apply(
-        input, best=best, best_tap=best_tap, kernel=kernel, stride=stride, padding=padding, dilation=dilation,
-        out_hw=out_hw, extra=extra,
-    )
+    kernel, stride, padding, dilation, out_hw, _ = geometry
+    best, best_tap = kernels.max_pool2d(input.data, kernel, stride, padding, dilation, out_hw)
+    y = MaxPool2d.apply(input, best=best, best_tap=best_tap, kernel=kernel, stride=stride, padding=padding, dilation=dilation)
     if not return_indices:
         return y
     return y, input_indices(best_tap, input.shape[3], kernel, stride, padding, dilation)

@@ -131,6 +131,17 @@ def direct_conv2d_weight_grad(grad: np.ndarray, x: np.ndarray, kernel, stride, p
     return _kernel("direct_conv2d_weight_grad", depthwise)(grad, x, kernel, stride, padding, dilation, groups)
 
 
+def max_pool2d(x: np.ndarray, kernel, stride, padding, dilation, out_hw) -> tuple:
+    """(maxima, winning taps) of max pooling (specs/pool.md#max_pool2d); see `reference.max_pool2d`."""
+    return _kernel("max_pool2d", _float_4d(x) and kernel[0] * kernel[1] <= 1 << 16)(x, kernel, stride, padding, dilation, out_hw)
+
+
+def max_pool2d_backward(grad: np.ndarray, taps: np.ndarray, input_hw, kernel, stride, padding, dilation) -> np.ndarray:
+    """Its VJP for x; see `reference.max_pool2d_backward`."""
+    rust_ok = _float_4d(grad) and isinstance(taps, np.ndarray) and taps.dtype in (np.uint8, np.uint16)
+    return _kernel("max_pool2d_backward", rust_ok)(grad, taps, input_hw, kernel, stride, padding, dilation)
+
+
 def batch_norm_stats(x: np.ndarray) -> np.ndarray:
     """[mean; biased variance] per channel, shape (2, C) (specs/norm.md#batch_norm); see `reference.batch_norm_stats`."""
     return _kernel("batch_norm_stats", _float_4d(x))(x)

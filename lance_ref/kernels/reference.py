@@ -267,6 +267,38 @@ def direct_conv2d_weight_grad(grad: np.ndarray, x: np.ndarray, kernel, stride, p
     return dw.reshape(w_shape)
 
 
+def tap_type(kernel) -> np.dtype:
+    """The smallest unsigned type that holds every tap index t = i kw + j of `kernel`."""
+    return np.min_scalar_type(kernel[0] * kernel[1] - 1)
+
+
+def max_pool2d(x: np.ndarray, kernel, stride, padding, dilation, out_hw) -> tuple:
+    """(best, taps): best[n, c, h', w'] = max_{i, j} x[n, c, s h' + d i - p, s w' + d j - p] over the
+    taps inside x, and taps = i kw + j of the winner. Taps are scanned in row-major order, a tap
+    winning if greater or NaN, as torch; taps outside x never win (specs/pool.md#max_pool2d)."""
+    check_float(x, "x")
+    best = np.full(x.shape[:2] + tuple(out_hw), -np.inf, dtype=x.dtype)
+    taps = np.zeros(best.shape, dtype=tap_type(kernel))
+    for i, j, out, inp in kernel_taps(x.shape[2:], out_hw, kernel, stride, padding, dilation):
+        values, current = x[..., inp[0], inp[1]], best[..., out[0], out[1]]
+        better = values > current
+        better |= np.isnan(values)  # NaN wins, as in torch
+        taps[..., out[0], out[1]][better] = i * kernel[1] + j
+        np.maximum(current, values, out=current)
+    return best, taps
+
+
+def max_pool2d_backward(grad: np.ndarray, taps: np.ndarray, input_hw, kernel, stride, padding, dilation) -> np.ndarray:
+    """dx[n, c, s h' + d i - p, s w' + d j - p] += dY[n, c, h', w'] for each window's winning tap
+    (i, j), summed tap by tap: the VJP of `max_pool2d` (specs/pool.md#max_pool2d)."""
+    check_float(grad, "grad")
+    dx = np.zeros(grad.shape[:2] + tuple(input_hw), dtype=grad.dtype)
+    for i, j, out, inp in kernel_taps(input_hw, grad.shape[2:], kernel, stride, padding, dilation):
+        won = taps[..., out[0], out[1]] == i * kernel[1] + j
+        dx[..., inp[0], inp[1]] += np.where(won, grad[..., out[0], out[1]], 0)
+    return dx
+
+
 def im2col(x: np.ndarray, kernel, stride, padding, dilation, groups: int = 1) -> np.ndarray:
     """cols[g, (n, h', w'), (i, j, c)] = x_pad[n, g*C/G + c, s*h' + d*i, s*w' + d*j], zero padding
     (specs/conv.md#im2col); `kernel`, `stride`, `padding`, `dilation` are (height, width) pairs.

@@ -15,6 +15,7 @@
 
 use crate::out::Out;
 use crate::parallel::{self, for_ranges};
+use crate::view::at;
 use crate::{Context, ConvGeometry, Float, LanceError, RowKernels, View4};
 
 /// Along one axis, the outputs that one kernel tap reaches inside the input: outputs
@@ -106,15 +107,6 @@ pub fn depthwise_output_hw(
         )));
     }
     geometry.output_hw(c, [h, w])
-}
-
-/// Offset of element `[a, b, r, col]` of `v` (inside its data: checked by the caller's spans).
-fn at<T>(v: &View4<'_, T>, a: usize, b: usize, r: usize, col: usize) -> isize {
-    v.offset as isize
-        + a as isize * v.strides[0]
-        + b as isize * v.strides[1]
-        + r as isize * v.strides[2]
-        + col as isize * v.strides[3]
 }
 
 /// What the three kernels share, checked: the shapes, the taps and the row kernels.

@@ -18,6 +18,7 @@ mod layout;
 mod norm;
 mod out;
 mod parallel;
+mod pool;
 mod simd;
 mod tucker;
 mod view;
@@ -34,6 +35,7 @@ pub use layout::{fold, unfold, unfolded_shape};
 pub use norm::{Normalisation, batch_norm_backward, batch_norm_forward, batch_norm_stats};
 pub use out::Out;
 pub use parallel::{THREADS_ENV, num_threads, set_num_threads};
+pub use pool::{PoolGeometry, TapIndex, max_pool2d, max_pool2d_backward};
 pub use simd::{Float, RowKernels};
 pub use tucker::{
     gram, mode_product, projected_shape, reconstructed_shape, tucker_project, tucker_reconstruct,

@@ -85,6 +85,15 @@ impl<'a, T, const N: usize> View<'a, T, N> {
     }
 }
 
+/// Offset of element `[a, b, r, col]` of `v` (inside its data when the index is inside its shape).
+pub(crate) fn at<T>(v: &View4<'_, T>, a: usize, b: usize, r: usize, col: usize) -> isize {
+    v.offset as isize
+        + a as isize * v.strides[0]
+        + b as isize * v.strides[1]
+        + r as isize * v.strides[2]
+        + col as isize * v.strides[3]
+}
+
 /// Row-major strides (in elements) of `shape`, or `SizeOverflow`.
 pub fn c_strides<const N: usize>(shape: [usize; N]) -> Result<[isize; N], LanceError> {
     let mut strides = [0; N];

@@ -4,9 +4,11 @@
 //! argument for a wrong shape), views the NumPy inputs in place (any strides), releases the GIL
 //! while the `lance-core` kernel runs, and returns a new C-contiguous array.
 
-use lance_core::{Context, ConvGeometry, Float, Isa, LanceError, Out, View, View2};
+use lance_core::{
+    Context, ConvGeometry, Float, Isa, LanceError, Out, PoolGeometry, TapIndex, View, View2, View4,
+};
 use numpy::prelude::*;
-use numpy::{Element, PyArrayDyn, PyReadonlyArrayDyn, PyUntypedArray};
+use numpy::{Element, PyArrayDyn, PyReadonlyArrayDyn, PyReadwriteArrayDyn, PyUntypedArray};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyInt, PySequence};
@@ -123,46 +125,58 @@ fn run_outputs<'py, T: Float + Element, const K: usize>(
     kernel: impl FnOnce(&Context, [Out<'_, T>; K]) -> Result<(), LanceError> + Send,
 ) -> PyResult<[Bound<'py, PyAny>; K]> {
     let ctx = Context::from_env().map_err(value_error)?;
-    let mut arrays = Vec::with_capacity(K);
-    for shape in shapes {
-        let fits = shape
-            .iter()
-            .try_fold(size_of::<T>(), |bytes, &dim| bytes.checked_mul(dim))
-            .is_some_and(|bytes| bytes <= isize::MAX as usize);
-        if !fits {
-            return Err(PyValueError::new_err(format!(
-                "the result's shape {shape:?} overflows the address space"
-            )));
-        }
-        let array = py
-            .import("numpy")?
-            .call_method1("empty", (shape.to_vec(), T::get_dtype(py)))?
-            .cast_into::<PyArrayDyn<T>>()?;
-        arrays.push(array);
-    }
+    let arrays = shapes
+        .iter()
+        .map(|shape| empty::<T>(py, shape))
+        .collect::<PyResult<Vec<_>>>()?;
     {
         // held so that nothing else borrows the arrays while the kernel writes them
-        let writables = arrays
+        let mut writables = arrays
             .iter()
             .map(|a| a.try_readwrite())
             .collect::<Result<Vec<_>, _>>()?;
-        let outs: [Out<'_, T>; K] = std::array::from_fn(|k| {
-            // SAFETY: a fresh C-contiguous array (NumPy's `empty`), borrowed exclusively for
-            // the duration of the kernel; viewed as MaybeUninit, no value is read.
-            let buffer = unsafe {
-                std::slice::from_raw_parts_mut(
-                    arrays[k].data().cast::<MaybeUninit<T>>(),
-                    writables[k].len(),
-                )
-            };
-            Out::uninit(buffer)
-        });
+        let mut outs = writables.iter_mut().map(out_of);
+        let outs: [Out<'_, T>; K] = std::array::from_fn(|_| outs.next().expect("one per shape"));
         py.detach(|| kernel(&ctx, outs)).map_err(value_error)?;
     }
     let mut arrays = arrays.into_iter().map(Bound::into_any);
     Ok(std::array::from_fn(|_| {
         arrays.next().expect("one array per shape")
     }))
+}
+
+/// A fresh C-contiguous array of `shape` (NumPy's `empty`, uninitialised): a `ValueError` if its
+/// size overflows, a `MemoryError` if it cannot be allocated.
+fn empty<'py, E: Element>(py: Python<'py>, shape: &[usize]) -> PyResult<Bound<'py, PyArrayDyn<E>>> {
+    let fits = shape
+        .iter()
+        .try_fold(size_of::<E>(), |bytes, &dim| bytes.checked_mul(dim))
+        .is_some_and(|bytes| bytes <= isize::MAX as usize);
+    if !fits {
+        return Err(PyValueError::new_err(format!(
+            "the result's shape {shape:?} overflows the address space"
+        )));
+    }
+    Ok(py
+        .import("numpy")?
+        .call_method1("empty", (shape.to_vec(), E::get_dtype(py)))?
+        .cast_into::<PyArrayDyn<E>>()?)
+}
+
+/// Where a kernel writes a fresh array from [`empty`], borrowed exclusively by `writable`.
+fn out_of<'a, E: Element + Copy>(writable: &'a mut PyReadwriteArrayDyn<'_, E>) -> Out<'a, E> {
+    // SAFETY: a fresh C-contiguous array (NumPy's `empty`) whose exclusive borrow outlives the
+    // `Out`; viewed as MaybeUninit, no value is read.
+    let buffer = unsafe {
+        std::slice::from_raw_parts_mut(
+            writable
+                .as_array_mut()
+                .as_mut_ptr()
+                .cast::<MaybeUninit<E>>(),
+            writable.len(),
+        )
+    };
+    Out::uninit(buffer)
 }
 
 /// The C values of the 1-D array `x` (one per channel), copied.
@@ -539,6 +553,116 @@ fn direct_conv2d_weight_grad<'py>(
     })
 }
 
+/// A `PoolGeometry` from the Python arguments (pairs of ints).
+fn pool_geometry(
+    kernel: &Bound<'_, PyAny>,
+    stride: &Bound<'_, PyAny>,
+    padding: &Bound<'_, PyAny>,
+    dilation: &Bound<'_, PyAny>,
+    out_hw: [usize; 2],
+) -> PyResult<PoolGeometry> {
+    Ok(PoolGeometry {
+        kernel: ints(kernel, "kernel", 1)?,
+        stride: ints(stride, "stride", 1)?,
+        padding: ints(padding, "padding", 0)?,
+        dilation: ints(dilation, "dilation", 1)?,
+        out_hw,
+    })
+}
+
+/// Max pooling of `x` (N, C, H, W) over the windows of the geometry, whose output size `out_hw`
+/// the caller gives (ceil mode): (the maxima (N, C, H', W'), each window's winning tap
+/// `i kw + j`, uint8 for at most 256 taps, else uint16) (specs/pool.md#max_pool2d).
+#[pyfunction]
+fn max_pool2d<'py>(
+    x: &Bound<'py, PyAny>,
+    kernel: &Bound<'py, PyAny>,
+    stride: &Bound<'py, PyAny>,
+    padding: &Bound<'py, PyAny>,
+    dilation: &Bound<'py, PyAny>,
+    out_hw: &Bound<'py, PyAny>,
+) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+    let py = x.py();
+    by_dtype!(x, "x", |T| {
+        let array = readonly::<T>(x, "x", 4)?;
+        let x = view::<T, 4>(&array)?;
+        let out_hw = ints(out_hw, "out_hw", 1)?;
+        let geometry = pool_geometry(kernel, stride, padding, dilation, out_hw)?;
+        if geometry.kernel[0] * geometry.kernel[1] <= 1 << 8 {
+            pooled::<T, u8>(py, &x, &geometry)
+        } else {
+            pooled::<T, u16>(py, &x, &geometry)
+        }
+    })
+}
+
+/// [`max_pool2d`] with winning taps of type `I`.
+fn pooled<'py, T: Float + Element, I: TapIndex + Element>(
+    py: Python<'py>,
+    x: &View4<'_, T>,
+    geometry: &PoolGeometry,
+) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+    let [n, c, _, _] = x.shape();
+    let shape = [n, c, geometry.out_hw[0], geometry.out_hw[1]];
+    let taps = empty::<I>(py, &shape)?;
+    let best = {
+        let mut writable = taps.try_readwrite()?;
+        let taps = out_of(&mut writable);
+        run::<T>(py, &shape, |ctx, best| {
+            lance_core::max_pool2d(ctx, x, geometry, best, taps)
+        })?
+    };
+    Ok((best, taps.into_any()))
+}
+
+/// The VJP of `max_pool2d` for x, shape (N, C, H, W) with (H, W) = `input_hw`, from the output
+/// gradient and the winning taps that `max_pool2d` returned (uint8 or uint16).
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn max_pool2d_backward<'py>(
+    grad: &Bound<'py, PyAny>,
+    taps: &Bound<'py, PyAny>,
+    input_hw: &Bound<'py, PyAny>,
+    kernel: &Bound<'py, PyAny>,
+    stride: &Bound<'py, PyAny>,
+    padding: &Bound<'py, PyAny>,
+    dilation: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = grad.py();
+    by_dtype!(grad, "grad", |T| {
+        let g_array = readonly::<T>(grad, "grad", 4)?;
+        let g = view::<T, 4>(&g_array)?;
+        let [n, c, oh, ow] = g.shape();
+        let geometry = pool_geometry(kernel, stride, padding, dilation, [oh, ow])?;
+        let [h, w] = ints::<2>(input_hw, "input_hw", 1)?;
+        if taps.cast::<PyArrayDyn<u8>>().is_ok() {
+            unpooled::<T, u8>(py, &g, taps, [n, c, h, w], &geometry)
+        } else if taps.cast::<PyArrayDyn<u16>>().is_ok() {
+            unpooled::<T, u16>(py, &g, taps, [n, c, h, w], &geometry)
+        } else {
+            Err(PyTypeError::new_err(format!(
+                "taps must be a uint8 or uint16 numpy.ndarray, got {}",
+                taps.get_type().name()?
+            )))
+        }
+    })
+}
+
+/// [`max_pool2d_backward`] with winning taps of type `I`.
+fn unpooled<'py, T: Float + Element, I: TapIndex + Element>(
+    py: Python<'py>,
+    grad: &View4<'_, T>,
+    taps: &Bound<'py, PyAny>,
+    x_shape: [usize; 4],
+    geometry: &PoolGeometry,
+) -> PyResult<Bound<'py, PyAny>> {
+    let t_array = readonly::<I>(taps, "taps", 4)?;
+    let taps = view::<I, 4>(&t_array)?;
+    run::<T>(py, &x_shape, |ctx, out| {
+        lance_core::max_pool2d_backward(ctx, grad, &taps, x_shape, geometry, out)
+    })
+}
+
 /// Per-channel [mean; biased variance] of a 4-D array, shape (2, C) (specs/norm.md#batch_norm).
 #[pyfunction]
 fn batch_norm_stats<'py>(x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
@@ -663,6 +787,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(direct_conv2d, m)?)?;
     m.add_function(wrap_pyfunction!(direct_conv2d_input_grad, m)?)?;
     m.add_function(wrap_pyfunction!(direct_conv2d_weight_grad, m)?)?;
+    m.add_function(wrap_pyfunction!(max_pool2d, m)?)?;
+    m.add_function(wrap_pyfunction!(max_pool2d_backward, m)?)?;
     m.add_function(wrap_pyfunction!(batch_norm_stats, m)?)?;
     m.add_function(wrap_pyfunction!(batch_norm_forward, m)?)?;
     m.add_function(wrap_pyfunction!(batch_norm_backward, m)?)?;
