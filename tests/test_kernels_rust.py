@@ -27,7 +27,7 @@ core = pytest.importorskip("lance_ref._core")
 
 KERNELS = ("unfold", "fold", "mode_product", "tucker_project", "tucker_reconstruct", "gram", "im2col",
            "direct_conv2d", "direct_conv2d_input_grad", "direct_conv2d_weight_grad",
-           "max_pool2d", "max_pool2d_backward", "batch_norm_stats", "batch_norm_forward", "batch_norm_backward")
+           "conv2d", "conv2d_weight_grad", "max_pool2d", "max_pool2d_backward", "batch_norm_stats", "batch_norm_forward", "batch_norm_backward")
 DTYPES = (np.float32, np.float64)
 TOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
 # Sizes around the SIMD widths (4/8/16 lanes) and their tails; BIG: one axis above 64.
@@ -202,6 +202,31 @@ def test_im2col(data, case, dtype):
     oh, ow = ((s + 2 * p - d * (k - 1) - 1) // st_ + 1 for s, k, st_, p, d in zip(shape[2:], kernel, stride, padding, dilation))
     assert want.shape == (groups, shape[0] * oh * ow, kernel[0] * kernel[1] * shape[1] // groups)
     assert_exact(got, want, x)
+
+
+@settings(max_examples=150)
+@given(data=st.data(), case=conv_cases(), dtype=dtypes, out_channels=st.sampled_from([1, 2, 5, 17]))
+def test_conv2d_and_its_weight_gradient_as_implicit_gemms(data, case, dtype, out_channels):
+    shape, kernel, stride, padding, dilation, _ = case
+    x = data.draw(layouts(shape, dtype))
+    w = data.draw(layouts((out_channels, shape[1], *kernel), dtype))
+    y = reference.conv2d(x, w, stride, padding, dilation)
+    assert_close(core.conv2d(x, w, stride, padding, dilation), y, x, w)
+    g = data.draw(layouts(y.shape, dtype))
+    assert_close(core.conv2d_weight_grad(g, x, kernel, stride, padding, dilation),
+                 reference.conv2d_weight_grad(g, x, kernel, stride, padding, dilation), g, x)
+
+
+def test_conv2d_errors():
+    x, w = np.ones((2, 4, 5, 5)), np.ones((3, 4, 3, 3))
+    with pytest.raises(ValueError, match=r"weight must have shape \(O, 4, 3, 3\)"):
+        core.conv2d(x, np.ones((3, 2, 3, 3)), (1, 1), (0, 0), (1, 1))
+    with pytest.raises(TypeError, match="weight has dtype"):
+        core.conv2d(x, w.astype(np.float32), (1, 1), (0, 0), (1, 1))
+    with pytest.raises(ValueError, match="grad must have shape"):
+        core.conv2d_weight_grad(np.ones((2, 3, 2, 2)), x, (3, 3), (1, 1), (0, 0), (1, 1))
+    with pytest.raises(ValueError, match="smaller than the dilated kernel"):
+        core.conv2d(np.ones((1, 4, 2, 2)), w, (1, 1), (0, 0), (1, 1))
 
 
 @st.composite
@@ -420,6 +445,11 @@ def test_threads_do_not_change_results(dtype):
                 m = reference.unfold(x, mode)[:, ::-1][:, ::-1]
                 assert_exact(core.fold(m, mode, x.shape), reference.fold(m, mode, x.shape))
             assert_exact(core.im2col(x, *geometry), reference.im2col(x, *geometry))
+            w = rng.standard_normal((9, x.shape[1], 3, 3)).astype(dtype)
+            assert_close(core.conv2d(x, w, *geometry[1:4]), reference.conv2d(x, w, *geometry[1:4]))
+            g = rng.standard_normal((40, 9, 9, 17)).astype(dtype)
+            assert_close(core.conv2d_weight_grad(g, x, (3, 3), *geometry[1:4]),
+                         reference.conv2d_weight_grad(g, x, (3, 3), *geometry[1:4]))
             pool = ((3, 3), (2, 2), (1, 1), (1, 1), (5, 9))
             best, taps = core.max_pool2d(x, *pool)
             assert_exact(best, reference.max_pool2d(x, *pool)[0])
@@ -775,6 +805,10 @@ ISA_SCRIPT = textwrap.dedent(
                 check(f"tucker_reconstruct {{label}}", lambda: t.assert_close(core.tucker_reconstruct(s, factors), t.reference.tucker_reconstruct(s, factors)))
                 geometry = ((3, 3), (1, 2), (1, 0), (1, 1), 1) if shape[2] >= 1 and shape[3] >= 3 else ((1, 1), (1, 1), (0, 0), (1, 1), 1)
                 check(f"im2col {{label}}", lambda: t.assert_exact(core.im2col(x, *geometry), t.reference.im2col(x, *geometry)))
+                full = rng.standard_normal((5, shape[1], *geometry[0])).astype(dtype)[::-1]
+                check(f"conv2d {{label}}", lambda: t.assert_close(core.conv2d(x, full, *geometry[1:4]), t.reference.conv2d(x, full, *geometry[1:4])))
+                y = t.reference.conv2d(x, full, *geometry[1:4])[..., ::-1]
+                check(f"conv2d_weight_grad {{label}}", lambda: t.assert_close(core.conv2d_weight_grad(y, x, geometry[0], *geometry[1:4]), t.reference.conv2d_weight_grad(y, x, geometry[0], *geometry[1:4])))
                 depthwise = (geometry[1], geometry[2], geometry[3], shape[1])
                 w = rng.standard_normal((2 * shape[1], 1, *geometry[0])).astype(dtype)[:, :, ::-1]
                 check(f"direct_conv2d {{label}}", lambda: t.assert_close(core.direct_conv2d(x, w, *depthwise), t.reference.direct_conv2d(x, w, *depthwise)))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import kernels
+from ..kernels.reference import channel_rows, times_weight, unfolding_chunks, weight_rows
 from ..tensor import Function
 from .shape import pad, takes_unbatched
 from .windows import output_size, pair, tap
@@ -35,16 +36,6 @@ def col2im(cols, shape, kernel, padding, stride, dilation, out_hw, groups) -> np
             target = tap(nchw, i, j, out_hw, stride, dilation).transpose(0, 2, 3, 1)
             target.reshape(target.shape[:3] + (groups, -1))[...] += cols[:, :, :, i, j]
     return nchw[:, :, ph : ph + h, pw : pw + w]
-
-
-def channel_rows(a: np.ndarray, groups: int) -> np.ndarray:
-    """(N, C, H, W) -> (G, N*H*W, C/G): one row of channels per pixel, split by group."""
-    return a.transpose(0, 2, 3, 1).reshape(-1, groups, a.shape[1] // groups).transpose(1, 0, 2)
-
-
-def weight_rows(weight: np.ndarray) -> np.ndarray:
-    """W as (O, kh*kw*C), rows in the (i, j, c) column order of im2col."""
-    return weight.transpose(0, 2, 3, 1).reshape(weight.shape[0], -1)
 
 
 def flipped_transpose(weight: np.ndarray) -> np.ndarray:
@@ -77,20 +68,6 @@ def direct_args(geometry: dict) -> tuple:
     return geometry["stride"], geometry["padding"], geometry["dilation"], geometry["groups"]
 
 
-def unfolding_chunks(padded: tuple, pixels: int, *widths: int, itemsize: int) -> list:
-    """Sample slices whose unfolding-sized temporaries fit the workspace (specs/memory.md#workspace):
-    per sample, `pixels` rows of each of `widths` columns, and the zero-padded copy that im2col
-    (or col2im) makes of the (N, C, H, W) array of shape `padded[0]` padded by `padded[1]`."""
-    (n, c, h, w), (ph, pw) = padded
-    return kernels.sample_chunks(n, (pixels * sum(widths) + c * (h + 2 * ph) * (w + 2 * pw)) * itemsize)
-
-
-def times_weight(cols: np.ndarray, rows: np.ndarray, out_hw) -> np.ndarray:
-    """Y = cols W^T for `cols` (1, N*H'*W', K) and `rows` W (O, K), as an (N, O, H', W') view."""
-    y = cols[0] @ rows.T
-    return y.reshape(-1, *out_hw, rows.shape[0]).transpose(0, 3, 1, 2)
-
-
 def is_pointwise(geometry: dict) -> bool:
     """A 1x1 kernel at stride 1 without padding and one group: a GEMM on NCHW itself (specs/conv.md#pointwise)."""
     return geometry["kernel"] == (1, 1) and geometry["stride"] == (1, 1) and geometry["padding"] == (0, 0) \
@@ -110,12 +87,7 @@ def conv2d_forward(x, weight, geometry) -> np.ndarray:
         return np.matmul(weight.reshape(weight.shape[:2]), planes(x)).reshape(len(x), -1, *geometry["out_hw"])
     if geometry["groups"] > 1:
         return kernels.direct_conv2d(x, weight, *direct_args(geometry))
-    out_hw, (o, c, kh, kw) = geometry["out_hw"], weight.shape
-    y = np.empty((len(x), o, *out_hw), dtype=x.dtype)
-    rows = weight_rows(weight)
-    for chunk in unfolding_chunks((x.shape, geometry["padding"]), out_hw[0] * out_hw[1], kh * kw * c, o, itemsize=x.itemsize):
-        y[chunk] = times_weight(im2col(x[chunk], **geometry), rows, out_hw)
-    return y
+    return kernels.conv2d(x, weight, *direct_args(geometry)[:3])
 
 
 def conv2d_grads(grad, weight, x, input_shape, geometry) -> tuple:
@@ -123,15 +95,16 @@ def conv2d_grads(grad, weight, x, input_shape, geometry) -> tuple:
 
     A pointwise conv: two GEMMs on NCHW (#pointwise). Groups = 1 at stride 1, when dx is
     needed or dY has no more channels than x: one im2col of dY per chunk of samples gives both
-    (specs/conv.md#stride-1-backward). Otherwise `input_grad` and `weight_grad`.
+    (specs/conv.md#stride-1-backward), unless the kernels never form the unfolding (#implicit-gemm):
+    then dx = conv2d(dY, W~) and dW are two GEMMs. Otherwise `input_grad` and `weight_grad`.
     """
     if is_pointwise(geometry):
         return pointwise_grads(grad, weight, x, input_shape)
     transposed = transposed_geometry(geometry, grad.shape) if geometry["groups"] == 1 else None
     narrower = weight is not None or grad.shape[1] <= input_shape[1]  # unfold dY only if it pays
-    if transposed is not None and narrower:
+    if transposed is not None and narrower and not kernels.implicit_unfolding():
         return stride1_grads(grad, weight, x, input_shape, transposed)
-    grad_x = None if weight is None else input_grad(grad, weight, input_shape, geometry)
+    grad_x = None if weight is None else input_grad(grad, weight, input_shape, geometry, transposed)
     return grad_x, None if x is None else weight_grad(grad, x, geometry)
 
 
@@ -165,11 +138,14 @@ def stride1_grads(grad, weight, x, input_shape, transposed) -> tuple:
     return grad_x, flipped.reshape(c, kh, kw, o)[:, ::-1, ::-1].transpose(3, 0, 1, 2)
 
 
-def input_grad(grad, weight, input_shape, geometry) -> np.ndarray:
+def input_grad(grad, weight, input_shape, geometry, transposed=None) -> np.ndarray:
     """dx = col2im(dY W), over chunks of samples (specs/conv.md#conv2d); taps summed directly
-    for groups > 1 (#direct). Shape `input_shape`."""
+    for groups > 1 (#direct); with a `transposed` geometry (stride 1), the convolution of dY by
+    W~ (#stride-1-backward). Shape `input_shape`."""
     if geometry["groups"] > 1:
         return kernels.direct_conv2d_input_grad(grad, weight, input_shape[2:], *direct_args(geometry))
+    if transposed is not None:
+        return kernels.conv2d(grad, flipped_transpose(weight), *direct_args(transposed)[:3])
     (oh, ow), (o, c, kh, kw) = geometry["out_hw"], weight.shape
     grad_x, rows = np.empty(input_shape, dtype=grad.dtype), weight_rows(weight)
     for chunk in unfolding_chunks((input_shape, geometry["padding"]), oh * ow, o, kh * kw * c, itemsize=grad.itemsize):
@@ -182,11 +158,7 @@ def weight_grad(grad, x, geometry) -> np.ndarray:
     for groups > 1 (#direct). Shape (O, C/G, kh, kw)."""
     if geometry["groups"] > 1:
         return kernels.direct_conv2d_weight_grad(grad, x, geometry["kernel"], *direct_args(geometry))
-    c, (oh, ow), (kh, kw), o = x.shape[1], geometry["out_hw"], geometry["kernel"], grad.shape[1]
-    grad_w = np.zeros((o, kh * kw * c), dtype=grad.dtype)  # columns (i, j, c)
-    for chunk in unfolding_chunks((x.shape, geometry["padding"]), oh * ow, o, kh * kw * c, itemsize=grad.itemsize):
-        grad_w += channel_rows(grad[chunk], 1)[0].T @ im2col(x[chunk], **geometry)[0]
-    return grad_w.reshape(o, kh, kw, c).transpose(0, 3, 1, 2)
+    return kernels.conv2d_weight_grad(grad, x, geometry["kernel"], *direct_args(geometry)[:3])
 
 
 class Conv2d(Function):

@@ -131,6 +131,23 @@ def direct_conv2d_weight_grad(grad: np.ndarray, x: np.ndarray, kernel, stride, p
     return _kernel("direct_conv2d_weight_grad", depthwise)(grad, x, kernel, stride, padding, dilation, groups)
 
 
+def conv2d(x: np.ndarray, weight: np.ndarray, stride, padding, dilation) -> np.ndarray:
+    """A groups = 1 convolution: `reference.conv2d` unfolds in chunks; the Rust kernel is one GEMM
+    on the implicit im2col (specs/conv.md#implicit-gemm)."""
+    return _kernel("conv2d", _float_4d(x) and _float_4d(weight))(x, weight, stride, padding, dilation)
+
+
+def conv2d_weight_grad(grad: np.ndarray, x: np.ndarray, kernel, stride, padding, dilation) -> np.ndarray:
+    """Its VJP for W; see `reference.conv2d_weight_grad`."""
+    return _kernel("conv2d_weight_grad", _float_4d(grad) and _float_4d(x))(grad, x, kernel, stride, padding, dilation)
+
+
+def implicit_unfolding() -> bool:
+    """Whether `conv2d` and `conv2d_weight_grad` never form im2col (the Rust kernels), so that
+    unfolding the same array twice costs no memory (specs/conv.md#implicit-gemm)."""
+    return _core is not None and hasattr(_core, "conv2d")
+
+
 def max_pool2d(x: np.ndarray, kernel, stride, padding, dilation, out_hw) -> tuple:
     """(maxima, winning taps) of max pooling (specs/pool.md#max_pool2d); see `reference.max_pool2d`."""
     return _kernel("max_pool2d", _float_4d(x) and kernel[0] * kernel[1] <= 1 << 16)(x, kernel, stride, padding, dilation, out_hw)

@@ -9,6 +9,8 @@ import operator
 
 import numpy as np
 
+from .workspace import sample_chunks
+
 FLOAT_DTYPES = ("float32", "float64")
 
 
@@ -265,6 +267,58 @@ def direct_conv2d_weight_grad(grad: np.ndarray, x: np.ndarray, kernel, stride, p
         for i, j, out, inp in taps:
             dw[..., i, j] += np.einsum("ngmhw,ngchw->gmc", g5[tile][..., out[0], out[1]], x5[tile][..., inp[0], inp[1]])
     return dw.reshape(w_shape)
+
+
+def channel_rows(a: np.ndarray, groups: int) -> np.ndarray:
+    """(N, C, H, W) -> (G, N*H*W, C/G): one row of channels per pixel, split by group."""
+    return a.transpose(0, 2, 3, 1).reshape(-1, groups, a.shape[1] // groups).transpose(1, 0, 2)
+
+
+def weight_rows(weight: np.ndarray) -> np.ndarray:
+    """W as (O, kh*kw*C), rows in the (i, j, c) column order of im2col."""
+    return weight.transpose(0, 2, 3, 1).reshape(weight.shape[0], -1)
+
+
+def unfolding_chunks(padded: tuple, pixels: int, *widths: int, itemsize: int) -> list:
+    """Sample slices whose unfolding-sized temporaries fit the workspace (specs/memory.md#workspace):
+    per sample, `pixels` rows of each of `widths` columns, and the zero-padded copy that im2col
+    (or col2im) makes of the (N, C, H, W) array of shape `padded[0]` padded by `padded[1]`."""
+    (n, c, h, w), (ph, pw) = padded
+    return sample_chunks(n, (pixels * sum(widths) + c * (h + 2 * ph) * (w + 2 * pw)) * itemsize)
+
+
+def times_weight(cols: np.ndarray, rows: np.ndarray, out_hw) -> np.ndarray:
+    """Y = cols W^T for `cols` (1, N*H'*W', K) and `rows` W (O, K), as an (N, O, H', W') view."""
+    y = cols[0] @ rows.T
+    return y.reshape(-1, *out_hw, rows.shape[0]).transpose(0, 3, 1, 2)
+
+
+def conv2d(x: np.ndarray, weight: np.ndarray, stride, padding, dilation) -> np.ndarray:
+    """y[n, o] = sum_{c, i, j} W[o, c, i, j] x_pad[n, c, s h' + d i, s w' + d j] for groups = 1:
+    Y = im2col(x) W^T over chunks of samples whose unfolding fits the workspace
+    (specs/conv.md#conv2d). Shape (N, O, H', W')."""
+    _check_direct_operands([("x", x), ("weight", weight)])
+    (o, c, kh, kw), kernel = weight.shape, weight.shape[2:]
+    out_hw = _direct_geometry(x.shape, weight.shape, kernel, stride, padding, dilation, 1, "x")
+    y = np.empty((len(x), o, *out_hw), dtype=x.dtype)
+    rows = weight_rows(weight)
+    for chunk in unfolding_chunks((x.shape, padding), out_hw[0] * out_hw[1], kh * kw * c, o, itemsize=x.itemsize):
+        y[chunk] = times_weight(im2col(x[chunk], kernel, stride, padding, dilation), rows, out_hw)
+    return y
+
+
+def conv2d_weight_grad(grad: np.ndarray, x: np.ndarray, kernel, stride, padding, dilation) -> np.ndarray:
+    """dW = dY^T im2col(x) over chunks of samples (specs/conv.md#conv2d): the VJP of `conv2d` for
+    W. Shape (O, C, kh, kw)."""
+    _check_direct_operands([("grad", grad), ("x", x)])
+    (n, c), o, (kh, kw) = x.shape[:2], grad.shape[1], kernel
+    out_hw = _direct_geometry(x.shape, (o, c, kh, kw), kernel, stride, padding, dilation, 1, "x")
+    if grad.shape != (n, o, *out_hw):
+        raise ValueError(f"grad must have shape ({n}, {o}, {out_hw[0]}, {out_hw[1]}), got {grad.shape}")
+    grad_w = np.zeros((o, kh * kw * c), dtype=grad.dtype)  # columns (i, j, c)
+    for chunk in unfolding_chunks((x.shape, padding), out_hw[0] * out_hw[1], o, kh * kw * c, itemsize=grad.itemsize):
+        grad_w += channel_rows(grad[chunk], 1)[0].T @ im2col(x[chunk], kernel, stride, padding, dilation)[0]
+    return grad_w.reshape(o, kh, kw, c).transpose(0, 3, 1, 2)
 
 
 def tap_type(kernel) -> np.dtype:

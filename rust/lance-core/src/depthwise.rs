@@ -492,7 +492,7 @@ fn wide_weight_grad<T: Float>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Isa;
+    use crate::{Isa, exact_values as values};
 
     /// The definition: every (output, tap) pair that reads inside x, as flat indices
     /// (y, x, W) into row-major arrays of shapes (N, O, H', W'), `xs` and `ws`.
@@ -521,13 +521,6 @@ mod tests {
             }
         }
         terms
-    }
-
-    fn values(len: usize, seed: usize) -> Vec<f64> {
-        // Small integers: every product and sum is exact, so every path agrees exactly.
-        (0..len)
-            .map(|v| ((v * 7 + seed) % 11) as f64 - 5.0)
-            .collect()
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! batch normalisation run on SIMD row kernels (axpy, dot) with the same four paths.
 
 mod context;
+mod conv;
 mod depthwise;
 mod error;
 mod gemm;
@@ -24,6 +25,7 @@ mod tucker;
 mod view;
 
 pub use context::Context;
+pub use conv::{conv2d, conv2d_weight_grad};
 pub use depthwise::{
     depthwise_conv2d, depthwise_conv2d_input_grad, depthwise_conv2d_weight_grad,
     depthwise_output_hw,
@@ -41,3 +43,12 @@ pub use tucker::{
     gram, mode_product, projected_shape, reconstructed_shape, tucker_project, tucker_reconstruct,
 };
 pub use view::{View, View2, View4, c_strides, numel, offset_range};
+
+/// Small integers for the kernels' tests: every product and sum of them is exact, so every
+/// summation order, SIMD path and thread count must agree exactly.
+#[cfg(test)]
+pub(crate) fn exact_values(len: usize, seed: usize) -> Vec<f64> {
+    (0..len)
+        .map(|v| ((v * 7 + seed) % 11) as f64 - 5.0)
+        .collect()
+}

@@ -449,20 +449,25 @@ fn im2col<'py>(
     })
 }
 
-/// A `ConvGeometry` from the Python arguments (pairs of ints and an int).
+/// The Python argument `groups`, a positive int.
+fn groups_of(groups: &Bound<'_, PyAny>) -> PyResult<usize> {
+    Ok(int_in(groups, "groups", 1, i64::MAX)? as usize)
+}
+
+/// A `ConvGeometry` from the Python arguments (pairs of ints) and `groups`.
 fn conv_geometry(
     kernel: [usize; 2],
     stride: &Bound<'_, PyAny>,
     padding: &Bound<'_, PyAny>,
     dilation: &Bound<'_, PyAny>,
-    groups: &Bound<'_, PyAny>,
+    groups: usize,
 ) -> PyResult<ConvGeometry> {
     Ok(ConvGeometry {
         kernel,
         stride: ints(stride, "stride", 1)?,
         padding: ints(padding, "padding", 0)?,
         dilation: ints(dilation, "dilation", 1)?,
-        groups: int_in(groups, "groups", 1, i64::MAX)? as usize,
+        groups,
     })
 }
 
@@ -485,7 +490,7 @@ fn direct_conv2d<'py>(
         );
         let (x, w) = (view::<T, 4>(&x_array)?, view::<T, 4>(&w_array)?);
         let [o, _, kh, kw] = w.shape();
-        let geometry = conv_geometry([kh, kw], stride, padding, dilation, groups)?;
+        let geometry = conv_geometry([kh, kw], stride, padding, dilation, groups_of(groups)?)?;
         let [oh, ow] = lance_core::depthwise_output_hw(x.shape(), w.shape(), &geometry)
             .map_err(value_error)?;
         run::<T>(py, &[x.shape()[0], o, oh, ow], |ctx, out| {
@@ -514,7 +519,7 @@ fn direct_conv2d_input_grad<'py>(
         );
         let (g, w) = (view::<T, 4>(&g_array)?, view::<T, 4>(&w_array)?);
         let [_, _, kh, kw] = w.shape();
-        let geometry = conv_geometry([kh, kw], stride, padding, dilation, groups)?;
+        let geometry = conv_geometry([kh, kw], stride, padding, dilation, groups_of(groups)?)?;
         let [h, wd] = ints::<2>(input_hw, "input_hw", 1)?;
         let x_shape = [g.shape()[0], geometry.groups, h, wd];
         run::<T>(py, &x_shape, |ctx, out| {
@@ -544,11 +549,66 @@ fn direct_conv2d_weight_grad<'py>(
             stride,
             padding,
             dilation,
-            groups,
+            groups_of(groups)?,
         )?;
         let w_shape = [g.shape()[1], 1, geometry.kernel[0], geometry.kernel[1]];
         run::<T>(py, &w_shape, |ctx, out| {
             lance_core::depthwise_conv2d_weight_grad(ctx, &g, &x, w_shape, &geometry, out)
+        })
+    })
+}
+
+/// A groups = 1 convolution as one GEMM on the implicit im2col, shape (N, O, H', W')
+/// (specs/conv.md#implicit-gemm).
+#[pyfunction]
+fn conv2d<'py>(
+    x: &Bound<'py, PyAny>,
+    weight: &Bound<'py, PyAny>,
+    stride: &Bound<'py, PyAny>,
+    padding: &Bound<'py, PyAny>,
+    dilation: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = x.py();
+    by_dtype!(x, "x", |T| {
+        let (x_array, w_array) = (
+            readonly::<T>(x, "x", 4)?,
+            readonly::<T>(weight, "weight", 4)?,
+        );
+        let (x, w) = (view::<T, 4>(&x_array)?, view::<T, 4>(&w_array)?);
+        let [o, _, kh, kw] = w.shape();
+        let geometry = conv_geometry([kh, kw], stride, padding, dilation, 1)?;
+        let [oh, ow] = geometry
+            .output_hw(x.shape()[1], [x.shape()[2], x.shape()[3]])
+            .map_err(value_error)?;
+        run::<T>(py, &[x.shape()[0], o, oh, ow], |ctx, out| {
+            lance_core::conv2d(ctx, &x, &w, &geometry, out)
+        })
+    })
+}
+
+/// The VJP of `conv2d` for the weight, shape (O, C, kh, kw) with (kh, kw) = `kernel`.
+#[pyfunction]
+fn conv2d_weight_grad<'py>(
+    grad: &Bound<'py, PyAny>,
+    x: &Bound<'py, PyAny>,
+    kernel: &Bound<'py, PyAny>,
+    stride: &Bound<'py, PyAny>,
+    padding: &Bound<'py, PyAny>,
+    dilation: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = grad.py();
+    by_dtype!(grad, "grad", |T| {
+        let (g_array, x_array) = (readonly::<T>(grad, "grad", 4)?, readonly::<T>(x, "x", 4)?);
+        let (g, x) = (view::<T, 4>(&g_array)?, view::<T, 4>(&x_array)?);
+        let geometry = conv_geometry(ints(kernel, "kernel", 1)?, stride, padding, dilation, 1)?;
+        let w_shape = [
+            g.shape()[1],
+            x.shape()[1],
+            geometry.kernel[0],
+            geometry.kernel[1],
+        ];
+        run::<T>(py, &w_shape, |ctx, out| {
+            lance_core::conv2d_weight_grad(ctx, &g, &x, w_shape, &geometry, out)
         })
     })
 }
@@ -787,6 +847,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(direct_conv2d, m)?)?;
     m.add_function(wrap_pyfunction!(direct_conv2d_input_grad, m)?)?;
     m.add_function(wrap_pyfunction!(direct_conv2d_weight_grad, m)?)?;
+    m.add_function(wrap_pyfunction!(conv2d, m)?)?;
+    m.add_function(wrap_pyfunction!(conv2d_weight_grad, m)?)?;
     m.add_function(wrap_pyfunction!(max_pool2d, m)?)?;
     m.add_function(wrap_pyfunction!(max_pool2d_backward, m)?)?;
     m.add_function(wrap_pyfunction!(batch_norm_stats, m)?)?;
