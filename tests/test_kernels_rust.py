@@ -27,7 +27,7 @@ core = pytest.importorskip("lance_ref._core")
 
 KERNELS = ("unfold", "fold", "mode_product", "tucker_project", "tucker_reconstruct", "gram", "im2col",
            "direct_conv2d", "direct_conv2d_input_grad", "direct_conv2d_weight_grad",
-           "conv2d", "conv2d_weight_grad", "max_pool2d", "max_pool2d_backward", "batch_norm_stats", "batch_norm_forward", "batch_norm_backward")
+           "conv2d", "conv2d_input_grad", "conv2d_weight_grad", "max_pool2d", "max_pool2d_backward", "batch_norm_stats", "batch_norm_forward", "batch_norm_backward")
 DTYPES = (np.float32, np.float64)
 TOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
 # Sizes around the SIMD widths (4/8/16 lanes) and their tails; BIG: one axis above 64.
@@ -206,7 +206,7 @@ def test_im2col(data, case, dtype):
 
 @settings(max_examples=150)
 @given(data=st.data(), case=conv_cases(), dtype=dtypes, out_channels=st.sampled_from([1, 2, 5, 17]))
-def test_conv2d_and_its_weight_gradient_as_implicit_gemms(data, case, dtype, out_channels):
+def test_conv2d_and_its_gradients_as_implicit_gemms(data, case, dtype, out_channels):
     shape, kernel, stride, padding, dilation, _ = case
     x = data.draw(layouts(shape, dtype))
     w = data.draw(layouts((out_channels, shape[1], *kernel), dtype))
@@ -215,6 +215,8 @@ def test_conv2d_and_its_weight_gradient_as_implicit_gemms(data, case, dtype, out
     g = data.draw(layouts(y.shape, dtype))
     assert_close(core.conv2d_weight_grad(g, x, kernel, stride, padding, dilation),
                  reference.conv2d_weight_grad(g, x, kernel, stride, padding, dilation), g, x)
+    assert_close(core.conv2d_input_grad(g, w, shape[2:], stride, padding, dilation),
+                 reference.conv2d_input_grad(g, w, shape[2:], stride, padding, dilation), g, w)
 
 
 def test_conv2d_errors():
@@ -450,6 +452,8 @@ def test_threads_do_not_change_results(dtype):
             g = rng.standard_normal((40, 9, 9, 17)).astype(dtype)
             assert_close(core.conv2d_weight_grad(g, x, (3, 3), *geometry[1:4]),
                          reference.conv2d_weight_grad(g, x, (3, 3), *geometry[1:4]))
+            assert_close(core.conv2d_input_grad(g, w, x.shape[2:], *geometry[1:4]),
+                         reference.conv2d_input_grad(g, w, x.shape[2:], *geometry[1:4]))
             pool = ((3, 3), (2, 2), (1, 1), (1, 1), (5, 9))
             best, taps = core.max_pool2d(x, *pool)
             assert_exact(best, reference.max_pool2d(x, *pool)[0])
@@ -808,6 +812,7 @@ ISA_SCRIPT = textwrap.dedent(
                 full = rng.standard_normal((5, shape[1], *geometry[0])).astype(dtype)[::-1]
                 check(f"conv2d {{label}}", lambda: t.assert_close(core.conv2d(x, full, *geometry[1:4]), t.reference.conv2d(x, full, *geometry[1:4])))
                 y = t.reference.conv2d(x, full, *geometry[1:4])[..., ::-1]
+                check(f"conv2d_input_grad {{label}}", lambda: t.assert_close(core.conv2d_input_grad(y, full, shape[2:], *geometry[1:4]), t.reference.conv2d_input_grad(y, full, shape[2:], *geometry[1:4])))
                 check(f"conv2d_weight_grad {{label}}", lambda: t.assert_close(core.conv2d_weight_grad(y, x, geometry[0], *geometry[1:4]), t.reference.conv2d_weight_grad(y, x, geometry[0], *geometry[1:4])))
                 depthwise = (geometry[1], geometry[2], geometry[3], shape[1])
                 w = rng.standard_normal((2 * shape[1], 1, *geometry[0])).astype(dtype)[:, :, ::-1]

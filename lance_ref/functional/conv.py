@@ -141,11 +141,14 @@ def stride1_grads(grad, weight, x, input_shape, transposed) -> tuple:
 def input_grad(grad, weight, input_shape, geometry, transposed=None) -> np.ndarray:
     """dx = col2im(dY W), over chunks of samples (specs/conv.md#conv2d); taps summed directly
     for groups > 1 (#direct); with a `transposed` geometry (stride 1), the convolution of dY by
-    W~ (#stride-1-backward). Shape `input_shape`."""
+    W~ (#stride-1-backward); without unfoldings (#implicit-gemm), one GEMM per tap. Shape
+    `input_shape`."""
     if geometry["groups"] > 1:
         return kernels.direct_conv2d_input_grad(grad, weight, input_shape[2:], *direct_args(geometry))
     if transposed is not None:
         return kernels.conv2d(grad, flipped_transpose(weight), *direct_args(transposed)[:3])
+    if kernels.implicit_unfolding():
+        return kernels.conv2d_input_grad(grad, weight, input_shape[2:], *direct_args(geometry)[:3])
     (oh, ow), (o, c, kh, kw) = geometry["out_hw"], weight.shape
     grad_x, rows = np.empty(input_shape, dtype=grad.dtype), weight_rows(weight)
     for chunk in unfolding_chunks((input_shape, geometry["padding"]), oh * ow, o, kh * kw * c, itemsize=grad.itemsize):

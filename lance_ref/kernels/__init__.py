@@ -137,6 +137,11 @@ def conv2d(x: np.ndarray, weight: np.ndarray, stride, padding, dilation) -> np.n
     return _kernel("conv2d", _float_4d(x) and _float_4d(weight))(x, weight, stride, padding, dilation)
 
 
+def conv2d_input_grad(grad: np.ndarray, weight: np.ndarray, input_hw, stride, padding, dilation) -> np.ndarray:
+    """Its VJP for x; see `reference.conv2d_input_grad`."""
+    return _kernel("conv2d_input_grad", _float_4d(grad) and _float_4d(weight))(grad, weight, input_hw, stride, padding, dilation)
+
+
 def conv2d_weight_grad(grad: np.ndarray, x: np.ndarray, kernel, stride, padding, dilation) -> np.ndarray:
     """Its VJP for W; see `reference.conv2d_weight_grad`."""
     return _kernel("conv2d_weight_grad", _float_4d(grad) and _float_4d(x))(grad, x, kernel, stride, padding, dilation)

@@ -307,6 +307,12 @@ def conv2d(x: np.ndarray, weight: np.ndarray, stride, padding, dilation) -> np.n
     return y
 
 
+def conv2d_input_grad(grad: np.ndarray, weight: np.ndarray, input_hw, stride, padding, dilation) -> np.ndarray:
+    """The VJP of `conv2d` for x: `direct_conv2d_input_grad` with one group, a sum over the taps
+    (specs/conv.md#direct). Shape (N, C, H, W)."""
+    return direct_conv2d_input_grad(grad, weight, input_hw, stride, padding, dilation, 1)
+
+
 def conv2d_weight_grad(grad: np.ndarray, x: np.ndarray, kernel, stride, padding, dilation) -> np.ndarray:
     """dW = dY^T im2col(x) over chunks of samples (specs/conv.md#conv2d): the VJP of `conv2d` for
     W. Shape (O, C, kh, kw)."""

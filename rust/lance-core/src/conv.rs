@@ -9,6 +9,8 @@
 
 use crate::gemm::{self, Operand, Output, Tiles, axis, grid};
 use crate::out::Out;
+use crate::taps::taps;
+use crate::view::at;
 use crate::{Context, ConvGeometry, Float, LanceError, View4};
 
 /// `x` zero-padded by `padding`, C-contiguous; None when there is no padding.
@@ -138,6 +140,7 @@ pub fn conv2d<T: Float>(
         base: 0,
         rows: &y_rows,
         cols: &y_cols,
+        accumulate: false,
     };
     gemm::gemm(
         ctx,
@@ -177,8 +180,75 @@ pub fn conv2d_weight_grad<T: Float>(
         base: 0,
         rows: &dw_rows,
         cols: &dw_cols,
+        accumulate: false,
     };
     gemm::gemm(ctx, &a.operand(), &unfolding.operand(), &mut dw, Tiles::All)
+}
+
+/// `dx[n, c, s h' + d i - p, s w' + d j - p] += sum_o W[o, c, i, j] dY[n, o, h', w']` into `out`,
+/// row-major `x_shape` (N, C, H, W): the VJP of [`conv2d`] for x, one GEMM per kernel tap over
+/// the outputs whose tap reads inside x, each added into dx where it lands (so no padded copy
+/// and no col2im). Stride-1 convolutions do better as [`conv2d`] of dY by the flipped kernel
+/// (specs/conv.md#stride-1-backward).
+pub fn conv2d_input_grad<T: Float>(
+    ctx: &Context,
+    grad: &View4<'_, T>,
+    weight: &View4<'_, T>,
+    x_shape: [usize; 4],
+    geometry: &ConvGeometry,
+    out: Out<'_, T>,
+) -> Result<(), LanceError> {
+    let [oh, ow] = output_hw(x_shape, weight.shape, geometry)?;
+    let ([n, c, h, w], o) = (x_shape, weight.shape[0]);
+    if grad.shape != [n, o, oh, ow] {
+        return Err(LanceError::Invalid(format!(
+            "grad must have shape {:?}, got {:?}",
+            [n, o, oh, ow],
+            grad.shape
+        )));
+    }
+    out.check_len(n * c * h * w)?;
+    for k in 0..out.len() {
+        // SAFETY: inside `out`; the taps below add to these zeros.
+        unsafe { out.write(k, T::ZERO) };
+    }
+    let [g_n, g_o, g_h, g_w] = grad.strides;
+    let (plane, stride) = ((h * w) as isize, geometry.stride.map(|s| s as isize));
+    for tap in taps(geometry, [h, w], [oh, ow]) {
+        let (w_rows, w_cols) = (axis(0, c, weight.strides[1]), axis(0, o, weight.strides[0]));
+        let a = Operand {
+            data: weight.data,
+            base: at(weight, 0, 0, tap.i, tap.j),
+            rows: &w_rows,
+            cols: &w_cols,
+        };
+        let (spans, first) = (
+            [n, tap.rows.count, tap.cols.count],
+            [tap.rows.first, tap.cols.first],
+        );
+        let (g_rows, g_cols) = (axis(0, o, g_o), grid(0, &spans, &[g_n, g_h, g_w]));
+        let b = Operand {
+            data: grad.data,
+            base: at(grad, 0, 0, first[0], first[1]),
+            rows: &g_rows,
+            cols: &g_cols,
+        };
+        let dx_cols = grid(
+            0,
+            &spans,
+            &[c as isize * plane, stride[0] * w as isize, stride[1]],
+        );
+        let dx_rows = axis(0, c, plane);
+        let mut dx = Output {
+            data: out,
+            base: (tap.rows.input * w + tap.cols.input) as isize,
+            rows: &dx_rows,
+            cols: &dx_cols,
+            accumulate: true,
+        };
+        gemm::gemm(ctx, &a, &b, &mut dx, Tiles::All)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -186,7 +256,7 @@ mod tests {
     use super::*;
     use crate::{Isa, exact_values as values};
 
-    /// The definition, term by term: y (N, O, H', W') and dW (O, C, kh, kw) for dY = `g`.
+    /// The definition, term by term: y (N, O, H', W'), and dW (O, C, kh, kw) and dx for dY = `g`.
     fn naive(
         x: &[f64],
         xs: [usize; 4],
@@ -194,10 +264,14 @@ mod tests {
         ws: [usize; 4],
         g: &[f64],
         geo: &ConvGeometry,
-    ) -> (Vec<f64>, Vec<f64>) {
+    ) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
         let ([n, c, h, wd], [o, _, kh, kw]) = (xs, ws);
         let [oh, ow] = geo.output_hw(c, [h, wd]).unwrap();
-        let (mut y, mut dw) = (vec![0.0; n * o * oh * ow], vec![0.0; w.len()]);
+        let (mut y, mut dw, mut dx) = (
+            vec![0.0; n * o * oh * ow],
+            vec![0.0; w.len()],
+            vec![0.0; x.len()],
+        );
         for s in 0..n {
             for oc in 0..o {
                 for (yr, yc) in (0..oh).flat_map(|r| (0..ow).map(move |q| (r, q))) {
@@ -216,16 +290,17 @@ mod tests {
                             );
                             y[out] += w[wi] * x[xi];
                             dw[wi] += g[out] * x[xi];
+                            dx[xi] += w[wi] * g[out];
                         }
                     }
                 }
             }
         }
-        (y, dw)
+        (y, dw, dx)
     }
 
     #[test]
-    fn forward_and_weight_gradient_match_the_definition_on_strided_views() {
+    fn forward_and_gradients_match_the_definition_on_strided_views() {
         let geometries = [
             ([3, 3], [1, 1], [1, 1], [1, 1]),
             ([3, 2], [2, 1], [0, 2], [1, 2]),
@@ -252,7 +327,7 @@ mod tests {
             let [oh, ow] = geo.output_hw(3, [7, 9]).unwrap();
             let g_data = values(2 * o * oh * ow, 5);
             let g = View4::c_contiguous(&g_data, [2, o, oh, ow]).unwrap();
-            let (want_y, want_dw) = naive(&dense, xs, &w_data, ws, &g_data, &geo);
+            let (want_y, want_dw, want_dx) = naive(&dense, xs, &w_data, ws, &g_data, &geo);
             for (isa, threads) in [(Isa::Scalar, 1), (Isa::selected().unwrap(), 3)] {
                 let ctx = Context::new(isa, threads).unwrap();
                 let mut y = vec![f64::NAN; want_y.len()];
@@ -261,6 +336,9 @@ mod tests {
                 let mut dw = vec![f64::NAN; want_dw.len()];
                 conv2d_weight_grad(&ctx, &g, &x, ws, &geo, Out::new(&mut dw)).unwrap();
                 assert_eq!(dw, want_dw, "{geo:?} {isa:?}");
+                let mut dx = vec![f64::NAN; want_dx.len()];
+                conv2d_input_grad(&ctx, &g, &w, xs, &geo, Out::new(&mut dx)).unwrap();
+                assert_eq!(dx, want_dx, "{geo:?} {isa:?}");
             }
         }
     }

@@ -22,12 +22,13 @@ pub(crate) struct Operand<'a, T> {
 }
 
 /// The output: element (i, j) is `data[base + rows[i] + cols[j]]`, distinct (i, j) at distinct
-/// places.
+/// places; `accumulate` adds the product to what the elements hold (C += A B).
 pub(crate) struct Output<'a, T> {
     pub data: Out<'a, T>,
     pub base: isize,
     pub rows: &'a [isize],
     pub cols: &'a [isize],
+    pub accumulate: bool,
 }
 
 /// Offsets `start + i * stride` for `i < len`.
@@ -293,7 +294,7 @@ pub(crate) fn gemm_packed<T: Float>(
                             continue;
                         }
                         let a_panel = &a.data[depth * row_panels * mr + rp * mr * depth_len..];
-                        let accumulate = block > 0;
+                        let accumulate = block > 0 || c.accumulate;
                         // SAFETY (the unsafe calls below): the A panel holds depth_len * mr
                         // elements, the B panel depth_len rows `ldb` apart of nr elements
                         // (inside b_block); C's
@@ -560,6 +561,7 @@ pub(crate) mod tests {
                         base: 0,
                         rows: &axis(0, m, n as isize),
                         cols: &axis(0, n, 1),
+                        accumulate: false,
                     };
                     gemm(&ctx, &a_op, &b_op, &mut out, Tiles::All).unwrap();
                     assert_eq!(c, want, "{isa:?} threads={threads} {m}x{k}x{n}");
@@ -595,6 +597,7 @@ pub(crate) mod tests {
             base: 0,
             rows: &axis(0, 2, 1),
             cols: &axis(0, 1, 1),
+            accumulate: false,
         };
         let ctx = Context::new(Isa::Scalar, 1).unwrap();
         assert!(gemm(&ctx, &a, &b, &mut out, Tiles::All).is_err());

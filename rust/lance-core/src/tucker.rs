@@ -120,6 +120,7 @@ fn general_product<T: Float>(
             base: 0,
             rows,
             cols,
+            accumulate: false,
         },
         Tiles::All,
     )
@@ -356,6 +357,7 @@ pub fn gram<T: Float>(
         base: 0,
         rows: &out_rows,
         cols: &out_cols,
+        accumulate: false,
     };
     let packed = PackedA::new(ctx, &unfolding)?;
     gemm_packed(

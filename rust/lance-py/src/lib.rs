@@ -558,6 +558,27 @@ fn direct_conv2d_weight_grad<'py>(
     })
 }
 
+/// The input `x` (checked: a 4-D array of `T`) zero-padded as `geometry` says, and the geometry
+/// that no longer pads. The padded copy is a NumPy array, so that the memory it takes is seen
+/// where Python measures a step's memory (tracemalloc); without padding, `x` itself.
+fn padded_input<'py, T: Element>(
+    x: &Bound<'py, PyAny>,
+    geometry: ConvGeometry,
+) -> PyResult<(PyReadonlyArrayDyn<'py, T>, ConvGeometry)> {
+    let array = readonly::<T>(x, "x", 4)?;
+    let [ph, pw] = geometry.padding;
+    if [ph, pw] == [0, 0] {
+        return Ok((array, geometry));
+    }
+    let widths = ((0, 0), (0, 0), (ph, ph), (pw, pw));
+    let padded = x.py().import("numpy")?.call_method1("pad", (x, widths))?;
+    let unpadded = ConvGeometry {
+        padding: [0, 0],
+        ..geometry
+    };
+    Ok((readonly::<T>(&padded, "x", 4)?, unpadded))
+}
+
 /// A groups = 1 convolution as one GEMM on the implicit im2col, shape (N, O, H', W')
 /// (specs/conv.md#implicit-gemm).
 #[pyfunction]
@@ -570,18 +591,45 @@ fn conv2d<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = x.py();
     by_dtype!(x, "x", |T| {
-        let (x_array, w_array) = (
-            readonly::<T>(x, "x", 4)?,
-            readonly::<T>(weight, "weight", 4)?,
-        );
-        let (x, w) = (view::<T, 4>(&x_array)?, view::<T, 4>(&w_array)?);
+        let w_array = readonly::<T>(weight, "weight", 4)?;
+        let w = view::<T, 4>(&w_array)?;
         let [o, _, kh, kw] = w.shape();
         let geometry = conv_geometry([kh, kw], stride, padding, dilation, 1)?;
+        let (x_array, geometry) = padded_input::<T>(x, geometry)?;
+        let x = view::<T, 4>(&x_array)?;
         let [oh, ow] = geometry
             .output_hw(x.shape()[1], [x.shape()[2], x.shape()[3]])
             .map_err(value_error)?;
         run::<T>(py, &[x.shape()[0], o, oh, ow], |ctx, out| {
             lance_core::conv2d(ctx, &x, &w, &geometry, out)
+        })
+    })
+}
+
+/// The VJP of `conv2d` for x, shape (N, C, H, W) with (H, W) = `input_hw`: one GEMM per kernel
+/// tap, added where it lands.
+#[pyfunction]
+fn conv2d_input_grad<'py>(
+    grad: &Bound<'py, PyAny>,
+    weight: &Bound<'py, PyAny>,
+    input_hw: &Bound<'py, PyAny>,
+    stride: &Bound<'py, PyAny>,
+    padding: &Bound<'py, PyAny>,
+    dilation: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = grad.py();
+    by_dtype!(grad, "grad", |T| {
+        let (g_array, w_array) = (
+            readonly::<T>(grad, "grad", 4)?,
+            readonly::<T>(weight, "weight", 4)?,
+        );
+        let (g, w) = (view::<T, 4>(&g_array)?, view::<T, 4>(&w_array)?);
+        let [_, c, kh, kw] = w.shape();
+        let geometry = conv_geometry([kh, kw], stride, padding, dilation, 1)?;
+        let [h, wd] = ints::<2>(input_hw, "input_hw", 1)?;
+        let x_shape = [g.shape()[0], c, h, wd];
+        run::<T>(py, &x_shape, |ctx, out| {
+            lance_core::conv2d_input_grad(ctx, &g, &w, x_shape, &geometry, out)
         })
     })
 }
@@ -598,9 +646,10 @@ fn conv2d_weight_grad<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = grad.py();
     by_dtype!(grad, "grad", |T| {
-        let (g_array, x_array) = (readonly::<T>(grad, "grad", 4)?, readonly::<T>(x, "x", 4)?);
-        let (g, x) = (view::<T, 4>(&g_array)?, view::<T, 4>(&x_array)?);
+        let g_array = readonly::<T>(grad, "grad", 4)?;
         let geometry = conv_geometry(ints(kernel, "kernel", 1)?, stride, padding, dilation, 1)?;
+        let (x_array, geometry) = padded_input::<T>(x, geometry)?;
+        let (g, x) = (view::<T, 4>(&g_array)?, view::<T, 4>(&x_array)?);
         let w_shape = [
             g.shape()[1],
             x.shape()[1],
@@ -848,6 +897,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(direct_conv2d_input_grad, m)?)?;
     m.add_function(wrap_pyfunction!(direct_conv2d_weight_grad, m)?)?;
     m.add_function(wrap_pyfunction!(conv2d, m)?)?;
+    m.add_function(wrap_pyfunction!(conv2d_input_grad, m)?)?;
     m.add_function(wrap_pyfunction!(conv2d_weight_grad, m)?)?;
     m.add_function(wrap_pyfunction!(max_pool2d, m)?)?;
     m.add_function(wrap_pyfunction!(max_pool2d_backward, m)?)?;
