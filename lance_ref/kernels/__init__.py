@@ -2,9 +2,9 @@
 
 Each kernel below calls the Rust function of the same name when the extension provides one and
 the arguments are in its domain (4-D float32/float64 tensors), else the NumPy reference. The
-Rust kernels agree with the references exactly for the copies (unfold, fold, im2col) and to
-rounding for the products (relative error within 1e-5 in float32, 1e-12 in float64; see
-specs/kernels.md).
+Rust kernels agree with the references exactly for the copies (unfold, fold, im2col) and max
+pooling, and to rounding for the products and convolutions (relative error within 1e-5 in
+float32, 1e-12 in float64; see specs/kernels.md).
 
 The Rust extension is used when it is importable, unless the environment variable
 LANCE_REF_BACKEND is `numpy`; with LANCE_REF_BACKEND=rust a missing extension is an
