@@ -10,7 +10,7 @@
 use crate::gemm::{self, Operand, Output, Tiles, axis, grid};
 use crate::out::Out;
 use crate::taps::taps;
-use crate::view::at;
+use crate::view::{at, copy_plane};
 use crate::{Context, ConvGeometry, Float, LanceError, View4};
 
 /// `x` zero-padded by `padding`, C-contiguous; None when there is no padding.
@@ -21,13 +21,9 @@ fn padded<T: Float>(x: &View4<'_, T>, padding: [usize; 2]) -> Option<(Vec<T>, [u
     let [n, c, h, w] = x.shape;
     let shape = [n, c, h + 2 * padding[0], w + 2 * padding[1]];
     let mut data = vec![T::ZERO; shape.iter().product()];
+    let first = padding[0] * shape[3] + padding[1]; // of the plane's interior
     for (plane, target) in data.chunks_exact_mut(shape[2] * shape[3]).enumerate() {
-        for r in 0..h {
-            let row = &mut target[(r + padding[0]) * shape[3] + padding[1]..][..w];
-            for (q, value) in row.iter_mut().enumerate() {
-                *value = x.data[crate::view::at(x, plane / c, plane % c, r, q) as usize];
-            }
-        }
+        copy_plane(x, plane / c, plane % c, &mut target[first..], shape[3]);
     }
     Some((data, shape))
 }
@@ -214,8 +210,10 @@ pub fn conv2d_input_grad<T: Float>(
     }
     let [g_n, g_o, g_h, g_w] = grad.strides;
     let (plane, stride) = ((h * w) as isize, geometry.stride.map(|s| s as isize));
+    // the same for every tap: W's tap (i, j) transposed (C x O), dY's and dx's rows
+    let (w_rows, w_cols) = (axis(0, c, weight.strides[1]), axis(0, o, weight.strides[0]));
+    let (g_rows, dx_rows) = (axis(0, o, g_o), axis(0, c, plane));
     for tap in taps(geometry, [h, w], [oh, ow]) {
-        let (w_rows, w_cols) = (axis(0, c, weight.strides[1]), axis(0, o, weight.strides[0]));
         let a = Operand {
             data: weight.data,
             base: at(weight, 0, 0, tap.i, tap.j),
@@ -226,7 +224,7 @@ pub fn conv2d_input_grad<T: Float>(
             [n, tap.rows.count, tap.cols.count],
             [tap.rows.first, tap.cols.first],
         );
-        let (g_rows, g_cols) = (axis(0, o, g_o), grid(0, &spans, &[g_n, g_h, g_w]));
+        let g_cols = grid(0, &spans, &[g_n, g_h, g_w]);
         let b = Operand {
             data: grad.data,
             base: at(grad, 0, 0, first[0], first[1]),
@@ -238,7 +236,6 @@ pub fn conv2d_input_grad<T: Float>(
             &spans,
             &[c as isize * plane, stride[0] * w as isize, stride[1]],
         );
-        let dx_rows = axis(0, c, plane);
         let mut dx = Output {
             data: out,
             base: (tap.rows.input * w + tap.cols.input) as isize,

@@ -16,7 +16,7 @@
 use crate::out::Out;
 use crate::parallel::{self, for_ranges};
 use crate::taps::{Tap, taps};
-use crate::view::at;
+use crate::view::{at, copy_plane};
 use crate::{Context, ConvGeometry, Float, LanceError, RowKernels, View4};
 
 /// The output (H', W') of a depthwise convolution of an input of `x_shape` (N, C, H, W) by a
@@ -106,21 +106,6 @@ impl Wide {
     fn widen<T: Float>(&self, v: &View4<'_, T>, a: usize, b: usize, buf: &mut [T]) {
         buf.fill(T::ZERO);
         copy_plane(v, a, b, buf, self.padded[1]);
-    }
-}
-
-/// Plane `[a, b]` of `v` into `buf`, its rows `row_step` apart.
-fn copy_plane<T: Float>(v: &View4<'_, T>, a: usize, b: usize, buf: &mut [T], row_step: usize) {
-    let [_, _, h, w] = v.shape;
-    for r in 0..h {
-        let (from, to) = (at(v, a, b, r, 0), &mut buf[r * row_step..r * row_step + w]);
-        if v.strides[3] == 1 {
-            to.copy_from_slice(&v.data[from as usize..from as usize + w]);
-        } else {
-            for (q, value) in to.iter_mut().enumerate() {
-                *value = v.data[(from + q as isize * v.strides[3]) as usize];
-            }
-        }
     }
 }
 

@@ -94,6 +94,27 @@ pub(crate) fn at<T>(v: &View4<'_, T>, a: usize, b: usize, r: usize, col: usize) 
         + col as isize * v.strides[3]
 }
 
+/// Plane `[a, b]` of `v` into `buf`, its rows `row_step` apart.
+pub(crate) fn copy_plane<T: Copy>(
+    v: &View4<'_, T>,
+    a: usize,
+    b: usize,
+    buf: &mut [T],
+    row_step: usize,
+) {
+    let [_, _, h, w] = v.shape;
+    for r in 0..h {
+        let (from, to) = (at(v, a, b, r, 0), &mut buf[r * row_step..r * row_step + w]);
+        if v.strides[3] == 1 {
+            to.copy_from_slice(&v.data[from as usize..from as usize + w]);
+        } else {
+            for (q, value) in to.iter_mut().enumerate() {
+                *value = v.data[(from + q as isize * v.strides[3]) as usize];
+            }
+        }
+    }
+}
+
 /// Row-major strides (in elements) of `shape`, or `SizeOverflow`.
 pub fn c_strides<const N: usize>(shape: [usize; N]) -> Result<[isize; N], LanceError> {
     let mut strides = [0; N];

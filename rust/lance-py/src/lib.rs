@@ -662,7 +662,7 @@ fn conv2d_weight_grad<'py>(
     })
 }
 
-/// A `PoolGeometry` from the Python arguments (pairs of ints).
+/// A `PoolGeometry` from the Python arguments (pairs of ints), read as a convolution's windows.
 fn pool_geometry(
     kernel: &Bound<'_, PyAny>,
     stride: &Bound<'_, PyAny>,
@@ -670,11 +670,12 @@ fn pool_geometry(
     dilation: &Bound<'_, PyAny>,
     out_hw: [usize; 2],
 ) -> PyResult<PoolGeometry> {
+    let windows = conv_geometry(ints(kernel, "kernel", 1)?, stride, padding, dilation, 1)?;
     Ok(PoolGeometry {
-        kernel: ints(kernel, "kernel", 1)?,
-        stride: ints(stride, "stride", 1)?,
-        padding: ints(padding, "padding", 0)?,
-        dilation: ints(dilation, "dilation", 1)?,
+        kernel: windows.kernel,
+        stride: windows.stride,
+        padding: windows.padding,
+        dilation: windows.dilation,
         out_hw,
     })
 }
