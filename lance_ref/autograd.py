@@ -115,22 +115,28 @@ def backward(root, grad: np.ndarray, retain_graph: bool = False) -> None:
     """
     pending = {id(vertex(root)): grad}
     for v in reversed(topological_order(root)):
-        g = pending.pop(id(v), None)
         if not is_node(v):
-            if g is not None and v.requires_grad:
-                v.grad = g.copy() if v.grad is None else v.grad + g
+            _accumulate_leaf_grad(v, pending.pop(id(v), None))
             continue
-        if g is not None:
-            _send_input_grads(v, g, pending)
+        if id(v) in pending:
+            _send_input_grads(v, pending)
         if not retain_graph:
             v.release()
 
 
-def _send_input_grads(node, grad: np.ndarray, pending: dict) -> None:
-    """Run `node`'s VJP and add each input gradient, reduced to its input's shape, to the
-    gradient pending for that input's vertex. (A function of its own, so the VJP's results are
-    freed as soon as they are summed.)"""
-    for parent, shape, input_grad in zip(node.parents, node.input_shapes, node.backward(grad)):
+def _accumulate_leaf_grad(leaf, grad) -> None:
+    """Add `grad` (None if no gradient reached it) into `leaf.grad`, if the leaf requires grad."""
+    if grad is not None and leaf.requires_grad:
+        leaf.grad = grad.copy() if leaf.grad is None else leaf.grad + grad
+
+
+def _send_input_grads(node, pending: dict) -> None:
+    """Run `node`'s VJP on its pending gradient and add each input gradient, reduced to its
+    input's shape, to the gradient pending for that input's vertex. (A function of its own, so
+    that the output's gradient is freed once the VJP has run, before the sums, and the VJP's
+    results as soon as they are summed.)"""
+    input_grads = node.backward(pending.pop(id(node)))
+    for parent, shape, input_grad in zip(node.parents, node.input_shapes, input_grads):
         if parent is None or input_grad is None:
             continue
         input_grad = sum_to_shape(input_grad, shape)

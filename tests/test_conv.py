@@ -42,7 +42,7 @@ def conv_case(draw):
 
 def conv2d_reference(x, w, b, stride, padding, dilation, groups):
     """A direct sum over explicit windows, one output position and group at a time."""
-    (n, c, h, wd), (o, cg, kh, kw) = x.shape, w.shape
+    (n, _, h, wd), (o, cg, kh, kw) = x.shape, w.shape
     xp = np.pad(x, ((0, 0), (0, 0), (padding[0],) * 2, (padding[1],) * 2))
     oh = torch_output_size(h, kh, stride[0], padding[0], dilation[0])
     ow = torch_output_size(wd, kw, stride[1], padding[1], dilation[1])

@@ -119,6 +119,12 @@ def assert_close(got, want, *inputs):
     assert error <= TOL[want.dtype], f"norm-wise relative error {error:.3g} > {TOL[want.dtype]:g} ({want.dtype})"
 
 
+def assert_close_to_terms(got, want, terms):
+    """Norm-wise error within 4 TOL of the norm of `terms`, the summands `got` cancels."""
+    bound = 4 * TOL[want.dtype] * max(np.linalg.norm(terms.astype(np.float64)), 1e-30)
+    assert got.shape == want.shape and np.linalg.norm((got - want).astype(np.float64)) <= bound
+
+
 # --- Rust equals the reference on drawn shapes and layouts ---
 
 
@@ -210,10 +216,12 @@ def test_conv2d_and_its_gradients_as_implicit_gemms(data, case, dtype, out_chann
     shape, kernel, stride, padding, dilation, _ = case
     x = data.draw(layouts(shape, dtype))
     w = data.draw(layouts((out_channels, shape[1], *kernel), dtype))
+    # padded one sample at a time, a few, or all at once
+    workspace_bytes = data.draw(st.sampled_from([1, 4096, 1 << 30]))
     y = reference.conv2d(x, w, stride, padding, dilation)
-    assert_close(core.conv2d(x, w, stride, padding, dilation), y, x, w)
+    assert_close(core.conv2d(x, w, stride, padding, dilation, workspace_bytes), y, x, w)
     g = data.draw(layouts(y.shape, dtype))
-    assert_close(core.conv2d_weight_grad(g, x, kernel, stride, padding, dilation),
+    assert_close(core.conv2d_weight_grad(g, x, kernel, stride, padding, dilation, workspace_bytes),
                  reference.conv2d_weight_grad(g, x, kernel, stride, padding, dilation), g, x)
     assert_close(core.conv2d_input_grad(g, w, shape[2:], stride, padding, dilation),
                  reference.conv2d_input_grad(g, w, shape[2:], stride, padding, dilation), g, w)
@@ -222,13 +230,13 @@ def test_conv2d_and_its_gradients_as_implicit_gemms(data, case, dtype, out_chann
 def test_conv2d_errors():
     x, w = np.ones((2, 4, 5, 5)), np.ones((3, 4, 3, 3))
     with pytest.raises(ValueError, match=r"weight must have shape \(O, 4, 3, 3\)"):
-        core.conv2d(x, np.ones((3, 2, 3, 3)), (1, 1), (0, 0), (1, 1))
+        core.conv2d(x, np.ones((3, 2, 3, 3)), (1, 1), (0, 0), (1, 1), 1)
     with pytest.raises(TypeError, match="weight has dtype"):
-        core.conv2d(x, w.astype(np.float32), (1, 1), (0, 0), (1, 1))
+        core.conv2d(x, w.astype(np.float32), (1, 1), (0, 0), (1, 1), 1)
     with pytest.raises(ValueError, match="grad must have shape"):
-        core.conv2d_weight_grad(np.ones((2, 3, 2, 2)), x, (3, 3), (1, 1), (0, 0), (1, 1))
+        core.conv2d_weight_grad(np.ones((2, 3, 2, 2)), x, (3, 3), (1, 1), (0, 0), (1, 1), 1)
     with pytest.raises(ValueError, match="smaller than the dilated kernel"):
-        core.conv2d(np.ones((1, 4, 2, 2)), w, (1, 1), (0, 0), (1, 1))
+        core.conv2d(np.ones((1, 4, 2, 2)), w, (1, 1), (0, 0), (1, 1), 1)
 
 
 @st.composite
@@ -276,12 +284,14 @@ def test_batch_norm_passes(data, shape, dtype, affine, keep, batch_stats):
     scale = inv_std * (weight if affine else 1)
     dx, sums = core.batch_norm_backward(g, hat, scale, batch_stats and hat is not None)
     want_dx, want_sums = reference.batch_norm_backward(g, hat, scale, batch_stats and hat is not None)
-    # dx = scale (g - mean g - x_hat mean(g x_hat)) may cancel almost entirely: its rounding
-    # error is relative to the terms' size, not to dx's
+    # dx = scale (g - mean g - x_hat mean(g x_hat)) and the sums [sum g x_hat; sum g] may cancel
+    # almost entirely: their rounding error is relative to the terms' size, not to the result's
     assert_fresh(dx, dx.dtype, g)
-    terms = np.linalg.norm((g * _channel_scale(scale)).astype(np.float64))
-    assert np.linalg.norm((dx - want_dx).astype(np.float64)) <= 4 * TOL[np.dtype(dtype)] * max(terms, 1e-30)
-    assert_close(sums, want_sums, g)
+    assert_close_to_terms(dx, want_dx, g * _channel_scale(scale))
+    assert_fresh(sums, sums.dtype, g)
+    g_hat = np.abs(g * (want_hat if hat is not None else 0)).sum(axis=(0, 2, 3))
+    assert_close_to_terms(sums, want_sums, np.stack([g_hat, np.abs(g).sum(axis=(0, 2, 3))]))
+
 
 
 @st.composite
@@ -448,9 +458,9 @@ def test_threads_do_not_change_results(dtype):
                 assert_exact(core.fold(m, mode, x.shape), reference.fold(m, mode, x.shape))
             assert_exact(core.im2col(x, *geometry), reference.im2col(x, *geometry))
             w = rng.standard_normal((9, x.shape[1], 3, 3)).astype(dtype)
-            assert_close(core.conv2d(x, w, *geometry[1:4]), reference.conv2d(x, w, *geometry[1:4]))
+            assert_close(core.conv2d(x, w, *geometry[1:4], 1 << 20), reference.conv2d(x, w, *geometry[1:4]))
             g = rng.standard_normal((40, 9, 9, 17)).astype(dtype)
-            assert_close(core.conv2d_weight_grad(g, x, (3, 3), *geometry[1:4]),
+            assert_close(core.conv2d_weight_grad(g, x, (3, 3), *geometry[1:4], 1 << 20),
                          reference.conv2d_weight_grad(g, x, (3, 3), *geometry[1:4]))
             assert_close(core.conv2d_input_grad(g, w, x.shape[2:], *geometry[1:4]),
                          reference.conv2d_input_grad(g, w, x.shape[2:], *geometry[1:4]))
@@ -810,10 +820,10 @@ ISA_SCRIPT = textwrap.dedent(
                 geometry = ((3, 3), (1, 2), (1, 0), (1, 1), 1) if shape[2] >= 1 and shape[3] >= 3 else ((1, 1), (1, 1), (0, 0), (1, 1), 1)
                 check(f"im2col {{label}}", lambda: t.assert_exact(core.im2col(x, *geometry), t.reference.im2col(x, *geometry)))
                 full = rng.standard_normal((5, shape[1], *geometry[0])).astype(dtype)[::-1]
-                check(f"conv2d {{label}}", lambda: t.assert_close(core.conv2d(x, full, *geometry[1:4]), t.reference.conv2d(x, full, *geometry[1:4])))
+                check(f"conv2d {{label}}", lambda: t.assert_close(core.conv2d(x, full, *geometry[1:4], 4096), t.reference.conv2d(x, full, *geometry[1:4])))
                 y = t.reference.conv2d(x, full, *geometry[1:4])[..., ::-1]
                 check(f"conv2d_input_grad {{label}}", lambda: t.assert_close(core.conv2d_input_grad(y, full, shape[2:], *geometry[1:4]), t.reference.conv2d_input_grad(y, full, shape[2:], *geometry[1:4])))
-                check(f"conv2d_weight_grad {{label}}", lambda: t.assert_close(core.conv2d_weight_grad(y, x, geometry[0], *geometry[1:4]), t.reference.conv2d_weight_grad(y, x, geometry[0], *geometry[1:4])))
+                check(f"conv2d_weight_grad {{label}}", lambda: t.assert_close(core.conv2d_weight_grad(y, x, geometry[0], *geometry[1:4], 4096), t.reference.conv2d_weight_grad(y, x, geometry[0], *geometry[1:4])))
                 depthwise = (geometry[1], geometry[2], geometry[3], shape[1])
                 w = rng.standard_normal((2 * shape[1], 1, *geometry[0])).astype(dtype)[:, :, ::-1]
                 check(f"direct_conv2d {{label}}", lambda: t.assert_close(core.direct_conv2d(x, w, *depthwise), t.reference.direct_conv2d(x, w, *depthwise)))

@@ -18,7 +18,7 @@ import os
 import numpy as np
 
 from . import reference
-from .workspace import WORKSPACE_ENV, sample_chunks, set_workspace_bytes, workspace_bytes
+from .workspace import WORKSPACE_ENV, padding_bytes, sample_chunks, set_workspace_bytes, workspace_bytes
 
 BACKEND_ENV = "LANCE_REF_BACKEND"
 
@@ -64,12 +64,15 @@ def backend() -> str:
     return "numpy" if _core is None else "rust"
 
 
+def _rust(name: str, rust_ok: bool) -> bool:
+    """Whether the extension is loaded, has a kernel `name` and `rust_ok` says the arguments
+    suit it."""
+    return rust_ok and _core is not None and hasattr(_core, name)
+
+
 def _kernel(name: str, rust_ok: bool):
-    """The Rust kernel `name` if the extension is loaded, has a kernel of that name and
-    `rust_ok` says the arguments suit it; otherwise the NumPy reference of that name."""
-    if rust_ok and _core is not None and hasattr(_core, name):
-        return getattr(_core, name)
-    return getattr(reference, name)
+    """The Rust kernel `name` if `_rust` says so, otherwise the NumPy reference of that name."""
+    return getattr(_core, name) if _rust(name, rust_ok) else getattr(reference, name)
 
 
 def _float_4d(x) -> bool:
@@ -133,8 +136,10 @@ def direct_conv2d_weight_grad(grad: np.ndarray, x: np.ndarray, kernel, stride, p
 
 def conv2d(x: np.ndarray, weight: np.ndarray, stride, padding, dilation) -> np.ndarray:
     """A groups = 1 convolution: `reference.conv2d` unfolds in chunks; the Rust kernel is one GEMM
-    on the implicit im2col (specs/conv.md#implicit-gemm)."""
-    return _kernel("conv2d", _float_4d(x) and _float_4d(weight))(x, weight, stride, padding, dilation)
+    on the implicit im2col, padding a chunk of samples at a time (specs/conv.md#implicit-gemm)."""
+    if _rust("conv2d", _float_4d(x) and _float_4d(weight)):
+        return _core.conv2d(x, weight, stride, padding, dilation, padding_bytes())
+    return reference.conv2d(x, weight, stride, padding, dilation)
 
 
 def conv2d_input_grad(grad: np.ndarray, weight: np.ndarray, input_hw, stride, padding, dilation) -> np.ndarray:
@@ -144,13 +149,15 @@ def conv2d_input_grad(grad: np.ndarray, weight: np.ndarray, input_hw, stride, pa
 
 def conv2d_weight_grad(grad: np.ndarray, x: np.ndarray, kernel, stride, padding, dilation) -> np.ndarray:
     """Its VJP for W; see `reference.conv2d_weight_grad`."""
-    return _kernel("conv2d_weight_grad", _float_4d(grad) and _float_4d(x))(grad, x, kernel, stride, padding, dilation)
+    if _rust("conv2d_weight_grad", _float_4d(grad) and _float_4d(x)):
+        return _core.conv2d_weight_grad(grad, x, kernel, stride, padding, dilation, padding_bytes())
+    return reference.conv2d_weight_grad(grad, x, kernel, stride, padding, dilation)
 
 
 def implicit_unfolding() -> bool:
     """Whether `conv2d` and `conv2d_weight_grad` never form im2col (the Rust kernels), so that
     unfolding the same array twice costs no memory (specs/conv.md#implicit-gemm)."""
-    return _core is not None and hasattr(_core, "conv2d")
+    return _rust("conv2d", True)
 
 
 def max_pool2d(x: np.ndarray, kernel, stride, padding, dilation, out_hw) -> tuple:

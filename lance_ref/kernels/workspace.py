@@ -45,6 +45,12 @@ def set_workspace_bytes(value) -> int:
     return previous
 
 
+def padding_bytes() -> int:
+    """What the Rust convolutions' zero-padded copy of a chunk of samples may take: a sixteenth
+    of the budget (specs/conv.md#implicit-gemm)."""
+    return _budget // 16
+
+
 def sample_chunks(count: int, bytes_per_sample: int) -> list:
     """Slices covering samples 0..count-1 in order, each holding as many samples as fit the
     budget at `bytes_per_sample` (one at least)."""

@@ -1,11 +1,13 @@
 //! Convolutions with one group as GEMMs whose im2col operand is never formed
 //! (specs/conv.md#implicit-gemm).
 //!
-//! After one zero-padded copy of the input (none without padding), im2col's element
+//! After a zero-padded copy of a chunk of samples (none without padding), im2col's element
 //! `((n, h', w'), (c, i, j))` is `x_pad[n, c, s h' + d i, s w' + d j]`, at offset
 //! `row(n, h', w') + col(c, i, j)` with `row = n sN + s h' sH + s w' sW` and
 //! `col = c sC + d i sH + d j sW`: an indexed operand of the GEMM (`gemm.rs`), whose packing
 //! gathers each block of it into the caches only. The forward writes its result in NCHW directly.
+
+use std::ops::Range;
 
 use crate::gemm::{self, Operand, Output, Tiles, axis, grid};
 use crate::out::Out;
@@ -13,24 +15,58 @@ use crate::taps::taps;
 use crate::view::{at, copy_plane};
 use crate::{Context, ConvGeometry, Float, LanceError, View4};
 
-/// `x` zero-padded by `padding`, C-contiguous; None when there is no padding.
-fn padded<T: Float>(x: &View4<'_, T>, padding: [usize; 2]) -> Option<(Vec<T>, [usize; 4])> {
+/// The workspace, in elements, that [`conv2d`] and [`conv2d_weight_grad`] need to zero-pad
+/// `samples` samples of an input of shape `x_shape` at a time: 0 without padding.
+pub fn padded_workspace_len(x_shape: [usize; 4], padding: [usize; 2], samples: usize) -> usize {
     if padding == [0, 0] {
-        return None;
+        return 0;
     }
+    let [_, c, h, w] = x_shape;
+    let padded = |size: usize, pad: usize| size.saturating_add(pad.saturating_mul(2));
+    [c, padded(h, padding[0]), padded(w, padding[1])]
+        .into_iter()
+        .fold(samples, usize::saturating_mul) // too large to allocate when saturated
+}
+
+/// Calls `f(samples, x_pad)` over consecutive chunks of the samples of `x`, with `x_pad` those
+/// samples zero-padded by `padding` in `workspace` (as many samples at a time as it holds), or
+/// once with `x` itself when there is no padding (or no sample).
+fn over_padded_chunks<T: Float>(
+    x: &View4<'_, T>,
+    padding: [usize; 2],
+    workspace: &mut [T],
+    mut f: impl FnMut(Range<usize>, &View4<'_, T>) -> Result<(), LanceError>,
+) -> Result<(), LanceError> {
     let [n, c, h, w] = x.shape;
-    let shape = [n, c, h + 2 * padding[0], w + 2 * padding[1]];
-    let mut data = vec![T::ZERO; shape.iter().product()];
-    let first = padding[0] * shape[3] + padding[1]; // of the plane's interior
-    for (plane, target) in data.chunks_exact_mut(shape[2] * shape[3]).enumerate() {
-        copy_plane(x, plane / c, plane % c, &mut target[first..], shape[3]);
+    if padding == [0, 0] || n == 0 {
+        return f(0..n, x);
     }
-    Some((data, shape))
+    let sample = padded_workspace_len(x.shape, padding, 1);
+    let chunk = (workspace.len() / sample).min(n);
+    if chunk == 0 {
+        return Err(LanceError::Invalid(format!(
+            "the workspace must hold one zero-padded sample ({sample} elements), got {}",
+            workspace.len()
+        )));
+    }
+    let [hp, wp] = [h + 2 * padding[0], w + 2 * padding[1]];
+    let first = padding[0] * wp + padding[1]; // of a plane's interior
+    workspace.fill(T::ZERO); // the borders stay zero; each chunk overwrites the interiors
+    for start in (0..n).step_by(chunk) {
+        let samples = start..(start + chunk).min(n);
+        let padded = &mut workspace[..samples.len() * sample];
+        for (plane, target) in padded.chunks_exact_mut(hp * wp).enumerate() {
+            copy_plane(x, start + plane / c, plane % c, &mut target[first..], wp);
+        }
+        let x_pad = View4::c_contiguous(padded, [samples.len(), c, hp, wp])?;
+        f(samples, &x_pad)?;
+    }
+    Ok(())
 }
 
 /// A GEMM operand with its own offset tables: element (i, j) is `data[base + rows[i] + cols[j]]`.
-struct Indexed<'a, T: Clone> {
-    data: std::borrow::Cow<'a, [T]>,
+struct Indexed<'a, T> {
+    data: &'a [T],
     base: isize,
     rows: Vec<isize>,
     cols: Vec<isize>,
@@ -41,33 +77,26 @@ impl<'a, T: Float> Indexed<'a, T> {
     fn matrix(v: &View4<'a, T>) -> Self {
         let [rows, a, b, c] = v.shape;
         Indexed {
-            data: std::borrow::Cow::Borrowed(v.data),
+            data: v.data,
             base: v.offset as isize,
             rows: axis(0, rows, v.strides[0]),
             cols: grid(0, &[a, b, c], &v.strides[1..]),
         }
     }
 
-    /// The implicit im2col of `x` (padded as `geometry` says) for outputs `out_hw`: rows
-    /// `(n, h', w')`, columns `(c, i, j)`.
-    fn unfolding(x: &View4<'a, T>, geometry: &ConvGeometry, out_hw: [usize; 2]) -> Self {
-        let ([n, c, _, _], [kh, kw], [sh, sw], [dh, dw]) =
-            (x.shape, geometry.kernel, geometry.stride, geometry.dilation);
-        let (data, base, strides) = match padded(x, geometry.padding) {
-            Some((data, [_, _, hp, wp])) => {
-                let strides = [(c * hp * wp) as isize, (hp * wp) as isize, wp as isize, 1];
-                (std::borrow::Cow::Owned(data), 0, strides)
-            }
-            None => (
-                std::borrow::Cow::Borrowed(x.data),
-                x.offset as isize,
-                x.strides,
-            ),
-        };
-        let [s_n, s_c, s_h, s_w] = strides;
+    /// The implicit im2col of `x_pad` (already padded) for outputs `out_hw` of `geometry`'s
+    /// windows: rows `(n, h', w')`, columns `(c, i, j)`.
+    fn unfolding(x_pad: &View4<'a, T>, geometry: &ConvGeometry, out_hw: [usize; 2]) -> Self {
+        let ([n, c, _, _], [kh, kw], [sh, sw], [dh, dw]) = (
+            x_pad.shape,
+            geometry.kernel,
+            geometry.stride,
+            geometry.dilation,
+        );
+        let [s_n, s_c, s_h, s_w] = x_pad.strides;
         Indexed {
-            data,
-            base,
+            data: x_pad.data,
+            base: x_pad.offset as isize,
             rows: grid(
                 0,
                 &[n, out_hw[0], out_hw[1]],
@@ -83,7 +112,7 @@ impl<'a, T: Float> Indexed<'a, T> {
 
     fn operand(&self) -> Operand<'_, T> {
         Operand {
-            data: &self.data,
+            data: self.data,
             base: self.base,
             rows: &self.rows,
             cols: &self.cols,
@@ -113,48 +142,56 @@ fn output_hw(
 }
 
 /// `y[n, o, h', w'] = sum_{c, i, j} W[o, c, i, j] x_pad[n, c, s h' + d i, s w' + d j]` into
-/// `out`, row-major (N, O, H', W').
+/// `out`, row-major (N, O, H', W'); `workspace` holds the zero-padded chunks of x (see
+/// [`padded_workspace_len`]; any values, overwritten).
 pub fn conv2d<T: Float>(
     ctx: &Context,
     x: &View4<'_, T>,
     weight: &View4<'_, T>,
     geometry: &ConvGeometry,
+    workspace: &mut [T],
     out: Out<'_, T>,
 ) -> Result<(), LanceError> {
     let [oh, ow] = output_hw(x.shape, weight.shape, geometry)?;
     let (n, o) = (x.shape[0], weight.shape[0]);
     out.check_len(n * o * oh * ow)?;
     let a = Indexed::matrix(weight);
-    let unfolding = Indexed::unfolding(x, geometry, [oh, ow]);
     let plane = (oh * ow) as isize;
-    let (y_rows, y_cols) = (
-        axis(0, o, plane),
-        grid(0, &[n, oh, ow], &[o as isize * plane, ow as isize, 1]),
-    );
-    let mut y = Output {
-        data: out,
-        base: 0,
-        rows: &y_rows,
-        cols: &y_cols,
-        accumulate: false,
-    };
-    gemm::gemm(
-        ctx,
-        &a.operand(),
-        &unfolding.operand().t(),
-        &mut y,
-        Tiles::All,
-    )
+    let y_rows = axis(0, o, plane);
+    over_padded_chunks(x, geometry.padding, workspace, |samples, x_pad| {
+        let unfolding = Indexed::unfolding(x_pad, geometry, [oh, ow]);
+        let y_cols = grid(
+            0,
+            &[samples.len(), oh, ow],
+            &[o as isize * plane, ow as isize, 1],
+        );
+        let mut y = Output {
+            data: out,
+            base: samples.start as isize * o as isize * plane,
+            rows: &y_rows,
+            cols: &y_cols,
+            accumulate: false,
+        };
+        gemm::gemm(
+            ctx,
+            &a.operand(),
+            &unfolding.operand().t(),
+            &mut y,
+            Tiles::All,
+        )
+    })
 }
 
 /// `dW[o, c, i, j] = sum_{n, h', w'} dY[n, o, h', w'] x_pad[n, c, s h' + d i, s w' + d j]` into
-/// `out`, row-major (O, C, kh, kw) = `w_shape`: the VJP of [`conv2d`] for W.
+/// `out`, row-major (O, C, kh, kw) = `w_shape`: the VJP of [`conv2d`] for W, summed over the
+/// chunks of samples that `workspace` pads.
 pub fn conv2d_weight_grad<T: Float>(
     ctx: &Context,
     grad: &View4<'_, T>,
     x: &View4<'_, T>,
     w_shape: [usize; 4],
     geometry: &ConvGeometry,
+    workspace: &mut [T],
     out: Out<'_, T>,
 ) -> Result<(), LanceError> {
     let [oh, ow] = output_hw(x.shape, w_shape, geometry)?;
@@ -167,18 +204,21 @@ pub fn conv2d_weight_grad<T: Float>(
         )));
     }
     out.check_len(o * c * kh * kw)?;
-    let a = Indexed::matrix(&grad.swapped(0, 1)); // rows o, columns (n, h', w')
-    let unfolding = Indexed::unfolding(x, geometry, [oh, ow]);
     let k = (c * kh * kw) as isize;
     let (dw_rows, dw_cols) = (axis(0, o, k), axis(0, k as usize, 1));
-    let mut dw = Output {
-        data: out,
-        base: 0,
-        rows: &dw_rows,
-        cols: &dw_cols,
-        accumulate: false,
-    };
-    gemm::gemm(ctx, &a.operand(), &unfolding.operand(), &mut dw, Tiles::All)
+    over_padded_chunks(x, geometry.padding, workspace, |samples, x_pad| {
+        // rows o, columns (n, h', w') of these samples
+        let a = Indexed::matrix(&grad.samples(samples.clone()).swapped(0, 1));
+        let unfolding = Indexed::unfolding(x_pad, geometry, [oh, ow]);
+        let mut dw = Output {
+            data: out,
+            base: 0,
+            rows: &dw_rows,
+            cols: &dw_cols,
+            accumulate: samples.start > 0,
+        };
+        gemm::gemm(ctx, &a.operand(), &unfolding.operand(), &mut dw, Tiles::All)
+    })
 }
 
 /// `dx[n, c, s h' + d i - p, s w' + d j - p] += sum_o W[o, c, i, j] dY[n, o, h', w']` into `out`,
@@ -325,13 +365,16 @@ mod tests {
             let g_data = values(2 * o * oh * ow, 5);
             let g = View4::c_contiguous(&g_data, [2, o, oh, ow]).unwrap();
             let (want_y, want_dw, want_dx) = naive(&dense, xs, &w_data, ws, &g_data, &geo);
-            for (isa, threads) in [(Isa::Scalar, 1), (Isa::selected().unwrap(), 3)] {
+            // one sample padded at a time, then the whole batch at once
+            for (isa, threads, samples) in [(Isa::Scalar, 1, 1), (Isa::selected().unwrap(), 3, 2)] {
                 let ctx = Context::new(isa, threads).unwrap();
+                let mut workspace = vec![f64::NAN; padded_workspace_len(xs, padding, samples)];
                 let mut y = vec![f64::NAN; want_y.len()];
-                conv2d(&ctx, &x, &w, &geo, Out::new(&mut y)).unwrap();
+                conv2d(&ctx, &x, &w, &geo, &mut workspace, Out::new(&mut y)).unwrap();
                 assert_eq!(y, want_y, "{geo:?} {isa:?}");
                 let mut dw = vec![f64::NAN; want_dw.len()];
-                conv2d_weight_grad(&ctx, &g, &x, ws, &geo, Out::new(&mut dw)).unwrap();
+                conv2d_weight_grad(&ctx, &g, &x, ws, &geo, &mut workspace, Out::new(&mut dw))
+                    .unwrap();
                 assert_eq!(dw, want_dw, "{geo:?} {isa:?}");
                 let mut dx = vec![f64::NAN; want_dx.len()];
                 conv2d_input_grad(&ctx, &g, &w, xs, &geo, Out::new(&mut dx)).unwrap();
@@ -355,15 +398,23 @@ mod tests {
             groups,
         };
         let mut y = vec![0.0f32; 2 * 3 * 9];
-        assert!(conv2d(&ctx, &x, &w, &geo(2), Out::new(&mut y)).is_err());
-        assert!(conv2d(&ctx, &x, &w, &geo(1), Out::new(&mut y[1..])).is_err());
+        let ws = &mut [];
+        assert!(conv2d(&ctx, &x, &w, &geo(2), ws, Out::new(&mut y)).is_err());
+        assert!(conv2d(&ctx, &x, &w, &geo(1), ws, Out::new(&mut y[1..])).is_err());
         let narrow = View4::c_contiguous(&w_data[..3 * 3 * 9], [3, 3, 3, 3]).unwrap();
-        assert!(conv2d(&ctx, &x, &narrow, &geo(1), Out::new(&mut y)).is_err());
-        conv2d(&ctx, &x, &w, &geo(1), Out::new(&mut y)).unwrap();
+        assert!(conv2d(&ctx, &x, &narrow, &geo(1), ws, Out::new(&mut y)).is_err());
+        conv2d(&ctx, &x, &w, &geo(1), ws, Out::new(&mut y)).unwrap();
         let g = View4::c_contiguous(&y[..2 * 3 * 8], [2, 3, 2, 4]).unwrap();
         let mut dw = vec![0.0f32; 3 * 4 * 9];
-        assert!(
-            conv2d_weight_grad(&ctx, &g, &x, [3, 4, 3, 3], &geo(1), Out::new(&mut dw)).is_err()
-        );
+        let shape = [3, 4, 3, 3];
+        assert!(conv2d_weight_grad(&ctx, &g, &x, shape, &geo(1), ws, Out::new(&mut dw)).is_err());
+        // padding needs a workspace of one padded sample at least
+        let padded = ConvGeometry {
+            padding: [1, 1],
+            ..geo(1)
+        };
+        let short = &mut vec![0.0f32; padded_workspace_len([2, 4, 5, 5], [1, 1], 1) - 1];
+        let mut y = vec![0.0f32; 2 * 3 * 25];
+        assert!(conv2d(&ctx, &x, &w, &padded, short, Out::new(&mut y)).is_err());
     }
 }

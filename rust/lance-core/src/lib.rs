@@ -26,7 +26,7 @@ mod tucker;
 mod view;
 
 pub use context::Context;
-pub use conv::{conv2d, conv2d_input_grad, conv2d_weight_grad};
+pub use conv::{conv2d, conv2d_input_grad, conv2d_weight_grad, padded_workspace_len};
 pub use depthwise::{
     depthwise_conv2d, depthwise_conv2d_input_grad, depthwise_conv2d_weight_grad,
     depthwise_output_hw,

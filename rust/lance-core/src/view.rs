@@ -85,6 +85,18 @@ impl<'a, T, const N: usize> View<'a, T, N> {
     }
 }
 
+impl<'a, T> View4<'a, T> {
+    /// Samples `range` (along axis 0) of this view, no copy; `range` must lie inside the shape.
+    pub(crate) fn samples(mut self, range: std::ops::Range<usize>) -> Self {
+        debug_assert!(range.start <= range.end && range.end <= self.shape[0]);
+        if !range.is_empty() {
+            self.offset = (self.offset as isize + range.start as isize * self.strides[0]) as usize;
+        }
+        self.shape[0] = range.len();
+        self
+    }
+}
+
 /// Offset of element `[a, b, r, col]` of `v` (inside its data when the index is inside its shape).
 pub(crate) fn at<T>(v: &View4<'_, T>, a: usize, b: usize, r: usize, col: usize) -> isize {
     v.offset as isize

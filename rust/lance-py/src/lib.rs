@@ -558,25 +558,23 @@ fn direct_conv2d_weight_grad<'py>(
     })
 }
 
-/// The input `x` (checked: a 4-D array of `T`) zero-padded as `geometry` says, and the geometry
-/// that no longer pads. The padded copy is a NumPy array, so that the memory it takes is seen
-/// where Python measures a step's memory (tracemalloc); without padding, `x` itself.
-fn padded_input<'py, T: Element>(
-    x: &Bound<'py, PyAny>,
-    geometry: ConvGeometry,
-) -> PyResult<(PyReadonlyArrayDyn<'py, T>, ConvGeometry)> {
-    let array = readonly::<T>(x, "x", 4)?;
-    let [ph, pw] = geometry.padding;
-    if [ph, pw] == [0, 0] {
-        return Ok((array, geometry));
-    }
-    let widths = ((0, 0), (0, 0), (ph, ph), (pw, pw));
-    let padded = x.py().import("numpy")?.call_method1("pad", (x, widths))?;
-    let unpadded = ConvGeometry {
-        padding: [0, 0],
-        ..geometry
-    };
-    Ok((readonly::<T>(&padded, "x", 4)?, unpadded))
+/// The workspace of the implicit-GEMM convolutions for input shape `x_shape`: as many
+/// zero-padded samples as fit `workspace_bytes` (one at least, the batch at most), as a NumPy
+/// array, so that the memory it takes is seen where Python measures a step's memory
+/// (tracemalloc).
+fn padded_workspace<'py, T: Element>(
+    py: Python<'py>,
+    x_shape: [usize; 4],
+    padding: [usize; 2],
+    workspace_bytes: usize,
+) -> PyResult<Bound<'py, PyArrayDyn<T>>> {
+    let sample = lance_core::padded_workspace_len(x_shape, padding, 1).max(1);
+    let samples =
+        (workspace_bytes / sample.saturating_mul(size_of::<T>())).clamp(1, x_shape[0].max(1));
+    empty::<T>(
+        py,
+        &[lance_core::padded_workspace_len(x_shape, padding, samples)],
+    )
 }
 
 /// A groups = 1 convolution as one GEMM on the implicit im2col, shape (N, O, H', W')
@@ -588,20 +586,25 @@ fn conv2d<'py>(
     stride: &Bound<'py, PyAny>,
     padding: &Bound<'py, PyAny>,
     dilation: &Bound<'py, PyAny>,
+    workspace_bytes: usize,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = x.py();
     by_dtype!(x, "x", |T| {
-        let w_array = readonly::<T>(weight, "weight", 4)?;
-        let w = view::<T, 4>(&w_array)?;
+        let (x_array, w_array) = (
+            readonly::<T>(x, "x", 4)?,
+            readonly::<T>(weight, "weight", 4)?,
+        );
+        let (x, w) = (view::<T, 4>(&x_array)?, view::<T, 4>(&w_array)?);
         let [o, _, kh, kw] = w.shape();
         let geometry = conv_geometry([kh, kw], stride, padding, dilation, 1)?;
-        let (x_array, geometry) = padded_input::<T>(x, geometry)?;
-        let x = view::<T, 4>(&x_array)?;
         let [oh, ow] = geometry
             .output_hw(x.shape()[1], [x.shape()[2], x.shape()[3]])
             .map_err(value_error)?;
+        let workspace = padded_workspace::<T>(py, x.shape(), geometry.padding, workspace_bytes)?;
+        let mut workspace = workspace.try_readwrite()?;
+        let workspace = workspace.as_slice_mut()?;
         run::<T>(py, &[x.shape()[0], o, oh, ow], |ctx, out| {
-            lance_core::conv2d(ctx, &x, &w, &geometry, out)
+            lance_core::conv2d(ctx, &x, &w, &geometry, workspace, out)
         })
     })
 }
@@ -643,21 +646,24 @@ fn conv2d_weight_grad<'py>(
     stride: &Bound<'py, PyAny>,
     padding: &Bound<'py, PyAny>,
     dilation: &Bound<'py, PyAny>,
+    workspace_bytes: usize,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = grad.py();
     by_dtype!(grad, "grad", |T| {
-        let g_array = readonly::<T>(grad, "grad", 4)?;
-        let geometry = conv_geometry(ints(kernel, "kernel", 1)?, stride, padding, dilation, 1)?;
-        let (x_array, geometry) = padded_input::<T>(x, geometry)?;
+        let (g_array, x_array) = (readonly::<T>(grad, "grad", 4)?, readonly::<T>(x, "x", 4)?);
         let (g, x) = (view::<T, 4>(&g_array)?, view::<T, 4>(&x_array)?);
+        let geometry = conv_geometry(ints(kernel, "kernel", 1)?, stride, padding, dilation, 1)?;
         let w_shape = [
             g.shape()[1],
             x.shape()[1],
             geometry.kernel[0],
             geometry.kernel[1],
         ];
+        let workspace = padded_workspace::<T>(py, x.shape(), geometry.padding, workspace_bytes)?;
+        let mut workspace = workspace.try_readwrite()?;
+        let workspace = workspace.as_slice_mut()?;
         run::<T>(py, &w_shape, |ctx, out| {
-            lance_core::conv2d_weight_grad(ctx, &g, &x, w_shape, &geometry, out)
+            lance_core::conv2d_weight_grad(ctx, &g, &x, w_shape, &geometry, workspace, out)
         })
     })
 }
