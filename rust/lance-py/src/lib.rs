@@ -578,7 +578,7 @@ fn padded_workspace<'py, T: Element>(
 }
 
 /// A groups = 1 convolution as one GEMM on the implicit im2col, shape (N, O, H', W')
-/// (specs/conv.md#implicit-gemm).
+/// (specs/conv.md#implicit-gemm), padding as many samples at a time as fit `workspace_bytes`.
 #[pyfunction]
 fn conv2d<'py>(
     x: &Bound<'py, PyAny>,
@@ -637,7 +637,8 @@ fn conv2d_input_grad<'py>(
     })
 }
 
-/// The VJP of `conv2d` for the weight, shape (O, C, kh, kw) with (kh, kw) = `kernel`.
+/// The VJP of `conv2d` for the weight, shape (O, C, kh, kw) with (kh, kw) = `kernel`; padding
+/// as in `conv2d`.
 #[pyfunction]
 fn conv2d_weight_grad<'py>(
     grad: &Bound<'py, PyAny>,
