@@ -11,6 +11,7 @@ use crate::out::Out;
 use crate::parallel::{for_ranges, threads_for};
 use crate::view::at;
 use crate::{Context, Float, LanceError, View4};
+use std::hint::select_unpredictable;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The window of a pooling: kernel, stride, padding and dilation per spatial axis, and the output
@@ -160,6 +161,7 @@ pub fn max_pool2d<T: Float, I: TapIndex>(
     best.check_len(n * c * plane_len)?;
     taps_out.check_len(n * c * plane_len)?;
     let window = Window::new(geometry, [h, w]);
+    let floor = T::from_f64(f64::NEG_INFINITY); // the maximum of no tap
     let threads = threads_for(best.len() * indices.len(), ctx.threads);
     for_ranges(n * c, threads, 1, |start, end| {
         let (mut values, mut winners) = (vec![T::ZERO; ow], vec![indices[0]; ow]);
@@ -167,15 +169,17 @@ pub fn max_pool2d<T: Float, I: TapIndex>(
             let (s, ch) = (plane / c, plane % c);
             for yr in 0..oh {
                 for (yc, (value, winner)) in values.iter_mut().zip(&mut winners).enumerate() {
-                    let (mut top, mut top_tap) = (T::from_f64(f64::NEG_INFINITY), indices[0]);
+                    let (mut top, mut top_tap) = (&floor, indices[0]);
                     for (t, [r, q]) in window.taps(yr, yc) {
-                        let v = x.data[at(x, s, ch, r, q) as usize];
+                        let v = &x.data[at(x, s, ch, r, q) as usize];
                         #[allow(clippy::eq_op)] // v != v: NaN wins, as in torch
-                        if v > top || v != v {
-                            (top, top_tap) = (v, indices[t]);
-                        }
+                        let wins = (v > top) | (v != v);
+                        // a conditional move of the reference, not a branch on the floats:
+                        // on random data a branch is mispredicted about every other tap
+                        top = select_unpredictable(wins, v, top);
+                        top_tap = select_unpredictable(wins, indices[t], top_tap);
                     }
-                    (*value, *winner) = (top, top_tap);
+                    (*value, *winner) = (*top, top_tap);
                 }
                 let y = plane * plane_len + yr * ow;
                 // SAFETY: this thread's own plane, inside both outputs.
