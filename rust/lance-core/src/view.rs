@@ -90,7 +90,7 @@ impl<'a, T> View4<'a, T> {
     pub(crate) fn samples(mut self, range: std::ops::Range<usize>) -> Self {
         debug_assert!(range.start <= range.end && range.end <= self.shape[0]);
         if !range.is_empty() {
-            self.offset = (self.offset as isize + range.start as isize * self.strides[0]) as usize;
+            self.offset = at(&self, range.start, 0, 0, 0) as usize;
         }
         self.shape[0] = range.len();
         self

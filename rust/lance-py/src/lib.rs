@@ -558,23 +558,24 @@ fn direct_conv2d_weight_grad<'py>(
     })
 }
 
-/// The workspace of the implicit-GEMM convolutions for input shape `x_shape`: as many
-/// zero-padded samples as fit `workspace_bytes` (one at least, the batch at most), as a NumPy
+/// `f` on the workspace of the implicit-GEMM convolutions for input shape `x_shape`: as many
+/// zero-padded samples as fit `workspace_bytes` (one at least, the batch at most), in a NumPy
 /// array, so that the memory it takes is seen where Python measures a step's memory
 /// (tracemalloc).
-fn padded_workspace<'py, T: Element>(
+fn with_padded_workspace<'py, T: Element, R>(
     py: Python<'py>,
     x_shape: [usize; 4],
     padding: [usize; 2],
     workspace_bytes: usize,
-) -> PyResult<Bound<'py, PyArrayDyn<T>>> {
+    f: impl FnOnce(&mut [T]) -> PyResult<R>,
+) -> PyResult<R> {
     let sample = lance_core::padded_workspace_len(x_shape, padding, 1).max(1);
     let samples =
         (workspace_bytes / sample.saturating_mul(size_of::<T>())).clamp(1, x_shape[0].max(1));
-    empty::<T>(
-        py,
-        &[lance_core::padded_workspace_len(x_shape, padding, samples)],
-    )
+    let len = lance_core::padded_workspace_len(x_shape, padding, samples);
+    let workspace = empty::<T>(py, &[len])?;
+    let mut writable = workspace.try_readwrite()?;
+    f(writable.as_slice_mut()?)
 }
 
 /// A groups = 1 convolution as one GEMM on the implicit im2col, shape (N, O, H', W')
@@ -600,12 +601,17 @@ fn conv2d<'py>(
         let [oh, ow] = geometry
             .output_hw(x.shape()[1], [x.shape()[2], x.shape()[3]])
             .map_err(value_error)?;
-        let workspace = padded_workspace::<T>(py, x.shape(), geometry.padding, workspace_bytes)?;
-        let mut workspace = workspace.try_readwrite()?;
-        let workspace = workspace.as_slice_mut()?;
-        run::<T>(py, &[x.shape()[0], o, oh, ow], |ctx, out| {
-            lance_core::conv2d(ctx, &x, &w, &geometry, workspace, out)
-        })
+        with_padded_workspace(
+            py,
+            x.shape(),
+            geometry.padding,
+            workspace_bytes,
+            |workspace| {
+                run::<T>(py, &[x.shape()[0], o, oh, ow], |ctx, out| {
+                    lance_core::conv2d(ctx, &x, &w, &geometry, workspace, out)
+                })
+            },
+        )
     })
 }
 
@@ -660,12 +666,17 @@ fn conv2d_weight_grad<'py>(
             geometry.kernel[0],
             geometry.kernel[1],
         ];
-        let workspace = padded_workspace::<T>(py, x.shape(), geometry.padding, workspace_bytes)?;
-        let mut workspace = workspace.try_readwrite()?;
-        let workspace = workspace.as_slice_mut()?;
-        run::<T>(py, &w_shape, |ctx, out| {
-            lance_core::conv2d_weight_grad(ctx, &g, &x, w_shape, &geometry, workspace, out)
-        })
+        with_padded_workspace(
+            py,
+            x.shape(),
+            geometry.padding,
+            workspace_bytes,
+            |workspace| {
+                run::<T>(py, &w_shape, |ctx, out| {
+                    lance_core::conv2d_weight_grad(ctx, &g, &x, w_shape, &geometry, workspace, out)
+                })
+            },
+        )
     })
 }
 
