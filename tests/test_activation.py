@@ -39,6 +39,11 @@ def test_activation_values(name):
     np.testing.assert_allclose(op(L.tensor(x)).data, reference(x), rtol=1e-15, atol=1e-15)
 
 
+def test_relu_and_relu6_keep_a_negative_zero_as_torch():
+    for op in (F.relu, F.relu6):
+        assert np.signbit(op(L.tensor(np.array([-0.0, 0.0]))).data).tolist() == [True, False]
+
+
 def test_subgradients_at_the_kinks_follow_torch():
     x = np.array([-1.0, 0.0, 3.0, 6.0, 7.0])
     expected = {"relu": [0, 0, 1, 1, 1], "relu6": [0, 0, 1, 0, 0], "leaky_relu": [0.01, 0.01, 1, 1, 1]}

@@ -27,7 +27,8 @@ core = pytest.importorskip("lance_ref._core")
 
 KERNELS = ("unfold", "fold", "mode_product", "tucker_project", "tucker_reconstruct", "gram", "im2col",
            "direct_conv2d", "direct_conv2d_input_grad", "direct_conv2d_weight_grad",
-           "conv2d", "conv2d_input_grad", "conv2d_weight_grad", "max_pool2d", "max_pool2d_backward", "batch_norm_stats", "batch_norm_forward", "batch_norm_backward")
+           "conv2d", "conv2d_input_grad", "conv2d_weight_grad", "max_pool2d", "max_pool2d_backward", "batch_norm_stats", "batch_norm_forward", "batch_norm_backward",
+           "clamp", "masked")
 DTYPES = (np.float32, np.float64)
 TOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
 # Sizes around the SIMD widths (4/8/16 lanes) and their tails; BIG: one axis above 64.
@@ -334,6 +335,37 @@ def test_max_pool2d_and_its_vjp_equal_the_reference_exactly(data, case, dtype, l
                      reference.max_pool2d_backward(g, winners, shape[2:], *pool[:4]), g)
 
 
+@settings(max_examples=150)
+@given(data=st.data(), shape=shapes4(), ndim=st.integers(1, 4), dtype=dtypes,
+       bounds=st.sampled_from([(0, None), (0, 6), (None, 1.5), (-0.5, 0.5), (3, 1), (0.1, None)]), keep=st.booleans())
+def test_clamp_and_masked_equal_the_reference_exactly(data, shape, ndim, dtype, bounds, keep):
+    """Any shape and layout, with zeros of both signs, infinities and NaN at drawn places; the
+    mask's last byte is padded with zero bits, as np.packbits."""
+    shape = shape[:ndim - 1] + (math.prod(shape[ndim - 1:]),)
+    x = data.draw(layouts(shape, dtype))
+    flat = x.reshape(-1)  # a copy unless x is contiguous: write the specials through x itself
+    for value in data.draw(st.lists(st.sampled_from([0.0, -0.0, np.inf, -np.inf, np.nan, 6.0, 1.5]), max_size=4)):
+        x[np.unravel_index(data.draw(st.integers(0, flat.size - 1)), shape)] = value
+    y, packed = core.clamp(x, *bounds, keep)
+    want_y, want_packed = reference.clamp(x, *bounds, keep)
+    assert_exact(y, want_y, x)
+    assert (packed is None) == (not keep)
+    if keep:
+        assert_exact(packed, want_packed, x)
+        g = data.draw(layouts(shape, dtype))
+        assert_exact(core.masked(g, packed), reference.masked(g, packed), g)
+
+
+def test_clamp_and_masked_errors():
+    g = np.ones((3, 5), np.float32)
+    with pytest.raises(ValueError, match=r"mask must have ceil\(15 / 8\) = 2 bytes, got 1"):
+        core.masked(g, np.zeros(1, np.uint8))
+    with pytest.raises(TypeError, match="mask must be a uint8"):
+        core.masked(g, np.zeros(2, np.int8))
+    with pytest.raises(TypeError, match="x must have dtype float32 or float64"):
+        core.clamp(np.ones(3, np.int64), 0.0, None, True)
+
+
 def test_max_pool2d_errors():
     x = np.ones((1, 2, 4, 4), np.float32)
     with pytest.raises(ValueError, match="windows past the end of the input"):
@@ -469,6 +501,9 @@ def test_threads_do_not_change_results(dtype):
             assert_exact(best, reference.max_pool2d(x, *pool)[0])
             assert_exact(core.max_pool2d_backward(best, taps, x.shape[2:], *pool[:4]),
                          reference.max_pool2d_backward(best, taps, x.shape[2:], *pool[:4]))
+            y, packed = core.clamp(x, 0.0, 6.0, True)
+            assert_exact(y, reference.clamp(x, 0.0, 6.0, True)[0])
+            assert_exact(core.masked(x, packed), reference.masked(x, packed))
     finally:
         core.set_num_threads(before)
     with pytest.raises((ValueError, OverflowError)):
@@ -830,6 +865,11 @@ ISA_SCRIPT = textwrap.dedent(
                 g = t.reference.direct_conv2d(x, w, *depthwise)[..., ::-1]
                 check(f"direct_conv2d_input_grad {{label}}", lambda: t.assert_close(core.direct_conv2d_input_grad(g, w, shape[2:], *depthwise), t.reference.direct_conv2d_input_grad(g, w, shape[2:], *depthwise)))
                 check(f"direct_conv2d_weight_grad {{label}}", lambda: t.assert_close(core.direct_conv2d_weight_grad(g, x, geometry[0], *depthwise), t.reference.direct_conv2d_weight_grad(g, x, geometry[0], *depthwise)))
+                x[(0,) * 4] = -0.0
+                y, packed = core.clamp(x, 0.0, 6.0, True)
+                check(f"clamp {{label}}", lambda: t.assert_exact(y, t.reference.clamp(x, 0.0, 6.0, True)[0]))
+                check(f"clamp mask {{label}}", lambda: t.assert_exact(packed, t.reference.clamp(x, 0.0, 6.0, True)[1]))
+                check(f"masked {{label}}", lambda: t.assert_exact(core.masked(x, packed), t.reference.masked(x, packed)))
     print(json.dumps(report))
     """
 )

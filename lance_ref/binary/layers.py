@@ -21,7 +21,7 @@ class SignSTE(Masked):
         return np.where(x >= 0, 1, -1).astype(x.dtype)
 
     def backward(self, grad):
-        return (grad * self.mask(),)
+        return (self.masked(grad),)
 
 
 def sign(x):

@@ -11,30 +11,16 @@ import numpy as np
 
 from .. import random
 from ..tensor import Function
+from .elementwise import Clamp
 from .masks import Masked
 
 
-class ReLU(Masked):
-    """y = max(x, 0); saves the mask [y > 0] (specs/activation.md#relu)."""
-
-    def forward(self, x):
-        y = np.maximum(x, 0)
-        self.save_mask(lambda: y > 0)
-        return y
-
-    def backward(self, grad):
-        return (grad * self.mask(),)
+class ReLU(Clamp):
+    """y = max(x, 0), a clamp from below; saves the mask [x > 0] (specs/activation.md#relu)."""
 
 
-class ReLU6(Masked):
+class ReLU6(Clamp):
     """y = min(max(x, 0), 6); saves the mask [0 < x < 6] (specs/activation.md#relu6)."""
-
-    def forward(self, x):
-        self.save_mask(lambda: (x > 0) & (x < 6))
-        return np.clip(x, 0, 6)
-
-    def backward(self, grad):
-        return (grad * self.mask(),)
 
 
 class LeakyReLU(Masked):
@@ -89,17 +75,17 @@ class Dropout(Masked):
         return y
 
     def backward(self, grad):
-        dx = grad * self.mask()
+        dx = self.masked(grad)
         dx *= self.scale
         return (dx,)
 
 
 def relu(x):
-    return ReLU.apply(x)
+    return ReLU.apply(x, min=0.0)
 
 
 def relu6(x):
-    return ReLU6.apply(x)
+    return ReLU6.apply(x, min=0.0, max=6.0)
 
 
 def leaky_relu(x, negative_slope: float = 0.01):

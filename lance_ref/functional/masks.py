@@ -4,17 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import kernels
+from ..kernels.reference import pack_mask, unpack_mask
 from ..tensor import Function
-
-
-def pack_mask(mask: np.ndarray) -> np.ndarray:
-    """A bool array as ceil(n / 8) bytes, one bit per element in C order (specs/activation.md#masks)."""
-    return np.packbits(mask, axis=None)
-
-
-def unpack_mask(packed: np.ndarray, shape: tuple) -> np.ndarray:
-    """The bool array of `shape` that `pack_mask` packed."""
-    return np.unpackbits(packed, count=int(np.prod(shape))).reshape(shape).view(bool)
 
 
 class Masked(Function):
@@ -27,6 +19,17 @@ class Masked(Function):
             self.shape = bits.shape
             self.save(pack_mask(bits))
 
+    def save_packed(self, packed: np.ndarray | None, shape: tuple) -> None:
+        """Save a mask a kernel packed (None when the graph is not recorded)."""
+        if packed is not None:
+            self.shape = shape
+            self.save(packed)
+
     def mask(self) -> np.ndarray:
         (packed,) = self.saved_arrays
         return unpack_mask(packed, self.shape)
+
+    def masked(self, grad: np.ndarray) -> np.ndarray:
+        """grad [mask], without unpacking the mask into an array of its own."""
+        (packed,) = self.saved_arrays
+        return kernels.masked(grad, packed)

@@ -1,10 +1,11 @@
 """Tensor kernels: NumPy references (`reference`) and their Rust ports in `lance_ref._core`.
 
 Each kernel below calls the Rust function of the same name when the extension provides one and
-the arguments are in its domain (4-D float32/float64 tensors), else the NumPy reference. The
-Rust kernels agree with the references exactly for the copies (unfold, fold, im2col) and max
-pooling, and to rounding for the products and convolutions (relative error within 1e-5 in
-float32, 1e-12 in float64; see specs/kernels.md).
+the arguments are in its domain (4-D float32/float64 tensors; any shape for the elementwise
+`clamp` and `masked`), else the NumPy reference. The Rust kernels agree with the references
+exactly for the copies (unfold, fold, im2col), max pooling, clamp and masked, and to rounding
+for the products and convolutions (relative error within 1e-5 in float32, 1e-12 in float64; see
+specs/kernels.md).
 
 The Rust extension is used when it is importable, unless the environment variable
 LANCE_REF_BACKEND is `numpy`; with LANCE_REF_BACKEND=rust a missing extension is an
@@ -184,3 +185,19 @@ def batch_norm_forward(x, mean, inv_std, weight, bias, keep_x_hat: bool) -> tupl
 def batch_norm_backward(grad, x_hat, scale, batch_stats: bool) -> tuple:
     """(dx, [dgamma; dbeta]) of batch normalisation; see `reference.batch_norm_backward`."""
     return _kernel("batch_norm_backward", _float_4d(grad))(grad, x_hat, scale, batch_stats)
+
+
+def _float(x) -> bool:
+    """The elementwise Rust kernels' domain: float32/float64 arrays of any shape."""
+    return isinstance(x, np.ndarray) and x.dtype in (np.float32, np.float64)
+
+
+def clamp(x: np.ndarray, low, high, keep_mask: bool) -> tuple:
+    """(y, packed mask or None) of clipping to [low, high] (specs/activation.md#masks); see
+    `reference.clamp`."""
+    return _kernel("clamp", _float(x))(x, low, high, keep_mask)
+
+
+def masked(grad: np.ndarray, packed: np.ndarray) -> np.ndarray:
+    """grad times a packed mask (specs/activation.md#masks); see `reference.masked`."""
+    return _kernel("masked", _float(grad) and isinstance(packed, np.ndarray) and packed.dtype == np.uint8)(grad, packed)

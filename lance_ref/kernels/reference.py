@@ -437,3 +437,37 @@ def batch_norm_backward(grad, x_hat, scale, batch_stats: bool) -> tuple:
     else:
         grad_x = grad * _channel(scale, grad.ndim)
     return grad_x, np.stack([grad_weight, grad_bias])
+
+
+def pack_mask(mask: np.ndarray) -> np.ndarray:
+    """A bool array as ceil(n / 8) bytes, one bit per element in C order, the first in the most
+    significant bit (specs/activation.md#masks)."""
+    return np.packbits(mask, axis=None)
+
+
+def unpack_mask(packed: np.ndarray, shape) -> np.ndarray:
+    """The bool array of `shape` that `pack_mask` packed."""
+    return np.unpackbits(packed, count=math.prod(shape)).reshape(shape).view(bool)
+
+
+def clamp(x, low, high, keep_mask: bool) -> tuple:
+    """(y, packed mask if `keep_mask` else None): y = low where x < low, then high where that
+    exceeds high, in x's dtype (a bound may be None), and the mask [low < x < high], a missing
+    bound imposing nothing (specs/activation.md#masks)."""
+    low, high = (None if b is None else x.dtype.type(b) for b in (low, high))
+    # np.clip with two bounds compares as above; with one it is np.maximum, which makes -0.0 +0.0
+    y = np.clip(x, -np.inf if low is None else low, np.inf if high is None else high, dtype=x.dtype)
+    if not keep_mask:
+        return y, None
+    inside = np.ones(x.shape, dtype=bool)
+    if low is not None:
+        inside &= x > low
+    if high is not None:
+        inside &= x < high
+    return y, pack_mask(inside)
+
+
+def masked(grad, packed) -> np.ndarray:
+    """grad times the mask that `pack_mask` packed: the VJP of an op that saved it
+    (specs/activation.md#masks)."""
+    return grad * unpack_mask(packed, grad.shape)

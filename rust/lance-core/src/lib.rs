@@ -6,8 +6,10 @@
 //! (the SIMD instruction set and the thread count), validates its input and returns a
 //! [`LanceError`] instead of panicking. The products run on one GEMM whose micro-kernel exists
 //! for AVX2+FMA, AVX-512F, NEON and a scalar reference ([`Isa`]); depthwise convolutions and
-//! batch normalisation run on SIMD row kernels (axpy, dot) with the same four paths.
+//! batch normalisation run on SIMD row kernels (axpy, dot) with the same four paths; the
+//! elementwise clamp and masked VJP work on contiguous slices of any shape.
 
+mod activation;
 mod context;
 mod conv;
 mod depthwise;
@@ -25,6 +27,7 @@ mod taps;
 mod tucker;
 mod view;
 
+pub use activation::{clamp, mask_len, masked};
 pub use context::Context;
 pub use conv::{conv2d, conv2d_input_grad, conv2d_weight_grad, padded_workspace_len};
 pub use depthwise::{

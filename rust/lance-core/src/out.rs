@@ -65,6 +65,13 @@ impl<'a, T: Copy> Out<'a, T> {
         unsafe { self.ptr.add(i) }
     }
 
+    /// Elements `start..end` as a slice to write. Safety: `start <= end <= len`, and no other
+    /// thread touches these elements while the slice lives.
+    #[allow(clippy::mut_from_ref)] // disjoint ranges of one buffer, as `write`
+    pub(crate) unsafe fn range(&self, start: usize, end: usize) -> &'a mut [MaybeUninit<T>] {
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start).cast(), end - start) }
+    }
+
     /// Writes `values` at `i..i + values.len()`. Safety: in bounds, and no other thread
     /// touches these elements.
     pub(crate) unsafe fn copy_from(&self, i: usize, values: &[T]) {

@@ -878,6 +878,77 @@ fn batch_norm_backward<'py>(
     })
 }
 
+/// `x` (any shape) as a C-contiguous read-only array of `T`, copied first if it is not one.
+fn contiguous<'py, T: Element>(
+    x: &Bound<'py, PyAny>,
+    name: &str,
+) -> PyResult<PyReadonlyArrayDyn<'py, T>> {
+    let ndim = x.cast::<PyUntypedArray>()?.ndim();
+    let array = readonly::<T>(x, name, ndim)?;
+    if array.is_c_contiguous() {
+        return Ok(array);
+    }
+    let copy = x
+        .py()
+        .import("numpy")?
+        .call_method1("ascontiguousarray", (x,))?;
+    readonly::<T>(&copy, name, ndim)
+}
+
+/// (y, packed mask or None) with y = clip(x, low, high) (a bound may be None) and the mask
+/// [low < x < high] packed as np.packbits(mask, axis=None) when `keep_mask`
+/// (specs/activation.md#masks).
+#[pyfunction]
+fn clamp<'py>(
+    x: &Bound<'py, PyAny>,
+    low: Option<f64>,
+    high: Option<f64>,
+    keep_mask: bool,
+) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+    let py = x.py();
+    by_dtype!(x, "x", |T| {
+        let array = contiguous::<T>(x, "x")?;
+        let x = array.as_slice()?;
+        let (low, high) = (low.map(T::from_f64), high.map(T::from_f64));
+        if !keep_mask {
+            let y = run::<T>(py, array.shape(), |ctx, y| {
+                lance_core::clamp(ctx, x, low, high, y, None)
+            })?;
+            return Ok((y, py.None().into_bound(py)));
+        }
+        let mask = empty::<u8>(py, &[lance_core::mask_len(x.len())])?;
+        let y = {
+            let mut writable = mask.try_readwrite()?;
+            let mask = out_of(&mut writable);
+            run::<T>(py, array.shape(), |ctx, y| {
+                lance_core::clamp(ctx, x, low, high, y, Some(mask))
+            })?
+        };
+        Ok((y, mask.into_any()))
+    })
+}
+
+/// grad * the packed mask (np.unpackbits of `mask`, uint8 of ceil(grad.size / 8) bytes): the VJP
+/// of an op that saved its mask (specs/activation.md#masks).
+#[pyfunction]
+fn masked<'py>(grad: &Bound<'py, PyAny>, mask: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let py = grad.py();
+    by_dtype!(grad, "grad", |T| {
+        let g_array = contiguous::<T>(grad, "grad")?;
+        let Ok(mask) = mask.cast::<PyArrayDyn<u8>>() else {
+            return Err(PyTypeError::new_err(format!(
+                "mask must be a uint8 numpy.ndarray, got {}",
+                mask.get_type().name()?
+            )));
+        };
+        let m_array = contiguous::<u8>(mask.as_any(), "mask")?;
+        let (g, m) = (g_array.as_slice()?, m_array.as_slice()?);
+        run::<T>(py, g_array.shape(), |ctx, dx| {
+            lance_core::masked(ctx, g, m, dx)
+        })
+    })
+}
+
 /// The SIMD instruction set the kernels run on ("scalar", "avx2", "avx512" or "neon").
 #[pyfunction]
 fn simd_isa() -> PyResult<&'static str> {
@@ -923,6 +994,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(batch_norm_stats, m)?)?;
     m.add_function(wrap_pyfunction!(batch_norm_forward, m)?)?;
     m.add_function(wrap_pyfunction!(batch_norm_backward, m)?)?;
+    m.add_function(wrap_pyfunction!(clamp, m)?)?;
+    m.add_function(wrap_pyfunction!(masked, m)?)?;
     m.add_function(wrap_pyfunction!(simd_isa, m)?)?;
     m.add_function(wrap_pyfunction!(available_isas, m)?)?;
     m.add_function(wrap_pyfunction!(num_threads, m)?)?;
