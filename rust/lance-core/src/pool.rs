@@ -6,6 +6,11 @@
 //! windows of ceil mode) never win, as if they held -inf. The forward keeps each window's winning
 //! tap, in the smallest unsigned type that holds it ([`TapIndex`]: u8 or u16), and the backward
 //! adds each output gradient to its winner's input element. Threads take whole planes.
+//!
+//! Windows that lie inside the input are swept a row of outputs at a time, tap by tap, with
+//! branch-free selects: a strided loop that the compiler vectorises (a 2x2 stride-2 pooling of
+//! (128, 32, 28, 28) float32 went from about 30 to 10-13 ms on one core). The windows that
+//! touch the padding go one by one.
 
 use crate::out::Out;
 use crate::parallel::{for_ranges, threads_for};
@@ -61,25 +66,29 @@ pub trait TapIndex: Copy + Send + Sync + 'static {
     /// `t` in this type, if it fits.
     fn from_tap(t: usize) -> Option<Self>;
     fn tap(self) -> usize;
+    /// `a` if `pick` else `b`, by masking bits (see [`Float::select`]).
+    fn select(pick: bool, a: Self, b: Self) -> Self;
 }
 
-impl TapIndex for u8 {
-    fn from_tap(t: usize) -> Option<Self> {
-        u8::try_from(t).ok()
-    }
-    fn tap(self) -> usize {
-        self.into()
-    }
+macro_rules! tap_index {
+    ($($t:ty),*) => {$(
+        impl TapIndex for $t {
+            fn from_tap(t: usize) -> Option<Self> {
+                <$t>::try_from(t).ok()
+            }
+            fn tap(self) -> usize {
+                self.into()
+            }
+            #[inline(always)]
+            fn select(pick: bool, a: Self, b: Self) -> Self {
+                let mask = if pick { !0 } else { 0 };
+                (a & mask) | (b & !mask)
+            }
+        }
+    )*};
 }
 
-impl TapIndex for u16 {
-    fn from_tap(t: usize) -> Option<Self> {
-        u16::try_from(t).ok()
-    }
-    fn tap(self) -> usize {
-        self.into()
-    }
-}
+tap_index!(u8, u16);
 
 /// The kernel's taps as `I`, or an error naming the type if the last one does not fit.
 fn tap_indices<I: TapIndex>(kernel: [usize; 2]) -> Result<Vec<I>, LanceError> {
@@ -126,6 +135,23 @@ impl Window {
         [yr * self.stride[0] + dr, yc * self.stride[1] + dc]
     }
 
+    /// Whether the windows of output row `yr` lie inside the input's rows.
+    fn rows_inside(&self, yr: usize) -> bool {
+        let top = yr * self.stride[0];
+        top >= self.padding[0] && top + self.span[0] <= self.padding[0] + self.hw[0]
+    }
+
+    /// The output columns `c0..c1` (of `ow`) whose windows lie inside the input's columns.
+    fn inside_columns(&self, ow: usize) -> [usize; 2] {
+        let (pw, s) = (self.padding[1], self.stride[1]);
+        let c0 = pw.div_ceil(s).min(ow);
+        let c1 = match (pw + self.hw[1]).checked_sub(self.span[1]) {
+            Some(last_left) => (last_left / s + 1).min(ow),
+            None => 0,
+        };
+        [c0, c1.max(c0)]
+    }
+
     /// The (tap, input element) pairs of output `(yr, yc)`'s window that lie inside the input,
     /// in tap order.
     fn taps(&self, yr: usize, yc: usize) -> impl Iterator<Item = (usize, [usize; 2])> + '_ {
@@ -163,12 +189,20 @@ pub fn max_pool2d<T: Float, I: TapIndex>(
     let window = Window::new(geometry, [h, w]);
     let floor = T::from_f64(f64::NEG_INFINITY); // the maximum of no tap
     let threads = threads_for(best.len() * indices.len(), ctx.threads);
+    let [c0, c1] = window.inside_columns(ow);
     for_ranges(n * c, threads, 1, |start, end| {
         let (mut values, mut winners) = (vec![T::ZERO; ow], vec![indices[0]; ow]);
         for plane in start..end {
             let (s, ch) = (plane / c, plane % c);
             for yr in 0..oh {
-                for (yc, (value, winner)) in values.iter_mut().zip(&mut winners).enumerate() {
+                // The windows that lie inside the input are swept tap by tap along the row, a
+                // strided loop the compiler vectorises; the others, at the padded edges, one by one.
+                let [c0, c1] = if window.rows_inside(yr) {
+                    [c0, c1]
+                } else {
+                    [0, 0]
+                };
+                for yc in (0..c0).chain(c1..ow) {
                     let (mut top, mut top_tap) = (&floor, indices[0]);
                     for (t, [r, q]) in window.taps(yr, yc) {
                         let v = &x.data[at(x, s, ch, r, q) as usize];
@@ -179,7 +213,21 @@ pub fn max_pool2d<T: Float, I: TapIndex>(
                         top = select_unpredictable(wins, v, top);
                         top_tap = select_unpredictable(wins, indices[t], top_tap);
                     }
-                    (*value, *winner) = (*top, top_tap);
+                    (values[yc], winners[yc]) = (*top, top_tap);
+                }
+                let (tops, top_taps) = (&mut values[c0..c1], &mut winners[c0..c1]);
+                tops.fill(floor);
+                top_taps.fill(indices[0]);
+                for (t, &index) in indices.iter().enumerate().filter(|_| c0 < c1) {
+                    let [r, q] = window.padded(yr, c0, t);
+                    let [ph, pw] = window.padding;
+                    let first = at(x, s, ch, r - ph, q - pw);
+                    match window.stride[1] as isize * x.strides[3] {
+                        // constant steps, so that the compiler vectorises their loads
+                        1 => sweep(x.data, first, 1, tops, top_taps, index),
+                        2 => sweep(x.data, first, 2, tops, top_taps, index),
+                        step => sweep(x.data, first, step, tops, top_taps, index),
+                    }
                 }
                 let y = plane * plane_len + yr * ow;
                 // SAFETY: this thread's own plane, inside both outputs.
@@ -191,6 +239,34 @@ pub fn max_pool2d<T: Float, I: TapIndex>(
         }
     });
     Ok(())
+}
+
+/// One tap of a row of windows: `tops[k]`, `top_taps[k]` become `data[first + k step]`, `index`
+/// where that element wins (it is greater, or NaN).
+#[inline(always)]
+fn sweep<T: Float, I: TapIndex>(
+    data: &[T],
+    first: isize,
+    step: isize,
+    tops: &mut [T],
+    top_taps: &mut [I],
+    index: I,
+) {
+    let update = |(top, top_tap): (&mut T, &mut I), v: T| {
+        #[allow(clippy::eq_op)] // v != v: NaN wins, as in torch
+        let wins = (v > *top) | (v != v);
+        *top = T::select(wins, v, *top);
+        *top_tap = I::select(wins, index, *top_tap);
+    };
+    let outputs = tops.iter_mut().zip(top_taps);
+    if step > 0 {
+        // an iterator over the row, so that no bounds check stops the compiler vectorising
+        let row = data[first as usize..].iter().step_by(step as usize);
+        outputs.zip(row).for_each(|(out, &v)| update(out, v));
+    } else {
+        let row = (0..).map(|k: isize| data[(first + k * step) as usize]);
+        outputs.zip(row).for_each(|(out, v)| update(out, v));
+    }
 }
 
 /// `dx[n, c, s h' + d i - p, s w' + d j - p] += dY[n, c, h', w']` for the winning tap `(i, j)` of

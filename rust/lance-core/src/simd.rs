@@ -29,6 +29,9 @@ pub trait Float:
     /// This value in f64 (exact), and an f64 rounded to this type.
     fn to_f64(self) -> f64;
     fn from_f64(value: f64) -> Self;
+    /// `a` if `pick` else `b`, by masking bits rather than branching, so that loops of it
+    /// vectorise.
+    fn select(pick: bool, a: Self, b: Self) -> Self;
     /// The micro-kernels of `isa` for this type, by increasing tile height `mr` (the scalar one
     /// if `isa` is not compiled in); all share one tile width `nr`.
     fn micro_kernels(isa: Isa) -> Vec<MicroKernel<Self>>;
@@ -458,6 +461,11 @@ macro_rules! float {
             }
             fn from_f64(value: f64) -> Self {
                 value as $t
+            }
+            #[inline(always)]
+            fn select(pick: bool, a: Self, b: Self) -> Self {
+                let mask = if pick { !0 } else { 0 };
+                <$t>::from_bits((a.to_bits() & mask) | (b.to_bits() & !mask))
             }
             fn micro_kernels(isa: Isa) -> Vec<MicroKernel<Self>> {
                 match isa {
