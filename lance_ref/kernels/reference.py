@@ -459,9 +459,7 @@ def clamp(x, low, high, keep_mask: bool) -> tuple:
     y = np.clip(x, -np.inf if low is None else low, np.inf if high is None else high, dtype=x.dtype)
     if not keep_mask:
         return y, None
-    inside = np.ones(x.shape, dtype=bool)
-    if low is not None:
-        inside &= x > low
+    inside = np.ones(x.shape, dtype=bool) if low is None else x > low
     if high is not None:
         inside &= x < high
     return y, pack_mask(inside)

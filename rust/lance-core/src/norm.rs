@@ -1,6 +1,9 @@
-//! Batch normalisation over axis 1 of an (N, C, H, W) input, channel by channel, on the SIMD row
-//! kernels (specs/norm.md#batch_norm): the statistics in two passes, the normalisation in one,
-//! and the VJP in two, where NumPy makes a pass (and an array) per operation.
+//! Batch normalisation over axis 1 of an (N, C, H, W) input, channel by channel
+//! (specs/norm.md#batch_norm): the statistics in two passes, the normalisation in one, and the
+//! VJP in two, where NumPy makes a pass (and an array) per operation. The sums run on the SIMD
+//! dot kernel; the elementwise passes are plain loops over the runs, which the compiler
+//! vectorises. The normalisation makes NumPy's operations in NumPy's order (x - mean, times
+//! inv_std, times gamma, plus beta), so it equals the reference exactly.
 //!
 //! Channel `c` reads the `N` planes `[n, c]`, each one run of `H W` elements when the plane is
 //! contiguous, else `H` rows of `W`. Per-channel sums are accumulated in f64 across the runs.
@@ -29,6 +32,21 @@ fn runs<T>(
     let (count, len) = if whole { (1, h * w) } else { (h, w) };
     let (row, step) = (v.strides[2], v.strides[3]);
     (0..count).map(move |r| (base + r as isize * row, len, step))
+}
+
+/// Evaluates `$body` with `$values` iterating over a run (`$len` elements of `$data` from
+/// `$from`, `$step` apart): a slice's iterator for unit steps, which the compiler vectorises,
+/// else strided reads.
+macro_rules! with_values {
+    ($data:expr, $from:expr, $len:expr, $step:expr, |$values:ident| $body:expr) => {
+        if $step == 1 {
+            let $values = $data[$from as usize..][..$len].iter().copied();
+            $body
+        } else {
+            let $values = (0..$len as isize).map(|k| $data[($from + k * $step) as usize]);
+            $body
+        }
+    };
 }
 
 /// The row kernels and a run of ones, to sum a run as a dot product with it.
@@ -94,19 +112,14 @@ pub fn batch_norm_stats<T: Float>(
             for s in 0..n {
                 for (from, len, step) in runs(x, s, ch, whole) {
                     let run = &mut centred[..len];
-                    run.fill(minus_mean);
-                    // SAFETY: as above; `centred` is this thread's own buffer.
-                    squares += unsafe {
-                        (channel.rows.axpy)(
-                            len,
-                            T::ONE,
-                            x.data.as_ptr().offset(from),
-                            step,
-                            run.as_mut_ptr(),
-                            1,
-                        );
-                        (channel.rows.dot)(len, run.as_ptr(), 1, run.as_ptr(), 1).to_f64()
-                    };
+                    with_values!(x.data, from, len, step, |values| {
+                        for (d, v) in run.iter_mut().zip(values) {
+                            *d = v + minus_mean;
+                        }
+                    });
+                    // SAFETY: `run` is this thread's own buffer of `len` elements.
+                    squares += unsafe { (channel.rows.dot)(len, run.as_ptr(), 1, run.as_ptr(), 1) }
+                        .to_f64();
                 }
             }
             // SAFETY: this thread's own channels, inside `out`.
@@ -154,54 +167,38 @@ pub fn batch_norm_forward<T: Float>(
     }
     let whole = joined(x);
     for_ranges(c, threads(ctx, x.shape), 1, |start, end| {
-        let rows = T::row_kernels(ctx.isa);
-        let (mut centred, mut normal, mut result) = (
-            vec![T::ZERO; plane],
-            vec![T::ZERO; plane],
-            vec![T::ZERO; plane],
-        );
         for ch in start..end {
             let minus_mean = T::from_f64(-affine.mean[ch].to_f64());
-            let gamma = affine.weight.map_or(T::ONE, |v| v[ch]);
-            let beta = affine.bias.map_or(T::ZERO, |v| v[ch]);
+            let inv_std = affine.inv_std[ch];
+            let (gamma, beta) = (affine.weight.map(|v| v[ch]), affine.bias.map(|v| v[ch]));
+            // NumPy's order and roundings: (x - mean) inv_std, times gamma, plus beta
+            let normalise = |v: T| (v + minus_mean) * inv_std;
+            let scale_shift = |h: T| match (gamma, beta) {
+                (Some(g), Some(b)) => h * g + b,
+                (Some(g), None) => h * g,
+                _ => h,
+            };
             for s in 0..n {
-                let mut done = 0;
+                let mut at = (s * c + ch) * plane;
                 for (from, len, step) in runs(x, s, ch, whole) {
-                    let (centred, normal, result) =
-                        (&mut centred[..len], &mut normal[..len], &mut result[..len]);
-                    centred.fill(minus_mean);
-                    normal.fill(T::ZERO);
-                    result.fill(beta);
-                    // SAFETY: the view's runs lie inside its data; the buffers are this
-                    // thread's own and hold `len` elements.
-                    unsafe {
-                        (rows.axpy)(
-                            len,
-                            T::ONE,
-                            x.data.as_ptr().offset(from),
-                            step,
-                            centred.as_mut_ptr(),
-                            1,
-                        );
-                        (rows.axpy)(
-                            len,
-                            affine.inv_std[ch],
-                            centred.as_ptr(),
-                            1,
-                            normal.as_mut_ptr(),
-                            1,
-                        );
-                        (rows.axpy)(len, gamma, normal.as_ptr(), 1, result.as_mut_ptr(), 1);
-                    }
-                    let at = (s * c + ch) * plane + done;
                     // SAFETY: this thread's own channel's planes, inside the outputs.
-                    unsafe {
-                        if let Some(x_hat) = &x_hat {
-                            x_hat.copy_from(at, normal);
+                    let ys = unsafe { y.range(at, at + len) };
+                    let hats = x_hat.map(|x_hat| unsafe { x_hat.range(at, at + len) });
+                    with_values!(x.data, from, len, step, |values| match hats {
+                        Some(hats) => {
+                            for ((v, hat), y) in values.zip(hats).zip(ys) {
+                                let h = normalise(v);
+                                hat.write(h);
+                                y.write(scale_shift(h));
+                            }
                         }
-                        y.copy_from(at, result);
-                    }
-                    done += len;
+                        None => {
+                            for (v, y) in values.zip(ys) {
+                                y.write(scale_shift(normalise(v)));
+                            }
+                        }
+                    });
+                    at += len;
                 }
             }
         }
@@ -244,7 +241,6 @@ pub fn batch_norm_backward<T: Float>(
             rows: T::row_kernels(ctx.isa),
             ones: &ones,
         };
-        let mut result = vec![T::ZERO; plane];
         for (ch, &factor) in scale.iter().enumerate().take(end).skip(start) {
             let (mut g_sum, mut gx_sum) = (0.0, 0.0);
             for s in 0..n {
@@ -274,37 +270,31 @@ pub fn batch_norm_backward<T: Float>(
             } else {
                 (0.0, 0.0)
             };
+            let (shift, slope) = (T::from_f64(shift), T::from_f64(slope));
             for s in 0..n {
-                let (mut done, mut hats) = (0, x_hat.map(|v| runs(v, s, ch, whole)));
+                let (mut at, mut hats) =
+                    ((s * c + ch) * plane, x_hat.map(|v| runs(v, s, ch, whole)));
                 for (from, len, step) in runs(grad, s, ch, whole) {
                     let hat = hats.as_mut().and_then(Iterator::next);
-                    let run = &mut result[..len];
-                    run.fill(T::from_f64(shift));
-                    // SAFETY: as above; `result` is this thread's own buffer.
-                    unsafe {
-                        (channel.rows.axpy)(
-                            len,
-                            factor,
-                            grad.data.as_ptr().offset(from),
-                            step,
-                            run.as_mut_ptr(),
-                            1,
-                        );
-                        if let (true, Some(v), Some((at, _, hat_step))) = (batch_stats, x_hat, hat)
-                        {
-                            let hats = v.data.as_ptr().offset(at);
-                            (channel.rows.axpy)(
-                                len,
-                                T::from_f64(slope),
-                                hats,
-                                hat_step,
-                                run.as_mut_ptr(),
-                                1,
-                            );
+                    // SAFETY: this thread's own channel's planes, inside `dx`.
+                    let dxs = unsafe { dx.range(at, at + len) };
+                    match (batch_stats, x_hat, hat) {
+                        (true, Some(v), Some((hat_from, _, hat_step))) => {
+                            with_values!(grad.data, from, len, step, |gs| {
+                                with_values!(v.data, hat_from, len, hat_step, |hs| {
+                                    for ((g, h), dx) in gs.zip(hs).zip(&mut *dxs) {
+                                        dx.write(factor * g + shift + slope * h);
+                                    }
+                                })
+                            })
                         }
-                        dx.copy_from((s * c + ch) * plane + done, run);
+                        _ => with_values!(grad.data, from, len, step, |gs| {
+                            for (g, dx) in gs.zip(&mut *dxs) {
+                                dx.write(factor * g);
+                            }
+                        }),
                     }
-                    done += len;
+                    at += len;
                 }
             }
             // SAFETY: this thread's own channels, inside `sums`.
