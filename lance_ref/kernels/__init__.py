@@ -76,9 +76,14 @@ def _kernel(name: str, rust_ok: bool):
     return getattr(_core, name) if _rust(name, rust_ok) else getattr(reference, name)
 
 
+def _float(x) -> bool:
+    """The elementwise Rust kernels' domain: float32/float64 arrays of any shape and strides."""
+    return isinstance(x, np.ndarray) and x.dtype in (np.float32, np.float64)
+
+
 def _float_4d(x) -> bool:
-    """The Rust kernels' domain: 4-D float32/float64 arrays (any strides)."""
-    return isinstance(x, np.ndarray) and x.ndim == 4 and x.dtype in (np.float32, np.float64)
+    """The other Rust kernels' domain: 4-D float32/float64 arrays (any strides)."""
+    return _float(x) and x.ndim == 4
 
 
 def unfold(x: np.ndarray, mode: int) -> np.ndarray:
@@ -185,11 +190,6 @@ def batch_norm_forward(x, mean, inv_std, weight, bias, keep_x_hat: bool) -> tupl
 def batch_norm_backward(grad, x_hat, scale, batch_stats: bool) -> tuple:
     """(dx, [dgamma; dbeta]) of batch normalisation; see `reference.batch_norm_backward`."""
     return _kernel("batch_norm_backward", _float_4d(grad))(grad, x_hat, scale, batch_stats)
-
-
-def _float(x) -> bool:
-    """The elementwise Rust kernels' domain: float32/float64 arrays of any shape."""
-    return isinstance(x, np.ndarray) and x.dtype in (np.float32, np.float64)
 
 
 def clamp(x: np.ndarray, low, high, keep_mask: bool) -> tuple:

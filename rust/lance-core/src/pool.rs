@@ -153,19 +153,13 @@ impl Window {
     }
 
     /// The (tap, input element) pairs of output `(yr, yc)`'s window that lie inside the input,
-    /// in tap order.
+    /// in tap order (for windows at the padded edges; the others are swept a row at a time).
     fn taps(&self, yr: usize, yc: usize) -> impl Iterator<Item = (usize, [usize; 2])> + '_ {
-        let [top, left] = self.padded(yr, yc, 0);
         let [h, w] = self.hw;
         let [ph, pw] = self.padding;
-        let inside = top >= ph
-            && left >= pw
-            && top + self.span[0] <= ph + h
-            && left + self.span[1] <= pw + w;
         (0..self.offsets.len()).filter_map(move |t| {
-            let [r, q] = [top + self.offsets[t][0], left + self.offsets[t][1]];
-            (inside || ((ph..ph + h).contains(&r) && (pw..pw + w).contains(&q)))
-                .then(|| (t, [r - ph, q - pw]))
+            let [r, q] = self.padded(yr, yc, t);
+            ((ph..ph + h).contains(&r) && (pw..pw + w).contains(&q)).then(|| (t, [r - ph, q - pw]))
         })
     }
 }
@@ -206,8 +200,7 @@ pub fn max_pool2d<T: Float, I: TapIndex>(
                     let (mut top, mut top_tap) = (&floor, indices[0]);
                     for (t, [r, q]) in window.taps(yr, yc) {
                         let v = &x.data[at(x, s, ch, r, q) as usize];
-                        #[allow(clippy::eq_op)] // v != v: NaN wins, as in torch
-                        let wins = (v > top) | (v != v);
+                        let wins = beats(v, top);
                         // a conditional move of the reference, not a branch on the floats:
                         // on random data a branch is mispredicted about every other tap
                         top = select_unpredictable(wins, v, top);
@@ -241,6 +234,15 @@ pub fn max_pool2d<T: Float, I: TapIndex>(
     Ok(())
 }
 
+/// Whether tap value `v` takes the window from the best so far, `top`: it is greater, or NaN
+/// (as in torch). Without a branch, so that the callers' selects stay conditional moves.
+#[inline(always)]
+fn beats<T: Float>(v: &T, top: &T) -> bool {
+    #[allow(clippy::eq_op)] // v != v: NaN
+    let nan = v != v;
+    (v > top) | nan
+}
+
 /// One tap of a row of windows: `tops[k]`, `top_taps[k]` become `data[first + k step]`, `index`
 /// where that element wins (it is greater, or NaN).
 #[inline(always)]
@@ -253,8 +255,7 @@ fn sweep<T: Float, I: TapIndex>(
     index: I,
 ) {
     let update = |(top, top_tap): (&mut T, &mut I), v: T| {
-        #[allow(clippy::eq_op)] // v != v: NaN wins, as in torch
-        let wins = (v > *top) | (v != v);
+        let wins = beats(&v, top);
         *top = T::select(wins, v, *top);
         *top_tap = I::select(wins, index, *top_tap);
     };
