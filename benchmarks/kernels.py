@@ -22,7 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from timing import run_times
+from timing import quiet_blas_env, run_times
 
 # (shape (B, C, H, W), ranks per mode): LANCE-like activations, batch 32..128, channels 32..512,
 # spatial 4x4..32x32, ranks 2..64.
@@ -155,13 +155,6 @@ def measure(dtypes, repeats, quick):
                                  ratio=numpy_times[best] / rust_time, gbs=nbytes / rust_time / 1e9,
                                  gflops=flops / rust_time / 1e9, flops=float(flops)))
     return dict(rows=rows, peaks=peaks)
-
-
-def quiet_blas_env() -> dict:
-    """This environment with OpenBLAS's idle threads sleeping at once (unless the caller chose):
-    by default they spin for about 2^28 cycles after each BLAS call, and on two cores the spinner
-    takes the core a Rust thread started right after needs, costing it scheduler quanta."""
-    return {"OPENBLAS_THREAD_TIMEOUT": "4", **os.environ}
 
 
 def step_time(backend: str):

@@ -3,8 +3,8 @@
 For each zoo model, dtype and batch: the same weights (checked equal first: the twins' logits
 must match), the same batch of real digits, SGD with momentum; the steps of each contender are
 interleaved and the median compared. Each thread count runs in its own process (BLAS reads its
-thread count at start), with torch's OpenMP threads told not to spin between ops. Without torch
-the lance-ref columns print alone. The GEMM limit is the step's conv and linear FLOPs (forward,
+thread count at start), with torch's OpenMP threads and NumPy's OpenBLAS threads told not to
+spin between ops. Without torch the lance-ref columns print alone. The GEMM limit is the step's conv and linear FLOPs (forward,
 input and weight gradients) at the GEMM throughput this machine measures for a square matmul,
 so `/limit` says how far a step is from pure GEMM time.
 The LANCE rows time the fine-tuning step of the last 4 convs (eps 0.9) on each backend.
@@ -31,6 +31,7 @@ from lance_ref.compress import calibrate, prepare_finetune
 from lance_ref.nn import Conv2d, Linear, build_model, recording
 from lance_ref.optim import SGD
 from lance_step import digits
+from timing import quiet_blas_env
 
 MODELS = ("small-cnn", "alexnet-gpm", "resnet18-reduced", "mobilenetv2")
 SHAPES = {"small-cnn": (1, 28)}  # (channels, size); the others take the digits as 32x32 RGB
@@ -50,9 +51,9 @@ def main(argv=None):
     print(f"{'model':<17} {'dtype':<8} {'batch':>5} {'thr':>3} {'rust ms':>9} {'numpy ms':>9} {'torch ms':>9} "
           f"{'rust/torch':>10} {'numpy/torch':>11} {'numpy/rust':>10} {'limit ms':>9} {'rust/limit':>10}")
     for threads in args.threads.split(","):
-        # OMP_WAIT_POLICY=PASSIVE: torch's OpenMP threads sleep after each op instead of spinning
-        # for milliseconds on the core that the next contender's threads need.
-        env = dict(os.environ, OPENBLAS_NUM_THREADS=threads, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads,
+        # OMP_WAIT_POLICY=PASSIVE and quiet_blas_env: torch's OpenMP threads and NumPy's OpenBLAS
+        # threads sleep after each op instead of spinning on the core the next op's threads need.
+        env = dict(quiet_blas_env(), OPENBLAS_NUM_THREADS=threads, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads,
                    LANCE_CORE_THREADS=threads, OMP_WAIT_POLICY="PASSIVE")
         command = [sys.executable, __file__, "--worker", threads] + [f"--{k}={getattr(args, k)}" for k in ("models", "batches", "dtypes", "repeats")]
         subprocess.run(command, env=env, check=True)

@@ -4,6 +4,14 @@ The engine (`Tensor`, `lance_ref.functional`, `lance_ref.nn`, `lance_ref.optim`)
 PyTorch's semantics; `specs/` holds the equations every op implements.
 """
 
+import os
+
+# OpenBLAS reads this once, when NumPy loads it: its idle threads then sleep at once instead of
+# spinning for about 2**28 cycles after each BLAS call, on the core that the Rust kernels'
+# threads need next (a 2-thread mobilenetv2 step: 3.5 s spinning, 2.1 s not; README "Threads").
+# It takes effect only when lance_ref is imported before NumPy; the user's own setting wins.
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
 from . import functional
 from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .random import manual_seed
