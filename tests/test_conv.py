@@ -130,7 +130,8 @@ def test_pointwise_conv_is_a_gemm_per_sample(n, c, o, h, w, with_bias, data):
 @settings(max_examples=20, deadline=None)
 @given(st.integers(1, 2), st.integers(1, 3), st.data())
 def test_weight_gradient_alone_takes_the_narrower_unfolding(c, k, data):
-    # dx is not needed (the images of a first layer) and O > C: dW from im2col(x), not im2col(dY)
+    # dx is not needed (the images of a first layer) and O > C: dW from im2col(x), not im2col(dY);
+    # with one input channel, from the taps' dot products (specs/conv.md#conv2d, Routes)
     x, weight = data.draw(arrays((2, c, 5, 4))), data.draw(arrays((c + 3, c, k, k)))
     gradcheck(lambda *t: F.conv2d(*t, padding=1), x, weight, wrt=[1])
 

@@ -158,8 +158,8 @@ def input_grad(grad, weight, input_shape, geometry, transposed=None) -> np.ndarr
 
 def weight_grad(grad, x, geometry) -> np.ndarray:
     """dW = dY^T im2col(x), over chunks of samples (specs/conv.md#conv2d); taps summed directly
-    for groups > 1 (#direct). Shape (O, C/G, kh, kw)."""
-    if geometry["groups"] > 1:
+    for groups > 1 and for one input channel (#direct). Shape (O, C/G, kh, kw)."""
+    if geometry["groups"] > 1 or x.shape[1] == 1:
         return kernels.direct_conv2d_weight_grad(grad, x, geometry["kernel"], *direct_args(geometry))
     return kernels.conv2d_weight_grad(grad, x, geometry["kernel"], *direct_args(geometry)[:3])
 
