@@ -127,6 +127,14 @@ def test_pointwise_conv_is_a_gemm_per_sample(n, c, o, h, w, with_bias, data):
     gradcheck(lambda *t: F.conv2d(*t), x, weight, *([] if b is None else [b]))
 
 
+@pytest.mark.parametrize("side", [11, 12])
+def test_pointwise_weight_gradient_on_both_sides_of_the_one_gemm_rule(side):
+    # 121 pixels a sample: one GEMM over all samples; 144: one per sample (specs/conv.md#pointwise)
+    rng = np.random.default_rng(side)
+    x, weight = rng.standard_normal((3, 2, side, side)), rng.standard_normal((4, 2, 1, 1))
+    gradcheck(lambda *t: F.conv2d(*t), x, weight, wrt=[1])
+
+
 @settings(max_examples=20, deadline=None)
 @given(st.integers(1, 2), st.integers(1, 3), st.data())
 def test_weight_gradient_alone_takes_the_narrower_unfolding(c, k, data):

@@ -109,13 +109,17 @@ def conv2d_grads(grad, weight, x, input_shape, geometry) -> tuple:
 
 
 def pointwise_grads(grad, weight, x, input_shape) -> tuple:
-    """dx[n] = W^T dY[n] and dW = sum_n dY[n] X[n]^T for a pointwise conv (specs/conv.md#pointwise)."""
+    """dx[n] = W^T dY[n] and dW = sum_n dY[n] X[n]^T for a pointwise conv (specs/conv.md#pointwise),
+    dW as one GEMM over all samples when each has fewer than 128 pixels."""
     grad_x = None if weight is None else np.matmul(weight.reshape(weight.shape[:2]).T, planes(grad)).reshape(input_shape)
     if x is None:
         return grad_x, None
-    grad_w = np.zeros((grad.shape[1], x.shape[1]), dtype=grad.dtype)
-    for g, sample in zip(planes(grad), planes(x)):
-        grad_w += g @ sample.T
+    if x.shape[2] * x.shape[3] < 128:  # short per-sample products: one GEMM over copies
+        grad_w = np.tensordot(planes(grad), planes(x), axes=([0, 2], [0, 2]))
+    else:
+        grad_w = np.zeros((grad.shape[1], x.shape[1]), dtype=grad.dtype)
+        for g, sample in zip(planes(grad), planes(x)):
+            grad_w += g @ sample.T
     return grad_x, grad_w.reshape(*grad_w.shape, 1, 1)
 
 
