@@ -11,7 +11,12 @@
 //! At stride 1 the rows are joined instead ([`Wide`]): each plane is copied once into a
 //! zero-padded scratch, and the output (or its gradient) is held "wide", its rows as far apart as
 //! the padded input's, so that a tap is one long unit-step axpy or dot over the whole plane
-//! rather than one short call per row.
+//! rather than one short call per row; small planes of one channel are stacked across samples,
+//! so that a tap is one run over the whole stack (mobilenetv2's 2x2 maps of 960 channels at
+//! batch 64: forward and both VJPs 11-12 ms against 52-54 ms one plane at a time). Threads then
+//! take whole channels.
+
+use std::ops::Range;
 
 use crate::out::Out;
 use crate::parallel::{self, for_ranges};
@@ -64,6 +69,11 @@ struct Plan<T> {
 /// output's rows `Wp` apart, its first W' elements valid. Output element `k` (wide) then reads
 /// padded input `k + offset` for each tap, `offset = d_h i Wp + d_w j`, so a tap is one run of
 /// `len = (H' - 1) Wp + W'` elements, which ends exactly at the padded plane's last element.
+///
+/// Planes of one channel from consecutive samples are stacked `Hp Wp` apart, in the input and
+/// the output alike, so that one run of `(P - 1) Hp Wp + len` elements makes a tap for `P`
+/// planes: small planes then cost one call per tap for a whole stack, not one per plane. The
+/// output elements between planes are discarded (or, for gradients, zero).
 struct Wide {
     padded: [usize; 2],
     padding: [usize; 2],
@@ -95,18 +105,55 @@ impl Wide {
         self.padded[0] * self.padded[1]
     }
 
-    /// `buf` (Hp Wp) = plane `[a, b]` of `v` (H, W), zero-padded.
-    fn pad_plane<T: Float>(&self, v: &View4<'_, T>, a: usize, b: usize, buf: &mut [T]) {
-        buf.fill(T::ZERO);
-        let start = self.padding[0] * self.padded[1] + self.padding[1];
-        copy_plane(v, a, b, &mut buf[start..], self.padded[1]);
+    /// How many planes of `n` samples to stack: as many as fill about [`STACK_ELEMENTS`].
+    fn stack(&self, n: usize) -> usize {
+        (STACK_ELEMENTS / self.plane_len()).clamp(1, n.max(1))
     }
 
-    /// `buf` (H' rows, `Wp` apart) = plane `[a, b]` of `v` (H', W') held wide, zeros between rows.
-    fn widen<T: Float>(&self, v: &View4<'_, T>, a: usize, b: usize, buf: &mut [T]) {
-        buf.fill(T::ZERO);
-        copy_plane(v, a, b, buf, self.padded[1]);
+    /// The run of a tap over a stack of `planes` planes.
+    fn run(&self, planes: usize) -> usize {
+        (planes - 1) * self.plane_len() + self.len
     }
+
+    /// `buf` (P Hp Wp) = planes `[s, b]` of `v` (H, W) for the samples `s` of `samples`,
+    /// zero-padded and stacked.
+    fn pad_planes<T: Float>(
+        &self,
+        v: &View4<'_, T>,
+        samples: Range<usize>,
+        b: usize,
+        buf: &mut [T],
+    ) {
+        let start = self.padding[0] * self.padded[1] + self.padding[1];
+        for (s, plane) in samples.zip(buf.chunks_exact_mut(self.plane_len())) {
+            plane.fill(T::ZERO);
+            copy_plane(v, s, b, &mut plane[start..], self.padded[1]);
+        }
+    }
+
+    /// `buf` (P Hp Wp) = planes `[s, b]` of `v` (H', W') for the samples `s` of `samples`, held
+    /// wide and stacked, zeros between rows and planes.
+    fn widen_planes<T: Float>(
+        &self,
+        v: &View4<'_, T>,
+        samples: Range<usize>,
+        b: usize,
+        buf: &mut [T],
+    ) {
+        for (s, plane) in samples.zip(buf.chunks_exact_mut(self.plane_len())) {
+            plane.fill(T::ZERO);
+            copy_plane(v, s, b, plane, self.padded[1]);
+        }
+    }
+}
+
+/// Elements of a stack of wide planes (8 KiB in float32), so that the stacked input and output
+/// stay in the L1 cache: 8192 measured slower on 8x8 and 32x32 planes.
+const STACK_ELEMENTS: usize = 1 << 11;
+
+/// The samples `0..n` in consecutive stacks of `stack`.
+fn stacks(n: usize, stack: usize) -> impl Iterator<Item = Range<usize>> {
+    (0..n).step_by(stack).map(move |s| s..(s + stack).min(n))
 }
 
 impl<T: Float> Plan<T> {
@@ -297,8 +344,9 @@ fn tap_weight<T: Float>(weight: &View4<'_, T>, oc: usize, t: usize) -> T {
     weight.data[at(weight, oc, 0, t / kw, t % kw) as usize]
 }
 
-/// [`depthwise_conv2d`] at stride 1: per input plane, one padded copy, then per output channel
-/// one axpy per tap into the wide output, whose valid columns are then written out.
+/// [`depthwise_conv2d`] at stride 1: per input channel and stack of samples, one padded copy,
+/// then per output channel one axpy per tap into the wide output, whose valid columns are then
+/// written out.
 fn wide_forward<T: Float>(
     ctx: &Context,
     plan: &Plan<T>,
@@ -308,34 +356,40 @@ fn wide_forward<T: Float>(
     out: Out<'_, T>,
 ) {
     let ([n, c, _, _], [oh, ow], m) = (plan.x_shape, plan.out_hw, plan.multiplier);
-    let wp = wide.padded[1];
-    for_ranges(n * c, plan.threads(ctx, out.len()), 1, |start, end| {
-        let (mut padded, mut result) = (vec![T::ZERO; wide.plane_len()], vec![T::ZERO; oh * wp]);
-        for plane in start..end {
-            let (s, ch) = (plane / c, plane % c);
-            wide.pad_plane(x, s, ch, &mut padded);
-            for oc in ch * m..(ch + 1) * m {
-                result.fill(T::ZERO);
-                for &(t, offset) in &wide.offsets {
-                    let a = tap_weight(weight, oc, t);
-                    // SAFETY: offset + len <= Hp Wp = padded.len(), len <= result.len().
-                    unsafe {
-                        let from = padded.as_ptr().add(offset);
-                        (plan.rows.axpy)(wide.len, a, from, 1, result.as_mut_ptr(), 1)
-                    };
-                }
-                let y = (s * plan.channels_out + oc) * oh * ow;
-                for r in 0..oh {
-                    // SAFETY: this thread's own output plane, inside `out`.
-                    unsafe { out.copy_from(y + r * ow, &result[r * wp..r * wp + ow]) };
+    let (wp, plane, stack) = (wide.padded[1], wide.plane_len(), wide.stack(n));
+    for_ranges(c, plan.threads(ctx, out.len()), 1, |start, end| {
+        let (mut padded, mut result) = (vec![T::ZERO; stack * plane], vec![T::ZERO; stack * plane]);
+        for ch in start..end {
+            for samples in stacks(n, stack) {
+                wide.pad_planes(x, samples.clone(), ch, &mut padded);
+                let run = wide.run(samples.len());
+                for oc in ch * m..(ch + 1) * m {
+                    result[..run].fill(T::ZERO);
+                    for &(t, offset) in &wide.offsets {
+                        let a = tap_weight(weight, oc, t);
+                        // SAFETY: offset + run <= P Hp Wp <= padded.len(), run <= result.len().
+                        unsafe {
+                            let from = padded.as_ptr().add(offset);
+                            (plan.rows.axpy)(run, a, from, 1, result.as_mut_ptr(), 1)
+                        };
+                    }
+                    for (q, s) in samples.clone().enumerate() {
+                        let y = (s * plan.channels_out + oc) * oh * ow;
+                        for r in 0..oh {
+                            let row = &result[q * plane + r * wp..][..ow];
+                            // SAFETY: this thread's own output planes, inside `out`.
+                            unsafe { out.copy_from(y + r * ow, row) };
+                        }
+                    }
                 }
             }
         }
     });
 }
 
-/// [`depthwise_conv2d_input_grad`] at stride 1: per input plane, each of its output channels'
-/// gradient held wide and added back by one axpy per tap into the padded plane, then cropped.
+/// [`depthwise_conv2d_input_grad`] at stride 1: per input channel and stack of samples, each of
+/// its output channels' gradients held wide and added back by one axpy per tap into the padded
+/// planes, then cropped.
 fn wide_input_grad<T: Float>(
     ctx: &Context,
     plan: &Plan<T>,
@@ -344,35 +398,42 @@ fn wide_input_grad<T: Float>(
     weight: &View4<'_, T>,
     out: Out<'_, T>,
 ) {
-    let ([n, c, h, w], [oh, _], m) = (plan.x_shape, plan.out_hw, plan.multiplier);
+    let ([n, c, h, w], m) = (plan.x_shape, plan.multiplier);
     let ([_, wp], [ph, pw]) = (wide.padded, wide.padding);
-    for_ranges(n * c, plan.threads(ctx, grad.numel()), 1, |start, end| {
-        let (mut padded, mut widened) = (vec![T::ZERO; wide.plane_len()], vec![T::ZERO; oh * wp]);
-        for plane in start..end {
-            let (s, ch) = (plane / c, plane % c);
-            padded.fill(T::ZERO);
-            for oc in ch * m..(ch + 1) * m {
-                wide.widen(grad, s, oc, &mut widened);
-                for &(t, offset) in &wide.offsets {
-                    let a = tap_weight(weight, oc, t);
-                    // SAFETY: as in the forward, with the roles of the two buffers swapped.
-                    unsafe {
-                        let to = padded.as_mut_ptr().add(offset);
-                        (plan.rows.axpy)(wide.len, a, widened.as_ptr(), 1, to, 1)
-                    };
+    let (plane, stack) = (wide.plane_len(), wide.stack(n));
+    for_ranges(c, plan.threads(ctx, grad.numel()), 1, |start, end| {
+        let (mut padded, mut widened) =
+            (vec![T::ZERO; stack * plane], vec![T::ZERO; stack * plane]);
+        for ch in start..end {
+            for samples in stacks(n, stack) {
+                let run = wide.run(samples.len());
+                padded.fill(T::ZERO);
+                for oc in ch * m..(ch + 1) * m {
+                    wide.widen_planes(grad, samples.clone(), oc, &mut widened);
+                    for &(t, offset) in &wide.offsets {
+                        let a = tap_weight(weight, oc, t);
+                        // SAFETY: as in the forward, with the roles of the two buffers swapped.
+                        unsafe {
+                            let to = padded.as_mut_ptr().add(offset);
+                            (plan.rows.axpy)(run, a, widened.as_ptr(), 1, to, 1)
+                        };
+                    }
                 }
-            }
-            for r in 0..h {
-                let row = (r + ph) * wp + pw;
-                // SAFETY: this thread's own input plane, inside `out`.
-                unsafe { out.copy_from((plane * h + r) * w, &padded[row..row + w]) };
+                for (q, s) in samples.enumerate() {
+                    for r in 0..h {
+                        let row = &padded[q * plane + (r + ph) * wp + pw..][..w];
+                        // SAFETY: this thread's own input planes, inside `out`.
+                        unsafe { out.copy_from(((s * c + ch) * h + r) * w, row) };
+                    }
+                }
             }
         }
     });
 }
 
-/// [`depthwise_conv2d_weight_grad`] at stride 1: per output channel and sample, the padded input
-/// plane and the wide output gradient (zeros between rows), one dot per tap.
+/// [`depthwise_conv2d_weight_grad`] at stride 1: per output channel and stack of samples, the
+/// padded input planes and the wide output gradients (zeros between rows and planes), one dot
+/// per tap.
 fn wide_weight_grad<T: Float>(
     ctx: &Context,
     plan: &Plan<T>,
@@ -382,26 +443,27 @@ fn wide_weight_grad<T: Float>(
     taps: usize,
     out: Out<'_, T>,
 ) {
-    let ([n, _, _, _], [oh, _], m) = (plan.x_shape, plan.out_hw, plan.multiplier);
-    let wp = wide.padded[1];
+    let ([n, _, _, _], m) = (plan.x_shape, plan.multiplier);
+    let (plane, stack) = (wide.plane_len(), wide.stack(n));
     for_ranges(
         plan.channels_out,
         plan.threads(ctx, grad.numel()),
         1,
         |start, end| {
             let (mut padded, mut widened) =
-                (vec![T::ZERO; wide.plane_len()], vec![T::ZERO; oh * wp]);
+                (vec![T::ZERO; stack * plane], vec![T::ZERO; stack * plane]);
             let mut totals = vec![T::ZERO; taps];
             for oc in start..end {
                 totals.fill(T::ZERO);
-                for s in 0..n {
-                    wide.pad_plane(x, s, oc / m, &mut padded);
-                    wide.widen(grad, s, oc, &mut widened);
+                for samples in stacks(n, stack) {
+                    let run = wide.run(samples.len());
+                    wide.pad_planes(x, samples.clone(), oc / m, &mut padded);
+                    wide.widen_planes(grad, samples, oc, &mut widened);
                     for &(t, offset) in &wide.offsets {
                         // SAFETY: as in the forward.
                         let dot = unsafe {
                             let from = padded.as_ptr().add(offset);
-                            (plan.rows.dot)(wide.len, widened.as_ptr(), 1, from, 1)
+                            (plan.rows.dot)(run, widened.as_ptr(), 1, from, 1)
                         };
                         totals[t] = totals[t] + dot;
                     }
@@ -456,9 +518,10 @@ mod tests {
             ([3, 2], [2, 1], [0, 2], [1, 2]),
             ([1, 5], [1, 3], [2, 0], [2, 1]),
         ];
+        // the second input's planes are too large to stack all 5 samples at once
+        let inputs = [([2, 3, 7, 19], 3), ([5, 2, 40, 60], 2)];
         for (kernel, stride, padding, dilation) in geometries {
-            for multiplier in [1, 2] {
-                let (xs, c) = ([2, 3, 7, 19], 3);
+            for (multiplier, (xs, c)) in [1, 2].into_iter().flat_map(|m| inputs.map(|i| (m, i))) {
                 let ws = [c * multiplier, 1, kernel[0], kernel[1]];
                 let g = ConvGeometry {
                     kernel,
