@@ -7,8 +7,11 @@
 //! equals the reference exactly.
 //!
 //! Channel `c` reads the `N` planes `[n, c]`, each one run of `H W` elements when the plane is
-//! contiguous, else `H` rows of `W`. Per-channel sums are accumulated in f64 across the runs.
-//! Threads take whole channels, so they never write the same element.
+//! contiguous, else `H` rows of `W`. Per-channel sums are accumulated in f64 across the runs,
+//! in sample order. Every pass visits the planes in memory order, samples outermost
+//! ([`in_memory_order`]). Threads take whole channels, so they never write the same element.
+
+use std::ops::Range;
 
 use crate::context::vectorised;
 use crate::out::Out;
@@ -34,6 +37,17 @@ fn runs<T>(
     let (count, len) = if whole { (1, h * w) } else { (h, w) };
     let (row, step) = (v.strides[2], v.strides[3]);
     (0..count).map(move |r| (base + r as isize * row, len, step))
+}
+
+/// `(sample, channel, k)` for the channels `channels` (the k-th of them) of every sample, samples
+/// outermost: the planes are then visited in memory order, which matters when they are small (a
+/// channel's planes lie C H W apart, so visiting them channel by channel misses the cache at
+/// every plane: 16 ns an element on 4x4 planes, against about 2 on 32x32 ones).
+fn in_memory_order(
+    n: usize,
+    channels: Range<usize>,
+) -> impl Iterator<Item = (usize, usize, usize)> {
+    (0..n).flat_map(move |s| channels.clone().enumerate().map(move |(k, ch)| (s, ch, k)))
 }
 
 /// Evaluates `$body` with `$values` iterating over a run (`$len` elements of `$data` from
@@ -101,35 +115,38 @@ pub fn batch_norm_stats<T: Float>(
                 ones: &ones,
             };
             let mut centred = vec![T::ZERO; h * w];
-            for ch in start..end {
-                let mut total = 0.0;
-                for s in 0..n {
-                    for (from, len, step) in runs(x, s, ch, whole) {
-                        // SAFETY: the view's runs lie inside its data; `ones` holds H W >= len.
-                        total += unsafe { channel.sum(len, x.data.as_ptr().offset(from), step) };
-                    }
+            let mut totals = vec![0.0; end - start];
+            for (s, ch, k) in in_memory_order(n, start..end) {
+                for (from, len, step) in runs(x, s, ch, whole) {
+                    // SAFETY: the view's runs lie inside its data; `ones` holds H W >= len.
+                    totals[k] += unsafe { channel.sum(len, x.data.as_ptr().offset(from), step) };
                 }
-                let mean = T::from_f64(total / count);
-                let minus_mean = T::from_f64(-mean.to_f64());
-                let mut squares = 0.0;
-                for s in 0..n {
-                    for (from, len, step) in runs(x, s, ch, whole) {
-                        let run = &mut centred[..len];
-                        with_values!(x.data, from, len, step, |values| {
-                            for (d, v) in run.iter_mut().zip(values) {
-                                *d = v + minus_mean;
-                            }
-                        });
-                        // SAFETY: `run` is this thread's own buffer of `len` elements.
-                        squares +=
-                            unsafe { (channel.rows.dot)(len, run.as_ptr(), 1, run.as_ptr(), 1) }
-                                .to_f64();
-                    }
+            }
+            let means: Vec<T> = totals
+                .iter()
+                .map(|&total| T::from_f64(total / count))
+                .collect();
+            let mut squares = vec![0.0; end - start];
+            for (s, ch, k) in in_memory_order(n, start..end) {
+                let minus_mean = T::from_f64(-means[k].to_f64());
+                for (from, len, step) in runs(x, s, ch, whole) {
+                    let run = &mut centred[..len];
+                    with_values!(x.data, from, len, step, |values| {
+                        for (d, v) in run.iter_mut().zip(values) {
+                            *d = v + minus_mean;
+                        }
+                    });
+                    // SAFETY: `run` is this thread's own buffer of `len` elements.
+                    squares[k] +=
+                        unsafe { (channel.rows.dot)(len, run.as_ptr(), 1, run.as_ptr(), 1) }
+                            .to_f64();
                 }
+            }
+            for (k, ch) in (start..end).enumerate() {
                 // SAFETY: this thread's own channels, inside `out`.
                 unsafe {
-                    out.write(ch, mean);
-                    out.write(c + ch, T::from_f64(squares / count));
+                    out.write(ch, means[k]);
+                    out.write(c + ch, T::from_f64(squares[k] / count));
                 }
             }
         })
@@ -173,7 +190,7 @@ pub fn batch_norm_forward<T: Float>(
     let whole = joined(x);
     for_ranges(c, threads(ctx, x.shape), 1, |start, end| {
         vectorised!(ctx, {
-            for ch in start..end {
+            for (s, ch, _) in in_memory_order(n, start..end) {
                 let minus_mean = T::from_f64(-affine.mean[ch].to_f64());
                 let inv_std = affine.inv_std[ch];
                 let (gamma, beta) = (affine.weight.map(|v| v[ch]), affine.bias.map(|v| v[ch]));
@@ -184,28 +201,26 @@ pub fn batch_norm_forward<T: Float>(
                     (Some(g), None) => h * g,
                     _ => h,
                 };
-                for s in 0..n {
-                    let mut at = (s * c + ch) * plane;
-                    for (from, len, step) in runs(x, s, ch, whole) {
-                        // SAFETY: this thread's own channel's planes, inside the outputs.
-                        let ys = unsafe { y.range(at, at + len) };
-                        let hats = x_hat.map(|x_hat| unsafe { x_hat.range(at, at + len) });
-                        with_values!(x.data, from, len, step, |values| match hats {
-                            Some(hats) => {
-                                for ((v, hat), y) in values.zip(hats).zip(ys) {
-                                    let h = normalise(v);
-                                    hat.write(h);
-                                    y.write(scale_shift(h));
-                                }
+                let mut at = (s * c + ch) * plane;
+                for (from, len, step) in runs(x, s, ch, whole) {
+                    // SAFETY: this thread's own channels' planes, inside the outputs.
+                    let ys = unsafe { y.range(at, at + len) };
+                    let hats = x_hat.map(|x_hat| unsafe { x_hat.range(at, at + len) });
+                    with_values!(x.data, from, len, step, |values| match hats {
+                        Some(hats) => {
+                            for ((v, hat), y) in values.zip(hats).zip(ys) {
+                                let h = normalise(v);
+                                hat.write(h);
+                                y.write(scale_shift(h));
                             }
-                            None => {
-                                for (v, y) in values.zip(ys) {
-                                    y.write(scale_shift(normalise(v)));
-                                }
+                        }
+                        None => {
+                            for (v, y) in values.zip(ys) {
+                                y.write(scale_shift(normalise(v)));
                             }
-                        });
-                        at += len;
-                    }
+                        }
+                    });
+                    at += len;
                 }
             }
         })
@@ -249,66 +264,70 @@ pub fn batch_norm_backward<T: Float>(
                 rows: T::row_kernels(ctx.isa),
                 ones: &ones,
             };
-            for (ch, &factor) in scale.iter().enumerate().take(end).skip(start) {
-                let (mut g_sum, mut gx_sum) = (0.0, 0.0);
-                for s in 0..n {
-                    let mut hats = x_hat.map(|v| runs(v, s, ch, whole)); // x_hat's runs, in step with grad's
-                    for (from, len, step) in runs(grad, s, ch, whole) {
-                        let hat = hats.as_mut().and_then(Iterator::next);
-                        // SAFETY: both views' runs lie inside their data, of equal lengths.
-                        unsafe {
-                            let g = grad.data.as_ptr().offset(from);
-                            g_sum += channel.sum(len, g, step);
-                            if let (Some(v), Some((at, _, hat_step))) = (x_hat, hat) {
-                                gx_sum += (channel.rows.dot)(
-                                    len,
-                                    g,
-                                    step,
-                                    v.data.as_ptr().offset(at),
-                                    hat_step,
-                                )
-                                .to_f64();
-                            }
+            let (mut g_sums, mut gx_sums) = (vec![0.0; end - start], vec![0.0; end - start]);
+            for (s, ch, k) in in_memory_order(n, start..end) {
+                let mut hats = x_hat.map(|v| runs(v, s, ch, whole)); // x_hat's runs, in step with grad's
+                for (from, len, step) in runs(grad, s, ch, whole) {
+                    let hat = hats.as_mut().and_then(Iterator::next);
+                    // SAFETY: both views' runs lie inside their data, of equal lengths.
+                    unsafe {
+                        let g = grad.data.as_ptr().offset(from);
+                        g_sums[k] += channel.sum(len, g, step);
+                        if let (Some(v), Some((at, _, hat_step))) = (x_hat, hat) {
+                            let v = v.data.as_ptr().offset(at);
+                            gx_sums[k] += (channel.rows.dot)(len, g, step, v, hat_step).to_f64();
                         }
                     }
                 }
-                let gamma_scale = factor.to_f64();
-                let (shift, slope) = if batch_stats {
-                    (-gamma_scale * g_sum / count, -gamma_scale * gx_sum / count)
-                } else {
-                    (0.0, 0.0)
-                };
-                let (shift, slope) = (T::from_f64(shift), T::from_f64(slope));
-                for s in 0..n {
-                    let (mut at, mut hats) =
-                        ((s * c + ch) * plane, x_hat.map(|v| runs(v, s, ch, whole)));
-                    for (from, len, step) in runs(grad, s, ch, whole) {
-                        let hat = hats.as_mut().and_then(Iterator::next);
-                        // SAFETY: this thread's own channel's planes, inside `dx`.
-                        let dxs = unsafe { dx.range(at, at + len) };
-                        match (batch_stats, x_hat, hat) {
-                            (true, Some(v), Some((hat_from, _, hat_step))) => {
-                                with_values!(grad.data, from, len, step, |gs| {
-                                    with_values!(v.data, hat_from, len, hat_step, |hs| {
-                                        for ((g, h), dx) in gs.zip(hs).zip(&mut *dxs) {
-                                            dx.write(factor * g + shift + slope * h);
-                                        }
-                                    })
+            }
+            // dx = factor g + shift + slope x_hat per channel
+            let coefficients: Vec<(T, T, T)> = (start..end)
+                .map(|ch| {
+                    let (factor, k) = (scale[ch], ch - start);
+                    let gamma_scale = factor.to_f64();
+                    let (shift, slope) = if batch_stats {
+                        (
+                            -gamma_scale * g_sums[k] / count,
+                            -gamma_scale * gx_sums[k] / count,
+                        )
+                    } else {
+                        (0.0, 0.0)
+                    };
+                    (factor, T::from_f64(shift), T::from_f64(slope))
+                })
+                .collect();
+            for (s, ch, k) in in_memory_order(n, start..end) {
+                let (factor, shift, slope) = coefficients[k];
+                let (mut at, mut hats) =
+                    ((s * c + ch) * plane, x_hat.map(|v| runs(v, s, ch, whole)));
+                for (from, len, step) in runs(grad, s, ch, whole) {
+                    let hat = hats.as_mut().and_then(Iterator::next);
+                    // SAFETY: this thread's own channels' planes, inside `dx`.
+                    let dxs = unsafe { dx.range(at, at + len) };
+                    match (batch_stats, x_hat, hat) {
+                        (true, Some(v), Some((hat_from, _, hat_step))) => {
+                            with_values!(grad.data, from, len, step, |gs| {
+                                with_values!(v.data, hat_from, len, hat_step, |hs| {
+                                    for ((g, h), dx) in gs.zip(hs).zip(&mut *dxs) {
+                                        dx.write(factor * g + shift + slope * h);
+                                    }
                                 })
-                            }
-                            _ => with_values!(grad.data, from, len, step, |gs| {
-                                for (g, dx) in gs.zip(&mut *dxs) {
-                                    dx.write(factor * g);
-                                }
-                            }),
+                            })
                         }
-                        at += len;
+                        _ => with_values!(grad.data, from, len, step, |gs| {
+                            for (g, dx) in gs.zip(&mut *dxs) {
+                                dx.write(factor * g);
+                            }
+                        }),
                     }
+                    at += len;
                 }
+            }
+            for (k, ch) in (start..end).enumerate() {
                 // SAFETY: this thread's own channels, inside `sums`.
                 unsafe {
-                    sums.write(ch, T::from_f64(gx_sum));
-                    sums.write(c + ch, T::from_f64(g_sum));
+                    sums.write(ch, T::from_f64(gx_sums[k]));
+                    sums.write(c + ch, T::from_f64(g_sums[k]));
                 }
             }
         })
