@@ -4,9 +4,9 @@ For each zoo model, dtype and batch: the same weights (checked equal first: the 
 must match), the same batch of real digits, SGD with momentum; the steps of each contender are
 interleaved and the median compared. Each thread count runs in its own process (BLAS reads its
 thread count at start), with torch's OpenMP threads and NumPy's OpenBLAS threads told not to
-spin between ops. Without torch the lance-ref columns print alone. The GEMM limit is the step's conv and linear FLOPs (forward,
-input and weight gradients) at the GEMM throughput this machine measures for a square matmul,
-so `/limit` says how far a step is from pure GEMM time.
+spin between ops. Without torch the lance-ref columns print alone. The GEMM limit is the step's
+conv and linear FLOPs (forward, input and weight gradients) at the GEMM throughput this machine
+measures for a square matmul, so `/limit` says how far a step is from pure GEMM time.
 The LANCE rows time the fine-tuning step of the last 4 convs (eps 0.9) on each backend.
 
     python benchmarks/vs_torch.py [--models small-cnn,...] [--batches 64,128] [--threads 1,2]

@@ -8,7 +8,7 @@ import os
 
 # OpenBLAS reads this once, when NumPy loads it: its idle threads then sleep at once instead of
 # spinning for about 2**28 cycles after each BLAS call, on the core that the Rust kernels'
-# threads need next (a 2-thread mobilenetv2 step: 3.5 s spinning, 2.1 s not; README "Threads").
+# threads need next (a 2-thread mobilenetv2 step: 3.5 s spinning, 2.1 s not; README, "Two threads").
 # It takes effect only when lance_ref is imported before NumPy; the user's own setting wins.
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 

@@ -124,11 +124,8 @@ impl Wide {
         b: usize,
         buf: &mut [T],
     ) {
-        let start = self.padding[0] * self.padded[1] + self.padding[1];
-        for (s, plane) in samples.zip(buf.chunks_exact_mut(self.plane_len())) {
-            plane.fill(T::ZERO);
-            copy_plane(v, s, b, &mut plane[start..], self.padded[1]);
-        }
+        let interior = self.padding[0] * self.padded[1] + self.padding[1];
+        self.stack_planes(v, samples, b, interior, buf);
     }
 
     /// `buf` (P Hp Wp) = planes `[s, b]` of `v` (H', W') for the samples `s` of `samples`, held
@@ -140,9 +137,22 @@ impl Wide {
         b: usize,
         buf: &mut [T],
     ) {
-        for (s, plane) in samples.zip(buf.chunks_exact_mut(self.plane_len())) {
-            plane.fill(T::ZERO);
-            copy_plane(v, s, b, plane, self.padded[1]);
+        self.stack_planes(v, samples, b, 0, buf);
+    }
+
+    /// Each plane `[s, b]` into its slot of `Hp Wp` elements of `buf`, from element `first` on,
+    /// its rows `Wp` apart; zeros elsewhere.
+    fn stack_planes<T: Float>(
+        &self,
+        v: &View4<'_, T>,
+        samples: Range<usize>,
+        b: usize,
+        first: usize,
+        buf: &mut [T],
+    ) {
+        for (s, slot) in samples.zip(buf.chunks_exact_mut(self.plane_len())) {
+            slot.fill(T::ZERO);
+            copy_plane(v, s, b, &mut slot[first..], self.padded[1]);
         }
     }
 }
