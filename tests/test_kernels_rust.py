@@ -228,6 +228,20 @@ def test_conv2d_and_its_gradients_as_implicit_gemms(data, case, dtype, out_chann
                  reference.conv2d_input_grad(g, w, shape[2:], stride, padding, dilation), g, w)
 
 
+@settings(max_examples=60)
+@given(data=st.data(), dtype=dtypes, n=st.sampled_from([1, 2, 3]), c=st.sampled_from([1, 2, 3, 8]),
+       o=st.sampled_from([4, 5, 7, 9, 16]), h=st.integers(1, 6), w=st.integers(32, 40), kh=st.integers(1, 3),
+       padding=st.tuples(st.integers(0, 2), st.integers(0, 2)))
+def test_conv2d_weight_grad_by_correlated_planes(data, dtype, n, c, o, h, w, kh, padding):
+    # stride 1, 3-tap kernel rows, wide planes, few channels: the route of specs/conv.md#correlated-weight-gradient
+    h = max(h, kh - 2 * padding[0])
+    x = data.draw(layouts((n, c, h, w), dtype))
+    g = data.draw(layouts((n, o, h + 2 * padding[0] - kh + 1, w + 2 * padding[1] - 2), dtype))
+    workspace_bytes = data.draw(st.sampled_from([1, 1 << 30]))
+    got = core.conv2d_weight_grad(g, x, (kh, 3), (1, 1), padding, (1, 1), workspace_bytes)
+    assert_close(got, reference.conv2d_weight_grad(g, x, (kh, 3), (1, 1), padding, (1, 1)), g, x)
+
+
 def test_conv2d_errors():
     x, w = np.ones((2, 4, 5, 5)), np.ones((3, 4, 3, 3))
     with pytest.raises(ValueError, match=r"weight must have shape \(O, 4, 3, 3\)"):
@@ -496,6 +510,9 @@ def test_threads_do_not_change_results(dtype):
                          reference.conv2d_weight_grad(g, x, (3, 3), *geometry[1:4]))
             assert_close(core.conv2d_input_grad(g, w, x.shape[2:], *geometry[1:4]),
                          reference.conv2d_input_grad(g, w, x.shape[2:], *geometry[1:4]))
+            wide, wide_g = x[:, :8, :, :16].repeat(2, axis=3), g[:, :8, :, :16].repeat(2, axis=3)  # correlated
+            assert_close(core.conv2d_weight_grad(wide_g, wide, (3, 3), *geometry[1:4], 1 << 20),
+                         reference.conv2d_weight_grad(wide_g, wide, (3, 3), *geometry[1:4]))
             pool = ((3, 3), (2, 2), (1, 1), (1, 1), (5, 9))
             best, taps = core.max_pool2d(x, *pool)
             assert_exact(best, reference.max_pool2d(x, *pool)[0])

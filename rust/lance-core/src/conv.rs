@@ -11,9 +11,17 @@ use std::ops::Range;
 
 use crate::gemm::{self, Operand, Output, Tiles, axis, grid};
 use crate::out::Out;
+use crate::parallel::{for_ranges, threads_for};
+use crate::simd::{OUTPUTS, TAPS};
 use crate::taps::taps;
 use crate::view::{at, copy_plane};
 use crate::{Context, ConvGeometry, Float, LanceError, View4};
+
+/// [`conv2d_weight_grad`] correlates planes directly up to this many input times output
+/// channels and from this output width: measured on AVX2, beyond them the GEMM is faster
+/// (specs/conv.md#correlated-weight-gradient).
+const CORRELATE_MAX_CHANNELS: usize = 64 * 64;
+const CORRELATE_MIN_WIDTH: usize = 32;
 
 /// The workspace, in elements, that [`conv2d`] and [`conv2d_weight_grad`] need to zero-pad
 /// `samples` samples of an input of shape `x_shape` at a time: 0 without padding.
@@ -204,6 +212,16 @@ pub fn conv2d_weight_grad<T: Float>(
         )));
     }
     out.check_len(o * c * kh * kw)?;
+    if correlates(grad, x, w_shape, geometry) {
+        for k in 0..out.len() {
+            // SAFETY: inside `out`; the samples' sums are added to these zeros.
+            unsafe { out.write(k, T::ZERO) };
+        }
+        return over_padded_chunks(x, geometry.padding, workspace, |samples, x_pad| {
+            correlated_weight_grad(ctx, &grad.samples(samples), x_pad, out);
+            Ok(())
+        });
+    }
     let k = (c * kh * kw) as isize;
     let (dw_rows, dw_cols) = (axis(0, o, k), axis(0, k as usize, 1));
     over_padded_chunks(x, geometry.padding, workspace, |samples, x_pad| {
@@ -219,6 +237,78 @@ pub fn conv2d_weight_grad<T: Float>(
         };
         gemm::gemm(ctx, &a.operand(), &unfolding.operand(), &mut dw, Tiles::All)
     })
+}
+
+/// Whether [`conv2d_weight_grad`] correlates planes directly ([`correlated_weight_grad`]):
+/// stride 1, dilation 1, kernel rows of [`TAPS`] taps, at least [`OUTPUTS`] output channels,
+/// rows of unit step, wide planes and few channels, where the GEMM would spend more time
+/// gathering its unfolding (kh kw times the size of x) than multiplying.
+fn correlates<T: Float>(
+    grad: &View4<'_, T>,
+    x: &View4<'_, T>,
+    w_shape: [usize; 4],
+    geometry: &ConvGeometry,
+) -> bool {
+    let [o, c, _, kw] = w_shape;
+    geometry.stride == [1, 1]
+        && geometry.dilation == [1, 1]
+        && kw == TAPS
+        && o >= OUTPUTS
+        && grad.strides[3] == 1
+        && (x.strides[3] == 1 || geometry.padding != [0, 0])
+        && grad.shape[3] >= CORRELATE_MIN_WIDTH
+        && c * o <= CORRELATE_MAX_CHANNELS
+}
+
+/// `dW += sum_{n, h', w'} dY[n, o, h', w'] x_pad[n, c, h' + i, w' + j]` for the samples of
+/// `x_pad` (already padded; `grad` holds the same samples), one kernel row of [`OUTPUTS`]
+/// output channels at a time by `RowKernels::correlate` (specs/conv.md#correlated-weight-gradient).
+/// Threads split the input channels.
+fn correlated_weight_grad<T: Float>(
+    ctx: &Context,
+    grad: &View4<'_, T>,
+    x_pad: &View4<'_, T>,
+    out: Out<'_, T>,
+) {
+    let ([n, o, oh, ow], [_, c, _, _]) = (grad.shape, x_pad.shape);
+    let kh = x_pad.shape[2] - oh + 1;
+    let correlate = T::row_kernels(ctx.isa).correlate;
+    let work = n * o * c * kh * TAPS * oh * ow / 8;
+    for_ranges(c, threads_for(work, ctx.threads), 1, |start, end| {
+        let mut sums = [T::ZERO; OUTPUTS * TAPS];
+        for sample in 0..n {
+            for channel in start..end {
+                // blocks of OUTPUTS channels; the last one ends at o, adding only its new ones
+                for block in (0..o).step_by(OUTPUTS) {
+                    let first = block.min(o - OUTPUTS);
+                    for i in 0..kh {
+                        // SAFETY: OUTPUTS planes of grad from `first` and rows i..i + oh of
+                        // x_pad's plane, each ow + TAPS - 1 wide (stride 1): inside both views.
+                        unsafe {
+                            correlate(
+                                oh,
+                                ow,
+                                grad.data.as_ptr().offset(at(grad, sample, first, 0, 0)),
+                                grad.strides[1],
+                                grad.strides[2],
+                                x_pad.data.as_ptr().offset(at(x_pad, sample, channel, i, 0)),
+                                x_pad.strides[2],
+                                &mut sums,
+                            )
+                        };
+                        for k in block - first..OUTPUTS {
+                            for (j, &sum) in sums[k * TAPS..(k + 1) * TAPS].iter().enumerate() {
+                                let to = (((first + k) * c + channel) * kh + i) * TAPS + j;
+                                // SAFETY: inside `out` (o c kh kw elements); this thread owns
+                                // its input channels' elements.
+                                unsafe { out.write(to, out.read(to) + sum) };
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    });
 }
 
 /// `dx[n, c, s h' + d i - p, s w' + d j - p] += sum_o W[o, c, i, j] dY[n, o, h', w']` into `out`,
@@ -379,6 +469,38 @@ mod tests {
                 let mut dx = vec![f64::NAN; want_dx.len()];
                 conv2d_input_grad(&ctx, &g, &w, xs, &geo, Out::new(&mut dx)).unwrap();
                 assert_eq!(dx, want_dx, "{geo:?} {isa:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn correlated_weight_gradient_matches_the_definition() {
+        // wide rows, few channels, a partial block of output channels (6 = 4 + 2)
+        let (xs, o) = ([3, 2, 4, 34], 6);
+        let x_data = values(xs.iter().product(), 1);
+        let x = View4::c_contiguous(&x_data, xs).unwrap();
+        for (kernel, padding) in [([3, 3], [1, 1]), ([2, 3], [0, 0]), ([1, 3], [2, 1])] {
+            let geo = ConvGeometry {
+                kernel,
+                stride: [1, 1],
+                padding,
+                dilation: [1, 1],
+                groups: 1,
+            };
+            let ws = [o, 2, kernel[0], kernel[1]];
+            let [oh, ow] = geo.output_hw(2, [4, 34]).unwrap();
+            let g_data = values(3 * o * oh * ow, 5);
+            let g = View4::c_contiguous(&g_data, [3, o, oh, ow]).unwrap();
+            assert!(correlates(&g, &x, ws, &geo), "{geo:?}");
+            let w_data = values(ws.iter().product(), 3);
+            let want_dw = naive(&x_data, xs, &w_data, ws, &g_data, &geo).1;
+            for (isa, threads, samples) in [(Isa::Scalar, 1, 1), (Isa::selected().unwrap(), 2, 2)] {
+                let ctx = Context::new(isa, threads).unwrap();
+                let mut workspace = vec![f64::NAN; padded_workspace_len(xs, padding, samples)];
+                let mut dw = vec![f64::NAN; want_dw.len()];
+                conv2d_weight_grad(&ctx, &g, &x, ws, &geo, &mut workspace, Out::new(&mut dw))
+                    .unwrap();
+                assert_eq!(dw, want_dw, "{geo:?} {isa:?}");
             }
         }
     }

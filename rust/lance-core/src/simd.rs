@@ -82,7 +82,27 @@ pub struct RowKernels<T> {
     pub axpy: unsafe fn(len: usize, a: T, x: *const T, x_step: isize, y: *mut T, y_step: isize),
     /// `sum_k x[k * x_step] * y[k * y_step]` over `k < len`.
     pub dot: unsafe fn(len: usize, x: *const T, x_step: isize, y: *const T, y_step: isize) -> T,
+    /// `sums[o * TAPS + j] = sum_{r < rows, k < len} g[o * g_step + r * g_row + k] x[r * x_row + k + j]`
+    /// for `o < OUTPUTS`, `j < TAPS`: the weight gradient of one kernel row of a stride-1 conv
+    /// for [`OUTPUTS`] output channels, rows of unit step (`len + TAPS - 1` elements of x each).
+    pub correlate: Correlate<T>,
 }
+
+/// Output channels and taps of one [`RowKernels::correlate`] call: 12 vector accumulators.
+pub const OUTPUTS: usize = 4;
+pub const TAPS: usize = 3;
+
+/// See [`RowKernels::correlate`].
+pub type Correlate<T> = unsafe fn(
+    rows: usize,
+    len: usize,
+    g: *const T,
+    g_step: isize,
+    g_row: isize,
+    x: *const T,
+    x_row: isize,
+    sums: &mut [T; OUTPUTS * TAPS],
+);
 
 /// A SIMD register of `LANES` floats.
 trait Vector<T: Float>: Copy {
@@ -165,6 +185,55 @@ unsafe fn dot<T: Float, V: Vector<T>>(
             total = total + *x.offset(k as isize * x_step) * *y.offset(k as isize * y_step);
         }
         total
+    }
+}
+
+/// `RowKernels::correlate` over vectors `V`: [`OUTPUTS`] x [`TAPS`] vector accumulators over
+/// each row's full vectors (each load of x serves every output, each load of g every tap), a
+/// scalar loop for each row's tail, the lanes summed at the end.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn correlate<T: Float, V: Vector<T>>(
+    rows: usize,
+    len: usize,
+    g: *const T,
+    g_step: isize,
+    g_row: isize,
+    x: *const T,
+    x_row: isize,
+    sums: &mut [T; OUTPUTS * TAPS],
+) {
+    // SAFETY: the caller guarantees the rows' extents (see `RowKernels`).
+    unsafe {
+        let mut acc = [[V::splat(T::ZERO); TAPS]; OUTPUTS];
+        let mut tail = [[T::ZERO; TAPS]; OUTPUTS];
+        for r in 0..rows as isize {
+            let (g_r, x_r) = (g.offset(r * g_row), x.offset(r * x_row));
+            let mut k = 0;
+            while k + V::LANES <= len {
+                let xs: [V; TAPS] = std::array::from_fn(|j| V::load(x_r.add(k + j)));
+                for (o, row) in acc.iter_mut().enumerate() {
+                    let gv = V::load(g_r.offset(o as isize * g_step).add(k));
+                    for (sum, &xv) in row.iter_mut().zip(&xs) {
+                        *sum = sum.mul_add(gv, xv);
+                    }
+                }
+                k += V::LANES;
+            }
+            for k in k..len {
+                for (o, row) in tail.iter_mut().enumerate() {
+                    let gv = *g_r.offset(o as isize * g_step).add(k);
+                    for (j, sum) in row.iter_mut().enumerate() {
+                        *sum = *sum + gv * *x_r.add(k + j);
+                    }
+                }
+            }
+        }
+        for (o, (row, tail_row)) in acc.iter().zip(&tail).enumerate() {
+            for (j, (sum, &rest)) in row.iter().zip(tail_row).enumerate() {
+                sums[o * TAPS + j] = sum.sum() + rest;
+            }
+        }
     }
 }
 
@@ -284,7 +353,7 @@ macro_rules! kernel {
 
 /// Defines the row kernels' entry points compiled for `$features`.
 macro_rules! rows {
-    ($axpy:ident, $dot:ident, $features:literal, $t:ty, $vector:ty) => {
+    ($axpy:ident, $dot:ident, $correlate:ident, $features:literal, $t:ty, $vector:ty) => {
         #[target_feature(enable = $features)]
         pub(super) unsafe fn $axpy(
             len: usize,
@@ -305,6 +374,20 @@ macro_rules! rows {
             y_step: isize,
         ) -> $t {
             unsafe { super::dot::<$t, $vector>(len, x, x_step, y, y_step) }
+        }
+        #[target_feature(enable = $features)]
+        #[allow(clippy::too_many_arguments)]
+        pub(super) unsafe fn $correlate(
+            rows: usize,
+            len: usize,
+            g: *const $t,
+            g_step: isize,
+            g_row: isize,
+            x: *const $t,
+            x_row: isize,
+            sums: &mut [$t; super::OUTPUTS * super::TAPS],
+        ) {
+            unsafe { super::correlate::<$t, $vector>(rows, len, g, g_step, g_row, x, x_row, sums) }
         }
     };
 }
@@ -364,10 +447,38 @@ mod x86 {
     kernel!(avx512_f64_2, "avx512f", f64, F64x8, 2, 2);
     kernel!(avx512_f64_4, "avx512f", f64, F64x8, 4, 2);
     kernel!(avx512_f64, "avx512f", f64, F64x8, 8, 2);
-    rows!(avx2_f32_axpy, avx2_f32_dot, "avx2,fma", f32, F32x8);
-    rows!(avx2_f64_axpy, avx2_f64_dot, "avx2,fma", f64, F64x4);
-    rows!(avx512_f32_axpy, avx512_f32_dot, "avx512f", f32, F32x16);
-    rows!(avx512_f64_axpy, avx512_f64_dot, "avx512f", f64, F64x8);
+    rows!(
+        avx2_f32_axpy,
+        avx2_f32_dot,
+        avx2_f32_correlate,
+        "avx2,fma",
+        f32,
+        F32x8
+    );
+    rows!(
+        avx2_f64_axpy,
+        avx2_f64_dot,
+        avx2_f64_correlate,
+        "avx2,fma",
+        f64,
+        F64x4
+    );
+    rows!(
+        avx512_f32_axpy,
+        avx512_f32_dot,
+        avx512_f32_correlate,
+        "avx512f",
+        f32,
+        F32x16
+    );
+    rows!(
+        avx512_f64_axpy,
+        avx512_f64_dot,
+        avx512_f64_correlate,
+        "avx512f",
+        f64,
+        F64x8
+    );
 }
 
 #[cfg(target_arch = "aarch64")]
@@ -399,8 +510,22 @@ mod arm {
     kernel!(neon_f64_2, "neon", f64, F64x2, 2, 2);
     kernel!(neon_f64_4, "neon", f64, F64x2, 4, 2);
     kernel!(neon_f64, "neon", f64, F64x2, 8, 2);
-    rows!(neon_f32_axpy, neon_f32_dot, "neon", f32, F32x4);
-    rows!(neon_f64_axpy, neon_f64_dot, "neon", f64, F64x2);
+    rows!(
+        neon_f32_axpy,
+        neon_f32_dot,
+        neon_f32_correlate,
+        "neon",
+        f32,
+        F32x4
+    );
+    rows!(
+        neon_f64_axpy,
+        neon_f64_dot,
+        neon_f64_correlate,
+        "neon",
+        f64,
+        F64x2
+    );
 }
 
 fn scalar<T: Float>() -> MicroKernel<T> {
@@ -443,16 +568,30 @@ fn scalar_rows<T: Float>() -> RowKernels<T> {
     ) -> T {
         unsafe { dot::<T, Lane<T>>(len, x, x_step, y, y_step) }
     }
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn run_correlate<T: Float>(
+        rows: usize,
+        len: usize,
+        g: *const T,
+        g_step: isize,
+        g_row: isize,
+        x: *const T,
+        x_row: isize,
+        sums: &mut [T; OUTPUTS * TAPS],
+    ) {
+        unsafe { correlate::<T, Lane<T>>(rows, len, g, g_step, g_row, x, x_row, sums) }
+    }
     RowKernels {
         axpy: run_axpy::<T>,
         dot: run_dot::<T>,
+        correlate: run_correlate::<T>,
     }
 }
 
 /// `Float`'s kernels for one type: `$isa => $nr, [($mr, $kernel), ...], ($axpy, $dot)` arms,
 /// scalar otherwise.
 macro_rules! float {
-    ($t:ty, $($arch:literal, $isa:path => $nr:literal, [$(($mr:literal, $kernel:path)),*], ($axpy:path, $dot:path)),*) => {
+    ($t:ty, $($arch:literal, $isa:path => $nr:literal, [$(($mr:literal, $kernel:path)),*], ($axpy:path, $dot:path, $correlate:path)),*) => {
         impl Float for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
@@ -480,7 +619,7 @@ macro_rules! float {
                 match isa {
                     $(
                         #[cfg(target_arch = $arch)]
-                        $isa => RowKernels { axpy: $axpy, dot: $dot },
+                        $isa => RowKernels { axpy: $axpy, dot: $dot, correlate: $correlate },
                     )*
                     _ => scalar_rows(),
                 }
@@ -491,18 +630,18 @@ macro_rules! float {
 
 float!(f32,
     "x86_64", Isa::Avx2 => 16, [(2, x86::avx2_f32_2), (4, x86::avx2_f32_4), (6, x86::avx2_f32)],
-        (x86::avx2_f32_axpy, x86::avx2_f32_dot),
+        (x86::avx2_f32_axpy, x86::avx2_f32_dot, x86::avx2_f32_correlate),
     "x86_64", Isa::Avx512 => 32, [(2, x86::avx512_f32_2), (4, x86::avx512_f32_4), (8, x86::avx512_f32)],
-        (x86::avx512_f32_axpy, x86::avx512_f32_dot),
+        (x86::avx512_f32_axpy, x86::avx512_f32_dot, x86::avx512_f32_correlate),
     "aarch64", Isa::Neon => 8, [(2, arm::neon_f32_2), (4, arm::neon_f32_4), (8, arm::neon_f32)],
-        (arm::neon_f32_axpy, arm::neon_f32_dot));
+        (arm::neon_f32_axpy, arm::neon_f32_dot, arm::neon_f32_correlate));
 float!(f64,
     "x86_64", Isa::Avx2 => 8, [(2, x86::avx2_f64_2), (4, x86::avx2_f64_4), (6, x86::avx2_f64)],
-        (x86::avx2_f64_axpy, x86::avx2_f64_dot),
+        (x86::avx2_f64_axpy, x86::avx2_f64_dot, x86::avx2_f64_correlate),
     "x86_64", Isa::Avx512 => 16, [(2, x86::avx512_f64_2), (4, x86::avx512_f64_4), (8, x86::avx512_f64)],
-        (x86::avx512_f64_axpy, x86::avx512_f64_dot),
+        (x86::avx512_f64_axpy, x86::avx512_f64_dot, x86::avx512_f64_correlate),
     "aarch64", Isa::Neon => 4, [(2, arm::neon_f64_2), (4, arm::neon_f64_4), (8, arm::neon_f64)],
-        (arm::neon_f64_axpy, arm::neon_f64_dot));
+        (arm::neon_f64_axpy, arm::neon_f64_dot, arm::neon_f64_correlate));
 
 #[cfg(test)]
 mod tests {
@@ -608,6 +747,60 @@ mod tests {
         // Small integers and quarters: every product and sum is exact, so paths agree exactly.
         check_rows::<f32>(|v| v as f32);
         check_rows::<f64>(|v| v);
+    }
+
+    /// Every supported `correlate` equals the scalar reference and the definition, on rows
+    /// around the vector widths, g's outputs and rows and x's rows at their own distances.
+    fn check_correlate<T: Float>(from: fn(f64) -> T) {
+        let reference = scalar_rows::<T>().correlate;
+        for isa in Isa::available() {
+            let correlate = T::row_kernels(isa).correlate;
+            for len in [1_usize, 3, 4, 7, 8, 9, 16, 17, 33] {
+                for rows in [1_usize, 2, 5] {
+                    let (g_row, x_row) = (len as isize + 1, len as isize + TAPS as isize + 3);
+                    let g_step = rows as isize * g_row + 2;
+                    let g: Vec<T> = (0..OUTPUTS * g_step as usize)
+                        .map(|v| from(((v * 7 % 11) as f64) - 5.0))
+                        .collect();
+                    let x: Vec<T> = (0..rows * x_row as usize)
+                        .map(|v| from(((v * 5 % 13) as f64) / 4.0))
+                        .collect();
+                    let mut got = [T::ZERO; OUTPUTS * TAPS];
+                    let mut want = got;
+                    let args = (g.as_ptr(), g_step, g_row, x.as_ptr(), x_row);
+                    unsafe {
+                        correlate(rows, len, args.0, args.1, args.2, args.3, args.4, &mut got)
+                    };
+                    unsafe {
+                        reference(rows, len, args.0, args.1, args.2, args.3, args.4, &mut want)
+                    };
+                    assert!(
+                        got == want,
+                        "{} correlate len {len} rows {rows}",
+                        isa.name()
+                    );
+                    for o in 0..OUTPUTS {
+                        for j in 0..TAPS {
+                            let sum = (0..rows).flat_map(|r| (0..len).map(move |k| (r, k))).fold(
+                                T::ZERO,
+                                |s, (r, k)| {
+                                    let at = |row: isize, i: usize| r as isize * row + i as isize;
+                                    s + g[(o as isize * g_step + at(g_row, k)) as usize]
+                                        * x[at(x_row, k + j) as usize]
+                                },
+                            );
+                            assert!(want[o * TAPS + j] == sum, "definition ({o}, {j})");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_correlate_matches_the_scalar_reference_and_the_definition() {
+        check_correlate::<f32>(|v| v as f32);
+        check_correlate::<f64>(|v| v);
     }
 
     #[test]
