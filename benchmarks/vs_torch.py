@@ -16,7 +16,6 @@ The LANCE rows time the fine-tuning step of the last 4 convs (eps 0.9) on each b
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import time
