@@ -12,16 +12,19 @@ use std::ops::Range;
 use crate::gemm::{self, Operand, Output, Tiles, axis, grid};
 use crate::out::Out;
 use crate::parallel::{for_ranges, threads_for};
-use crate::simd::{OUTPUTS, TAPS};
+use crate::simd::{Correlation, OUTPUTS, TAPS};
 use crate::taps::taps;
 use crate::view::{at, copy_plane};
 use crate::{Context, ConvGeometry, Float, LanceError, View4};
 
 /// [`conv2d_weight_grad`] correlates planes directly up to this many input times output
-/// channels and from this output width: measured on AVX2, beyond them the GEMM is faster
-/// (specs/conv.md#correlated-weight-gradient).
+/// channels (measured on AVX2: beyond, the GEMM is faster) and for output widths that are a
+/// multiple of this one, every instruction set's vector width, so that no row ends in a
+/// partial vector (specs/conv.md#correlated-weight-gradient).
 const CORRELATE_MAX_CHANNELS: usize = 64 * 64;
-const CORRELATE_MIN_WIDTH: usize = 32;
+const CORRELATE_WIDTH: usize = 16;
+/// Bytes of the planes that one correlation call reads (about an L1 data cache).
+const CORRELATE_BLOCK_BYTES: usize = 32 << 10;
 
 /// The workspace, in elements, that [`conv2d`] and [`conv2d_weight_grad`] need to zero-pad
 /// `samples` samples of an input of shape `x_shape` at a time: 0 without padding.
@@ -241,8 +244,8 @@ pub fn conv2d_weight_grad<T: Float>(
 
 /// Whether [`conv2d_weight_grad`] correlates planes directly ([`correlated_weight_grad`]):
 /// stride 1, dilation 1, kernel rows of [`TAPS`] taps, at least [`OUTPUTS`] output channels,
-/// rows of unit step, wide planes and few channels, where the GEMM would spend more time
-/// gathering its unfolding (kh kw times the size of x) than multiplying.
+/// rows of unit step, whole vectors per row and few channels, where the GEMM would spend more
+/// time gathering its unfolding (kh kw times the size of x) than multiplying.
 fn correlates<T: Float>(
     grad: &View4<'_, T>,
     x: &View4<'_, T>,
@@ -256,43 +259,61 @@ fn correlates<T: Float>(
         && o >= OUTPUTS
         && grad.strides[3] == 1
         && (x.strides[3] == 1 || geometry.padding != [0, 0])
-        && grad.shape[3] >= CORRELATE_MIN_WIDTH
+        && grad.shape[3].is_multiple_of(CORRELATE_WIDTH)
         && c * o <= CORRELATE_MAX_CHANNELS
 }
 
 /// `dW += sum_{n, h', w'} dY[n, o, h', w'] x_pad[n, c, h' + i, w' + j]` for the samples of
 /// `x_pad` (already padded; `grad` holds the same samples), one kernel row of [`OUTPUTS`]
-/// output channels at a time by `RowKernels::correlate` (specs/conv.md#correlated-weight-gradient).
-/// Threads split the input channels.
+/// output channels over a block of samples at a time by `RowKernels::correlate`
+/// (specs/conv.md#correlated-weight-gradient). Threads split the input channels.
 fn correlated_weight_grad<T: Float>(
     ctx: &Context,
     grad: &View4<'_, T>,
     x_pad: &View4<'_, T>,
     out: Out<'_, T>,
 ) {
-    let ([n, o, oh, ow], [_, c, _, _]) = (grad.shape, x_pad.shape);
-    let kh = x_pad.shape[2] - oh + 1;
+    let ([n, o, oh, ow], [_, c, hp, wp]) = (grad.shape, x_pad.shape);
+    let kh = hp - oh + 1;
+    // samples whose planes of one call (OUTPUTS of dY, one of x) fill about 32 KiB (L1)
+    let sample_block =
+        (CORRELATE_BLOCK_BYTES / size_of::<T>() / (OUTPUTS * oh * ow + hp * wp)).max(1);
     let correlate = T::row_kernels(ctx.isa).correlate;
+    let [g_plane, g_step, g_row, _] = grad.strides;
+    let [x_plane, _, x_row, _] = x_pad.strides;
     let work = n * o * c * kh * TAPS * oh * ow / 8;
     for_ranges(c, threads_for(work, ctx.threads), 1, |start, end| {
         let mut sums = [T::ZERO; OUTPUTS * TAPS];
-        for sample in 0..n {
+        for first_sample in (0..n).step_by(sample_block) {
+            let planes = sample_block.min(n - first_sample);
+            let extents = Correlation {
+                planes,
+                rows: oh,
+                len: ow,
+                g_step,
+                g_plane,
+                g_row,
+                x_plane,
+                x_row,
+            };
             for channel in start..end {
                 // blocks of OUTPUTS channels; the last one ends at o, adding only its new ones
                 for block in (0..o).step_by(OUTPUTS) {
                     let first = block.min(o - OUTPUTS);
                     for i in 0..kh {
-                        // SAFETY: OUTPUTS planes of grad from `first` and rows i..i + oh of
-                        // x_pad's plane, each ow + TAPS - 1 wide (stride 1): inside both views.
+                        // SAFETY: `planes` samples from `first_sample`, OUTPUTS planes of grad from
+                        // `first` and rows i..i + oh of x_pad's planes, each ow + TAPS - 1 wide
+                        // (stride 1): inside both views.
                         unsafe {
                             correlate(
-                                oh,
-                                ow,
-                                grad.data.as_ptr().offset(at(grad, sample, first, 0, 0)),
-                                grad.strides[1],
-                                grad.strides[2],
-                                x_pad.data.as_ptr().offset(at(x_pad, sample, channel, i, 0)),
-                                x_pad.strides[2],
+                                &extents,
+                                grad.data
+                                    .as_ptr()
+                                    .offset(at(grad, first_sample, first, 0, 0)),
+                                x_pad
+                                    .data
+                                    .as_ptr()
+                                    .offset(at(x_pad, first_sample, channel, i, 0)),
                                 &mut sums,
                             )
                         };
@@ -475,11 +496,16 @@ mod tests {
 
     #[test]
     fn correlated_weight_gradient_matches_the_definition() {
-        // wide rows, few channels, a partial block of output channels (6 = 4 + 2)
-        let (xs, o) = ([3, 2, 4, 34], 6);
-        let x_data = values(xs.iter().product(), 1);
-        let x = View4::c_contiguous(&x_data, xs).unwrap();
-        for (kernel, padding) in [([3, 3], [1, 1]), ([2, 3], [0, 0]), ([1, 3], [2, 1])] {
+        // rows of whole vectors, few channels, a partial block of output channels (6 = 4 + 2)
+        let o = 6;
+        for (kernel, padding, width) in [
+            ([3, 3], [1, 1], 32),
+            ([2, 3], [0, 0], 18),
+            ([1, 3], [2, 1], 16),
+        ] {
+            let xs = [3, 2, 4, width];
+            let x_data = values(xs.iter().product(), 1);
+            let x = View4::c_contiguous(&x_data, xs).unwrap();
             let geo = ConvGeometry {
                 kernel,
                 stride: [1, 1],
@@ -488,7 +514,7 @@ mod tests {
                 groups: 1,
             };
             let ws = [o, 2, kernel[0], kernel[1]];
-            let [oh, ow] = geo.output_hw(2, [4, 34]).unwrap();
+            let [oh, ow] = geo.output_hw(2, [4, width]).unwrap();
             let g_data = values(3 * o * oh * ow, 5);
             let g = View4::c_contiguous(&g_data, [3, o, oh, ow]).unwrap();
             assert!(correlates(&g, &x, ws, &geo), "{geo:?}");

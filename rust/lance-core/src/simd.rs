@@ -82,7 +82,8 @@ pub struct RowKernels<T> {
     pub axpy: unsafe fn(len: usize, a: T, x: *const T, x_step: isize, y: *mut T, y_step: isize),
     /// `sum_k x[k * x_step] * y[k * y_step]` over `k < len`.
     pub dot: unsafe fn(len: usize, x: *const T, x_step: isize, y: *const T, y_step: isize) -> T,
-    /// `sums[o * TAPS + j] = sum_{r < rows, k < len} g[o * g_step + r * g_row + k] x[r * x_row + k + j]`
+    /// `sums[o * TAPS + j] = sum_{p, r, k} g[o g_step + p g_plane + r g_row + k] x[p x_plane +
+    /// r x_row + k + j]` over the [`Correlation`]'s planes `p`, rows `r` and elements `k < len`,
     /// for `o < OUTPUTS`, `j < TAPS`: the weight gradient of one kernel row of a stride-1 conv
     /// for [`OUTPUTS`] output channels, rows of unit step (`len + TAPS - 1` elements of x each).
     pub correlate: Correlate<T>,
@@ -93,16 +94,21 @@ pub const OUTPUTS: usize = 4;
 pub const TAPS: usize = 3;
 
 /// See [`RowKernels::correlate`].
-pub type Correlate<T> = unsafe fn(
-    rows: usize,
-    len: usize,
-    g: *const T,
-    g_step: isize,
-    g_row: isize,
-    x: *const T,
-    x_row: isize,
-    sums: &mut [T; OUTPUTS * TAPS],
-);
+pub type Correlate<T> =
+    unsafe fn(at: &Correlation, g: *const T, x: *const T, sums: &mut [T; OUTPUTS * TAPS]);
+
+/// The extents of a [`RowKernels::correlate`] call, in elements.
+#[derive(Clone, Copy, Debug)]
+pub struct Correlation {
+    pub planes: usize,
+    pub rows: usize,
+    pub len: usize,
+    pub g_step: isize,
+    pub g_plane: isize,
+    pub g_row: isize,
+    pub x_plane: isize,
+    pub x_row: isize,
+}
 
 /// A SIMD register of `LANES` floats.
 trait Vector<T: Float>: Copy {
@@ -188,50 +194,69 @@ unsafe fn dot<T: Float, V: Vector<T>>(
     }
 }
 
-/// `RowKernels::correlate` over vectors `V`: [`OUTPUTS`] x [`TAPS`] vector accumulators over
-/// each row's full vectors (each load of x serves every output, each load of g every tap), a
-/// scalar loop for each row's tail, the lanes summed at the end.
+/// One vector step of [`correlate`]: `acc[o][j] += g[o g_step ..] * x[j][..]`, a vector each.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn correlate<T: Float, V: Vector<T>>(
-    rows: usize,
-    len: usize,
+unsafe fn correlate_step<T: Float, V: Vector<T>>(
+    acc: &mut [[V; TAPS]; OUTPUTS],
     g: *const T,
     g_step: isize,
-    g_row: isize,
+    x: [*const T; TAPS],
+) {
+    // SAFETY: the caller guarantees a vector at each of these places.
+    unsafe {
+        let xs: [V; TAPS] = std::array::from_fn(|j| V::load(x[j]));
+        for (o, row) in acc.iter_mut().enumerate() {
+            let gv = V::load(g.offset(o as isize * g_step));
+            for (sum, &xv) in row.iter_mut().zip(&xs) {
+                *sum = sum.mul_add(gv, xv);
+            }
+        }
+    }
+}
+
+/// `RowKernels::correlate` over vectors `V`: [`OUTPUTS`] x [`TAPS`] vector accumulators over
+/// each row's vectors (each load of x serves every output, each load of g every tap), a row's
+/// last partial vector taken from zero-padded copies (zeros times zeros, so that no element
+/// outside a tap's window enters its sum), the lanes summed at the end.
+#[inline(always)]
+unsafe fn correlate<T: Float, V: Vector<T>>(
+    at: &Correlation,
+    g: *const T,
     x: *const T,
-    x_row: isize,
     sums: &mut [T; OUTPUTS * TAPS],
 ) {
+    const MAX_LANES: usize = 16;
     // SAFETY: the caller guarantees the rows' extents (see `RowKernels`).
     unsafe {
         let mut acc = [[V::splat(T::ZERO); TAPS]; OUTPUTS];
-        let mut tail = [[T::ZERO; TAPS]; OUTPUTS];
-        for r in 0..rows as isize {
-            let (g_r, x_r) = (g.offset(r * g_row), x.offset(r * x_row));
-            let mut k = 0;
-            while k + V::LANES <= len {
-                let xs: [V; TAPS] = std::array::from_fn(|j| V::load(x_r.add(k + j)));
-                for (o, row) in acc.iter_mut().enumerate() {
-                    let gv = V::load(g_r.offset(o as isize * g_step).add(k));
-                    for (sum, &xv) in row.iter_mut().zip(&xs) {
-                        *sum = sum.mul_add(gv, xv);
-                    }
-                }
-                k += V::LANES;
+        let (full, rest) = (at.len / V::LANES * V::LANES, at.len % V::LANES);
+        let (mut g_tail, mut x_tail) =
+            ([T::ZERO; OUTPUTS * MAX_LANES], [T::ZERO; TAPS * MAX_LANES]);
+        let (planes, rows) = (at.planes as isize, at.rows as isize);
+        for (p, r) in (0..planes).flat_map(|p| (0..rows).map(move |r| (p, r))) {
+            let g_r = g.offset(p * at.g_plane + r * at.g_row);
+            let x_r = x.offset(p * at.x_plane + r * at.x_row);
+            for k in (0..full).step_by(V::LANES) {
+                let x_taps = std::array::from_fn(|j| x_r.add(k + j));
+                correlate_step(&mut acc, g_r.add(k), at.g_step, x_taps);
             }
-            for k in k..len {
-                for (o, row) in tail.iter_mut().enumerate() {
-                    let gv = *g_r.offset(o as isize * g_step).add(k);
-                    for (j, sum) in row.iter_mut().enumerate() {
-                        *sum = *sum + gv * *x_r.add(k + j);
+            if rest > 0 {
+                for e in 0..rest {
+                    for o in 0..OUTPUTS {
+                        g_tail[o * MAX_LANES + e] =
+                            *g_r.offset(o as isize * at.g_step).add(full + e);
+                    }
+                    for j in 0..TAPS {
+                        x_tail[j * MAX_LANES + e] = *x_r.add(full + e + j);
                     }
                 }
+                let x_taps = std::array::from_fn(|j| x_tail[j * MAX_LANES..].as_ptr());
+                correlate_step(&mut acc, g_tail.as_ptr(), MAX_LANES as isize, x_taps);
             }
         }
-        for (o, (row, tail_row)) in acc.iter().zip(&tail).enumerate() {
-            for (j, (sum, &rest)) in row.iter().zip(tail_row).enumerate() {
-                sums[o * TAPS + j] = sum.sum() + rest;
+        for (o, row) in acc.iter().enumerate() {
+            for (j, sum) in row.iter().enumerate() {
+                sums[o * TAPS + j] = sum.sum();
             }
         }
     }
@@ -376,18 +401,13 @@ macro_rules! rows {
             unsafe { super::dot::<$t, $vector>(len, x, x_step, y, y_step) }
         }
         #[target_feature(enable = $features)]
-        #[allow(clippy::too_many_arguments)]
         pub(super) unsafe fn $correlate(
-            rows: usize,
-            len: usize,
+            at: &super::Correlation,
             g: *const $t,
-            g_step: isize,
-            g_row: isize,
             x: *const $t,
-            x_row: isize,
             sums: &mut [$t; super::OUTPUTS * super::TAPS],
         ) {
-            unsafe { super::correlate::<$t, $vector>(rows, len, g, g_step, g_row, x, x_row, sums) }
+            unsafe { super::correlate::<$t, $vector>(at, g, x, sums) }
         }
     };
 }
@@ -568,18 +588,13 @@ fn scalar_rows<T: Float>() -> RowKernels<T> {
     ) -> T {
         unsafe { dot::<T, Lane<T>>(len, x, x_step, y, y_step) }
     }
-    #[allow(clippy::too_many_arguments)]
     unsafe fn run_correlate<T: Float>(
-        rows: usize,
-        len: usize,
+        at: &Correlation,
         g: *const T,
-        g_step: isize,
-        g_row: isize,
         x: *const T,
-        x_row: isize,
         sums: &mut [T; OUTPUTS * TAPS],
     ) {
-        unsafe { correlate::<T, Lane<T>>(rows, len, g, g_step, g_row, x, x_row, sums) }
+        unsafe { correlate::<T, Lane<T>>(at, g, x, sums) }
     }
     RowKernels {
         axpy: run_axpy::<T>,
@@ -750,48 +765,56 @@ mod tests {
     }
 
     /// Every supported `correlate` equals the scalar reference and the definition, on rows
-    /// around the vector widths, g's outputs and rows and x's rows at their own distances.
+    /// around the vector widths, g's outputs, planes and rows and x's at their own distances.
     fn check_correlate<T: Float>(from: fn(f64) -> T) {
         let reference = scalar_rows::<T>().correlate;
         for isa in Isa::available() {
             let correlate = T::row_kernels(isa).correlate;
-            for len in [1_usize, 3, 4, 7, 8, 9, 16, 17, 33] {
-                for rows in [1_usize, 2, 5] {
-                    let (g_row, x_row) = (len as isize + 1, len as isize + TAPS as isize + 3);
-                    let g_step = rows as isize * g_row + 2;
-                    let g: Vec<T> = (0..OUTPUTS * g_step as usize)
-                        .map(|v| from(((v * 7 % 11) as f64) - 5.0))
-                        .collect();
-                    let x: Vec<T> = (0..rows * x_row as usize)
-                        .map(|v| from(((v * 5 % 13) as f64) / 4.0))
-                        .collect();
-                    let mut got = [T::ZERO; OUTPUTS * TAPS];
-                    let mut want = got;
-                    let args = (g.as_ptr(), g_step, g_row, x.as_ptr(), x_row);
-                    unsafe {
-                        correlate(rows, len, args.0, args.1, args.2, args.3, args.4, &mut got)
-                    };
-                    unsafe {
-                        reference(rows, len, args.0, args.1, args.2, args.3, args.4, &mut want)
-                    };
-                    assert!(
-                        got == want,
-                        "{} correlate len {len} rows {rows}",
-                        isa.name()
-                    );
-                    for o in 0..OUTPUTS {
-                        for j in 0..TAPS {
-                            let sum = (0..rows).flat_map(|r| (0..len).map(move |k| (r, k))).fold(
-                                T::ZERO,
-                                |s, (r, k)| {
-                                    let at = |row: isize, i: usize| r as isize * row + i as isize;
-                                    s + g[(o as isize * g_step + at(g_row, k)) as usize]
-                                        * x[at(x_row, k + j) as usize]
-                                },
-                            );
-                            assert!(want[o * TAPS + j] == sum, "definition ({o}, {j})");
-                        }
-                    }
+            for (len, rows, planes) in
+                (0..9)
+                    .flat_map(|l| (0..3).map(move |r| (l, r)))
+                    .map(|(l, r)| {
+                        (
+                            [1_usize, 3, 4, 7, 8, 9, 16, 17, 33][l],
+                            [1_usize, 2, 5][r],
+                            1 + l % 3,
+                        )
+                    })
+            {
+                let (g_row, x_row) = (len as isize + 1, len as isize + TAPS as isize + 3);
+                let (g_plane, x_plane) = (rows as isize * g_row + 2, rows as isize * x_row + 1);
+                let g_step = planes as isize * g_plane + 3;
+                let at = Correlation {
+                    planes,
+                    rows,
+                    len,
+                    g_step,
+                    g_plane,
+                    g_row,
+                    x_plane,
+                    x_row,
+                };
+                let g: Vec<T> = (0..OUTPUTS * g_step as usize)
+                    .map(|v| from(((v * 7 % 11) as f64) - 5.0))
+                    .collect();
+                let x: Vec<T> = (0..planes * x_plane as usize)
+                    .map(|v| from(((v * 5 % 13) as f64) / 4.0))
+                    .collect();
+                let mut got = [T::ZERO; OUTPUTS * TAPS];
+                let mut want = got;
+                unsafe { correlate(&at, g.as_ptr(), x.as_ptr(), &mut got) };
+                unsafe { reference(&at, g.as_ptr(), x.as_ptr(), &mut want) };
+                assert!(got == want, "{} correlate {at:?}", isa.name());
+                for (o, j) in (0..OUTPUTS).flat_map(|o| (0..TAPS).map(move |j| (o, j))) {
+                    let terms = (0..planes as isize)
+                        .flat_map(|p| (0..rows as isize).map(move |r| (p, r)))
+                        .flat_map(|(p, r)| (0..len as isize).map(move |k| (p, r, k)));
+                    let sum = terms.fold(T::ZERO, |s, (p, r, k)| {
+                        let gi = o as isize * g_step + p * g_plane + r * g_row + k;
+                        let xi = p * x_plane + r * x_row + k + j as isize;
+                        s + g[gi as usize] * x[xi as usize]
+                    });
+                    assert!(want[o * TAPS + j] == sum, "definition ({o}, {j}) {at:?}");
                 }
             }
         }
