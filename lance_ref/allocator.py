@@ -3,8 +3,9 @@
 The engine allocates big short-lived temporaries every step (im2col matrices, gradients). With
 glibc's defaults, buffers above the mmap threshold are unmapped when freed and page-faulted in
 again at the next step, which costs as much as the copy that fills them. Raising the mmap and
-trim thresholds keeps such memory in the heap. Process-wide, so it is opt-in: the CLI and the
-benchmarks call it; library users may.
+trim thresholds keeps such memory in the heap, which so serves as the step's reusable workspace
+(`benchmarks/page_faults.py` counts a step's page faults with and without it). Process-wide,
+so it is opt-in: the CLI and the benchmarks call it; library users may.
 """
 
 from __future__ import annotations
