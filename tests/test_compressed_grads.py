@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from lance_ref import Tensor
 from lance_ref import functional as F
 from lance_ref.compress.gradients import conv2d_flops, conv2d_weight_grad, linear_flops, linear_weight_grad
-from lance_ref.functional.windows import output_size
+from lance_ref.kernels.reference import output_size
 from helpers import arrays, grouped_channels
 
 MODES = "abcd"

@@ -9,7 +9,7 @@ import lance_ref as L
 from lance_ref import functional as F
 from lance_ref import nn
 from lance_ref.functional.conv import col2im, im2col
-from lance_ref.functional.windows import output_size
+from lance_ref.kernels.reference import output_size
 from lance_ref.kernels import reference, set_workspace_bytes
 from helpers import arrays, gradcheck, grouped_channels
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 import numpy as np
 
 from .. import kernels
-from ..kernels.reference import channel_rows, times_weight, unfolding_chunks, weight_rows
+from ..kernels.reference import channel_rows, output_size, times_weight, unfolding_chunks, weight_rows
 from ..tensor import Function
 from .shape import pad, takes_unbatched
-from .windows import output_size, pair, tap
+from .windows import pair, tap
 
 
 def im2col(x, kernel, padding, stride, dilation, out_hw, groups) -> np.ndarray:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import numpy as np
 
 from .. import kernels
+from ..kernels.reference import output_size
 from ..tensor import Function, as_operands
 from .shape import takes_unbatched
-from .windows import output_size, pair, tap
+from .windows import pair, tap
 
 
 def _geometry(x_shape, kernel_size, stride, padding, dilation, ceil_mode):

@@ -1,4 +1,5 @@
-"""Sliding-window geometry shared by convolution and pooling (specs/conv.md#geometry).
+"""Sliding-window geometry shared by convolution and pooling (specs/conv.md#geometry); the
+output size is `lance_ref.kernels.reference.output_size`, which the kernels share.
 
 Arrays are NCHW. (im2col itself is a kernel: `lance_ref.kernels.im2col`.)
 """
@@ -14,17 +15,6 @@ def pair(value, name: str, minimum: int) -> tuple:
     if not all(isinstance(v, (int, np.integer)) for v in (h, w)) or min(h, w) < minimum:
         raise ValueError(f"{name} must be an int or a pair of ints >= {minimum}, got {value!r}")
     return int(h), int(w)
-
-
-def output_size(size: int, kernel: int, stride: int, padding: int, dilation: int, ceil_mode=False) -> int:
-    """floor((size + 2p - d(k-1) - 1 [+ s - 1 in ceil_mode]) / s) + 1, torch's rule; ceil_mode
-    then drops a last window that starts in the right padding; never below 0
-    (specs/conv.md#geometry)."""
-    span = size + 2 * padding - dilation * (kernel - 1) - 1
-    out = (span + (stride - 1 if ceil_mode else 0)) // stride + 1  # floor division, as torch's div_rtn
-    if ceil_mode and (out - 1) * stride >= size + padding:
-        out -= 1
-    return max(out, 0)
 
 
 def tap(x: np.ndarray, i: int, j: int, out_hw, stride, dilation) -> np.ndarray:

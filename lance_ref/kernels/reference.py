@@ -155,9 +155,15 @@ def gram(x: np.ndarray, mode: int) -> np.ndarray:
     return (g + g.T) * 0.5
 
 
-def conv_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
-    """floor((size + 2 padding - dilation (kernel - 1) - 1) / stride) + 1, as torch."""
-    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+def output_size(size: int, kernel: int, stride: int, padding: int, dilation: int, ceil_mode=False) -> int:
+    """floor((size + 2p - d(k-1) - 1 [+ s - 1 in ceil_mode]) / s) + 1, torch's rule; ceil_mode
+    then drops a last window that starts in the right padding; never below 0
+    (specs/conv.md#geometry). Shared by the convolutions and poolings of every floor."""
+    span = size + 2 * padding - dilation * (kernel - 1) - 1
+    out = (span + (stride - 1 if ceil_mode else 0)) // stride + 1  # floor division, as torch's div_rtn
+    if ceil_mode and (out - 1) * stride >= size + padding:
+        out -= 1
+    return max(out, 0)
 
 
 def tap_span(size: int, out: int, stride: int, padding: int, dilation: int, index: int):
@@ -199,7 +205,7 @@ def _direct_geometry(x_shape, w_shape, kernel, stride, padding, dilation, groups
     n, c, h, w = x_shape
     if groups < 1 or c % groups or w_shape[0] % groups or w_shape[1] * groups != c or tuple(w_shape[2:]) != tuple(kernel):
         raise ValueError(f"{x_name} of shape {tuple(x_shape)} and weight of shape {tuple(w_shape)} do not fit groups={groups}")
-    out_hw = tuple(conv_output_size(*args) for args in zip((h, w), kernel, stride, padding, dilation))
+    out_hw = tuple(output_size(*args) for args in zip((h, w), kernel, stride, padding, dilation))
     if min(out_hw) < 1:
         raise ValueError(f"the conv output of an input of shape {tuple(x_shape)} would be empty ({out_hw})")
     return out_hw
@@ -373,7 +379,7 @@ def im2col(x: np.ndarray, kernel, stride, padding, dilation, groups: int = 1) ->
     n, c, h, w = x.shape
     if c % groups:
         raise ValueError(f"groups must divide the {c} input channels, got {groups}")
-    out_hw = conv_output_size(h, kh, sh, ph, dh), conv_output_size(w, kw, sw, pw, dw)
+    out_hw = output_size(h, kh, sh, ph, dh), output_size(w, kw, sw, pw, dw)
     if min(out_hw) < 1:
         raise ValueError(f"the conv output of an input of shape {x.shape} would be empty ({out_hw})")
     source = x
