@@ -32,15 +32,21 @@ def extend_memory(memory: np.ndarray | None, representation: np.ndarray, thresho
         return u[:, : int((np.cumsum(s**2) / total < threshold).sum())]
     residual = r - memory @ (memory.T @ r)
     u, s, _ = np.linalg.svd(residual, full_matrices=False)
-    explained = (total - float((s**2).sum())) / total
-    rank = 0
-    for ratio in s**2 / total:
-        if explained >= threshold:
-            break
-        explained += ratio
-        rank += 1
+    rank = energy_rank(s**2 / total, (total - float((s**2).sum())) / total, threshold)
     extended = np.hstack([memory, u[:, :rank]])
     return extended[:, : len(r)]
+
+
+def energy_rank(shares, explained: float, threshold: float) -> int:
+    """GPM's criterion: how many of `shares` (energy fractions, largest first) are added to the
+    share already `explained`, each while the explained share is still below `threshold`."""
+    rank = 0
+    for share in shares:
+        if explained >= threshold:
+            break
+        explained += share
+        rank += 1
+    return rank
 
 
 def project_out(grad: np.ndarray, memory: np.ndarray) -> np.ndarray:

@@ -15,6 +15,7 @@ import numpy as np
 from ..compress import CompressedLinear, FixedBases, PatchCompressedConv2d, calibrate, check_eps
 from ..compress.hosvd import leading_eigenvectors
 from ..nn import Conv2d
+from .gpm import energy_rank
 from .strategies import GPM, forward_task
 from .steps import minibatches
 
@@ -35,12 +36,7 @@ def complement_basis(gram: np.ndarray, protected: np.ndarray | None, threshold: 
     values, vectors = np.linalg.eigh(complement.T @ gram @ complement)  # ascending
     values, vectors = np.clip(values[::-1], 0, None), vectors[:, ::-1]
     total = float(np.trace(gram))
-    explained, rank = (1 - values.sum() / total, 0) if total > 0 else (1.0, 0)
-    for value in values:
-        if explained >= threshold:
-            break
-        explained += value / total
-        rank += 1
+    rank = energy_rank(values / total, 1 - values.sum() / total, threshold) if total > 0 else 0
     return np.ascontiguousarray(complement @ vectors[:, : max(rank, 1)], dtype=dtype)
 
 
