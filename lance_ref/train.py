@@ -10,6 +10,7 @@ import numpy as np
 from . import functional as F
 from . import memory
 from .autograd import no_grad
+from .nn import eval_mode
 from .optim import clip_grad_norm_
 from .progress import Progress
 from .tensor import Tensor
@@ -113,13 +114,8 @@ def fit(model, optimizer, loader, test_images, test_labels, epochs: int, schedul
 
 def predict(model, images: np.ndarray, batch_size: int = 500, **forward_options) -> np.ndarray:
     """Logits for already-normalised `images`, in eval mode and without recording a graph."""
-    was_training = model.training
-    model.eval()
-    try:
-        with no_grad():
-            outputs = [model(Tensor(images[i : i + batch_size]), **forward_options).data for i in range(0, len(images), batch_size)]
-    finally:
-        model.train(was_training)
+    with eval_mode(model), no_grad():
+        outputs = [model(Tensor(images[i : i + batch_size]), **forward_options).data for i in range(0, len(images), batch_size)]
     return np.concatenate(outputs)
 
 

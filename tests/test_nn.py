@@ -369,6 +369,30 @@ def test_keep_eval_pins_a_module_through_train():
     assert model[1].training
 
 
+def test_pin_batchnorm_pins_the_chosen_batchnorms_frozen_or_not():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Sequential(nn.BatchNorm2d(2)))
+    nn.pin_batchnorm(model, where=lambda name: name == "1")
+    model.train()
+    assert not model[1].training and model[2][0].training and model[1].weight.requires_grad
+    nn.pin_batchnorm(model, freeze=True)
+    model.train()
+    assert not model[2][0].training and not model[2][0].weight.requires_grad and model[0].weight.requires_grad
+
+
+def test_eval_mode_restores_the_mode_even_after_an_error():
+    model = nn.Sequential(nn.Dropout(0.5))
+    with nn.eval_mode(model):
+        assert not model.training and not model[0].training
+    assert model.training and model[0].training
+    with pytest.raises(RuntimeError), nn.eval_mode(model):
+        raise RuntimeError
+    assert model[0].training
+    model.eval()
+    with nn.eval_mode(model):
+        pass
+    assert not model.training
+
+
 def test_get_submodule():
     model = nn.Sequential(nn.Sequential(nn.Linear(2, 2)))
     assert model.get_submodule("0.0") is model[0][0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from ..autograd import no_grad
-from ..nn import Module, fine_tune_last
+from ..nn import Module, eval_mode, fine_tune_last
 from ..tensor import Tensor
 from .layers import CompressedConv2d, CompressedLinear, FixedBases
 
@@ -35,16 +35,12 @@ def calibrate(model: Module, batches, **forward_options) -> float:
     layers = lance_layers(model)
     if not layers:
         raise ValueError("the model has no layer with method 'lance' to calibrate")
-    start, was_training = time.perf_counter(), model.training
+    start = time.perf_counter()
     for _, layer in layers:
         layer.compressor.start_calibration()
-    model.eval()
-    try:
-        with no_grad():
-            for x in batches:
-                model(Tensor(x), **forward_options)
-        for _, layer in layers:
-            layer.compressor.finish_calibration()
-    finally:
-        model.train(was_training)
+    with eval_mode(model), no_grad():
+        for x in batches:
+            model(Tensor(x), **forward_options)
+    for _, layer in layers:
+        layer.compressor.finish_calibration()
     return time.perf_counter() - start

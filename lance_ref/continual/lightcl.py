@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd import no_grad
-from ..nn import BatchNorm1d, BatchNorm2d, layer_activations, recording
+from ..nn import eval_mode, layer_activations, pin_batchnorm, recording
 from ..tensor import Tensor
 from .replay import ClassBalancedReservoir
 from .strategies import Finetune, Samples, forward_task
@@ -33,9 +33,7 @@ def freeze_before(model, first_trained: str) -> list:
     params = dict(model.named_parameters())
     for name in frozen:
         params[name].requires_grad, params[name].grad = False, None
-    for name, module in model.named_modules():
-        if isinstance(module, (BatchNorm1d, BatchNorm2d)) and f"{name}.weight" in frozen:
-            module.keep_eval()
+    pin_batchnorm(model, where=lambda name: f"{name}.weight" in frozen)
     return sorted(frozen)
 
 
@@ -107,13 +105,9 @@ class LightCL(Finetune):
         """The feature layers' outputs and the logits (each sample on its own task's head, in
         groups by task) of the model on the buffer, as Tensors; in eval mode (no dropout,
         BatchNorm as at test time), so that old and new values agree while the model is unchanged."""
-        buffer, was_training = self.buffered(), self.model.training
-        self.model.eval()
-        try:
-            with recording(self.feature_layers, "output") as recorded:
-                outputs = self.model(Tensor(normalize(buffer.images)))
-        finally:
-            self.model.train(was_training)
+        buffer = self.buffered()
+        with eval_mode(self.model), recording(self.feature_layers, "output") as recorded:
+            outputs = self.model(Tensor(normalize(buffer.images)))
         features = {name: tensors[0] for name, tensors in recorded.items()}
         if self.config.setting == "class":
             return features, [outputs]

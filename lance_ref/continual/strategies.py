@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..io import flatten
-from ..nn import BatchNorm1d, BatchNorm2d, layer_activations
+from ..nn import layer_activations, pin_batchnorm
 from .gpm import check_threshold, extend_memory, project_out
 from .layers import check_patch_rows, head_names, patch_rows, protected_layers
 from .replay import ClassBalancedReservoir
@@ -206,14 +206,6 @@ class EWC(Finetune):
         self.fisher, self.anchor = dict(state["fisher"]), dict(state["anchor"])
 
 
-def freeze_batchnorm(model) -> None:
-    """BatchNorm gets no further update, of its affine parameters or of its running statistics
-    if it keeps them (GPM, LANCE-CL: after task 0)."""
-    for module in model.modules():
-        if isinstance(module, (BatchNorm1d, BatchNorm2d)):
-            module.freeze().keep_eval()
-
-
 class GPM(Finetune):
     """`gpm`: after each task, each protected layer's memory grows from a representation of
     `representation_samples` training inputs, or the first of them that the model names for the
@@ -233,7 +225,7 @@ class GPM(Finetune):
 
     def before_task(self, task, normalize) -> None:
         if task.index > 0:
-            freeze_batchnorm(self.model)
+            pin_batchnorm(self.model, freeze=True)  # BatchNorm gets no further update
 
     def after_backward(self, task) -> None:
         layers = self.layers

@@ -20,8 +20,9 @@ from .layers import (
     Sequential,
     Sigmoid,
     Tanh,
+    pin_batchnorm,
 )
-from .module import IncompatibleKeys, Module, Parameter
+from .module import IncompatibleKeys, Module, Parameter, eval_mode
 from .recording import layer_activations, recording
 from .surgery import fine_tune_last, last_layers
 from .zoo import MODELS, AlexNetGPM, MobileNetV2, ResNet18Reduced, SmallCNN, build_model

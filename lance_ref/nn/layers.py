@@ -222,6 +222,14 @@ class BatchNorm2d(_BatchNorm):
     input_ndims = (4,)
 
 
+def pin_batchnorm(model: Module, freeze: bool = False, where=lambda name: True) -> None:
+    """Pin each BatchNorm of `model` whose name passes `where` in eval mode, so that it keeps
+    its running statistics, its affine parameters frozen too when `freeze` (specs/nn.md#freezing)."""
+    for name, module in model.named_modules():
+        if isinstance(module, _BatchNorm) and where(name):
+            (module.freeze() if freeze else module).keep_eval()
+
+
 class ReLU(Module):
     def forward(self, x):
         return F.relu(x)

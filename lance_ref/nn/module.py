@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import weakref
+from contextlib import contextmanager
 from typing import Iterator, NamedTuple
 
 import numpy as np
@@ -367,3 +368,14 @@ class Module:
 
 
 _ENTRY_TYPES = {"parameter": Parameter, "buffer": np.ndarray, "module": Module}
+
+
+@contextmanager
+def eval_mode(model: Module):
+    """Within the block `model` is in eval mode; its mode is restored after, whatever happens."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)

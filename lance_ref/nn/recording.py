@@ -8,6 +8,7 @@ import numpy as np
 
 from ..autograd import no_grad
 from ..tensor import Tensor
+from .module import eval_mode
 
 KINDS = ("input", "output")
 
@@ -42,11 +43,6 @@ def recording(layers: dict, kind: str = "input"):
 def layer_activations(model, layers: dict, x: np.ndarray, kind: str = "input", **forward_options) -> dict:
     """name -> the input or output (`kind`) of each layer of `layers` when `model` runs on `x`
     in eval mode without a graph; the model's mode is restored."""
-    was_training = model.training
-    model.eval()
-    try:
-        with no_grad(), recording(layers, kind) as recorded:
-            model(Tensor(x), **forward_options)
-    finally:
-        model.train(was_training)
+    with eval_mode(model), no_grad(), recording(layers, kind) as recorded:
+        model(Tensor(x), **forward_options)
     return {name: np.concatenate([t.data for t in tensors]) for name, tensors in recorded.items()}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .layers import BatchNorm1d, BatchNorm2d, Conv2d, Linear
+from .layers import Conv2d, Linear, pin_batchnorm
 
 
 def last_layers(model, last_n: int) -> list:
@@ -26,9 +26,7 @@ def fine_tune_last(model, last_n: int, wrap_conv, wrap_classifier) -> list:
     classifier last), those of `last_layers`."""
     names = last_layers(model, last_n)
     model.freeze()
-    for module in model.modules():
-        if isinstance(module, (BatchNorm1d, BatchNorm2d)):
-            module.keep_eval()
+    pin_batchnorm(model)
     for name in names:
         layer = model.get_submodule(name)
         wrap = wrap_conv if isinstance(layer, Conv2d) else wrap_classifier
