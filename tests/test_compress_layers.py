@@ -202,7 +202,8 @@ def test_finetune_sweep_runs_every_method_and_summarises(tmp_path):
 def test_patch_compressed_conv_gradients(data):
     """PatchCompressedConv2d: the output is the conv's; input gradient exact at any eps; weight
     gradient exact at eps = 1 and, at any eps, the exact one at the reconstructed tokens."""
-    from lance_ref.compress.layers import FixedBases, PatchCompressedConv2d, patch_tokens
+    from lance_ref.compress.layers import FixedBases, PatchCompressedConv2d
+    from lance_ref.functional.conv import patch_tokens
     from lance_ref.functional.conv import conv_geometry
     from lance_ref.kernels import reference
 
@@ -251,7 +252,8 @@ def test_patch_compressed_conv_refuses_bias_and_groups():
 def test_patch_tokens_are_projected_in_chunks_as_a_whole(data):
     """The core of the patch tokens, formed chunk by chunk (one sample at a time at the
     smallest budget), equals the projection of the whole token tensor, with or without U_B."""
-    from lance_ref.compress.layers import patch_tokens, project_patch_tokens
+    from lance_ref.compress.layers import project_patch_tokens
+    from lance_ref.functional.conv import patch_tokens
     from lance_ref.functional.conv import conv_geometry
     from lance_ref.kernels import reference, set_workspace_bytes
 

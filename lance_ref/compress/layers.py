@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import functional as F
 from ..autograd import is_grad_enabled
-from ..functional.conv import conv2d_forward, conv2d_grads, conv2d_params, conv_geometry, im2col
+from ..functional.conv import conv2d_forward, conv2d_grads, conv2d_params, conv_geometry, patch_tokens
 from .. import kernels
 from ..kernels import mode_product, tucker_project
 from ..nn import Conv2d, Module
@@ -153,14 +153,6 @@ class PatchCompressedConv2dFunction(Function):
             grad_tokens = grad.reshape(len(grad), len(grad[0]), -1).transpose(0, 2, 1)  # (B, L, O)
             grad_w = linear_weight_grad(core, factors, grad_tokens).reshape(self.weight_shape)
         return grad_x, grad_w
-
-
-def patch_tokens(x: np.ndarray, geometry) -> np.ndarray:
-    """X[n, (h', w'), (c, i, j)] = x_pad[n, c, s h' + d i, s w' + d j], shape (B, L, C kh kw): the
-    rows of conv2d as a product with W reshaped to (O, C kh kw) (specs/compressed.md#patch-compressed-conv2d)."""
-    (kh, kw), channels = geometry["kernel"], x.shape[1]
-    cols = im2col(x, **geometry)[0]  # (B L, (i, j, c))
-    return cols.reshape(len(x), -1, kh, kw, channels).transpose(0, 1, 4, 2, 3).reshape(len(x), cols.shape[0] // len(x), -1)
 
 
 def project_patch_tokens(x: np.ndarray, geometry, factors) -> np.ndarray:

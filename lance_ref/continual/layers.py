@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..compress.layers import patch_tokens
-from ..functional.conv import conv_geometry
+from ..functional.conv import conv_geometry, patch_tokens
 from ..nn import Conv2d, Linear, ModuleList
 
 

@@ -237,3 +237,11 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups: in
     params = conv2d_params(input.shape, weight.shape, bias_shape, stride, padding, dilation, groups)
     inputs = (input, weight) if bias is None else (input, weight, bias)
     return Conv2d.apply(*inputs, **params)
+
+
+def patch_tokens(x: np.ndarray, geometry) -> np.ndarray:
+    """X[n, (h', w'), (c, i, j)] = x_pad[n, c, s h' + d i, s w' + d j], shape (B, L, C kh kw): the
+    rows of conv2d as a product with W reshaped to (O, C kh kw) (specs/compressed.md#patch-compressed-conv2d)."""
+    (kh, kw), channels = geometry["kernel"], x.shape[1]
+    cols = im2col(x, **geometry)[0]  # (B L, (i, j, c))
+    return cols.reshape(len(x), -1, kh, kw, channels).transpose(0, 1, 4, 2, 3).reshape(len(x), cols.shape[0] // len(x), -1)
