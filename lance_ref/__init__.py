@@ -12,7 +12,7 @@ import os
 # It takes effect only when lance_ref is imported before NumPy; the user's own setting wins.
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
-from . import functional
+from . import binary, functional  # binary registers its binary-cnn with the model zoo
 from .autograd import enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 from .random import manual_seed
 from .tensor import Tensor

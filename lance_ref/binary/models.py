@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..nn.layers import AdaptiveAvgPool2d, BatchNorm2d, Flatten, MaxPool2d, ReLU, Sequential
+from ..nn.zoo import register_model
 from .layers import QuantConv2d, QuantLinear, Sign
 
 
@@ -28,3 +29,10 @@ class BinaryCNN(Sequential):
             AdaptiveAvgPool2d(3), Flatten(),
         )
         self.classifier = QuantLinear(128 * 9, num_classes, dtype=dtype)
+
+
+@register_model("binary-cnn")
+def _binary_cnn(num_classes, in_channels, image_size, heads=None, **options):
+    if heads is not None and len(heads) != 1:
+        raise ValueError(f"binary-cnn has one shared head (class-incremental), got heads {heads!r}")
+    return BinaryCNN(heads[0] if heads else num_classes, in_channels, **options)

@@ -275,7 +275,10 @@ class MobileNetV2(Module):
 MODELS = {}  # name -> builder(num_classes, in_channels, image_size, **options)
 
 
-def _register(name: str):
+def register_model(name: str):
+    """A decorator adding `builder(num_classes, in_channels, image_size, **options)` to the zoo
+    as `name` (the floors above register their own models, e.g. `binary` its binary-cnn)."""
+
     def decorate(builder):
         MODELS[name] = builder
         return builder
@@ -283,38 +286,29 @@ def _register(name: str):
     return decorate
 
 
-@_register("small-cnn")
+@register_model("small-cnn")
 def _small_cnn(num_classes, in_channels, image_size, **options):
     return SmallCNN(num_classes, in_channels, **options)  # adaptive pooling: any image size >= 4
 
 
-@_register("alexnet-gpm")
+@register_model("alexnet-gpm")
 def _alexnet_gpm(num_classes, in_channels, image_size, **options):
     return AlexNetGPM(num_classes, in_channels, image_size, **options)
 
 
-@_register("resnet18-reduced")
+@register_model("resnet18-reduced")
 def _resnet18_reduced(num_classes, in_channels, image_size, **options):
     return ResNet18Reduced(num_classes, in_channels, **options)
 
 
-@_register("mobilenetv2")
+@register_model("mobilenetv2")
 def _mobilenetv2(num_classes, in_channels, image_size, **options):
     return MobileNetV2(num_classes, in_channels, variant="cifar", **options)
 
 
-@_register("mobilenetv2-torchvision")
+@register_model("mobilenetv2-torchvision")
 def _mobilenetv2_torchvision(num_classes, in_channels, image_size, **options):
     return MobileNetV2(num_classes, in_channels, variant="torchvision", **options)
-
-
-@_register("binary-cnn")
-def _binary_cnn(num_classes, in_channels, image_size, heads=None, **options):
-    from ..binary.models import BinaryCNN  # binary layers build on nn: loaded when asked for
-
-    if heads is not None and len(heads) != 1:
-        raise ValueError(f"binary-cnn has one shared head (class-incremental), got heads {heads!r}")
-    return BinaryCNN(heads[0] if heads else num_classes, in_channels, **options)
 
 
 def build_model(name: str, num_classes: int, in_channels: int, image_size: int, **options) -> Module:
