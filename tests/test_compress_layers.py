@@ -202,7 +202,7 @@ def test_finetune_sweep_runs_every_method_and_summarises(tmp_path):
 def test_patch_compressed_conv_gradients(data):
     """PatchCompressedConv2d: the output is the conv's; input gradient exact at any eps; weight
     gradient exact at eps = 1 and, at any eps, the exact one at the reconstructed tokens."""
-    from lance_ref.compress.layers import FixedBases, PatchCompressedConv2d
+    from lance_ref.compress.layers import Lance, PatchCompressedConv2d
     from lance_ref.functional.conv import patch_tokens
     from lance_ref.functional.conv import conv_geometry
     from lance_ref.kernels import reference
@@ -211,7 +211,7 @@ def test_patch_compressed_conv_gradients(data):
     eps = data.draw(st.sampled_from([0.5, 0.9, 1.0]))
     conv = nn.Conv2d(2, 3, k, stride=stride, padding=padding - 1, dilation=dilation, bias=False, dtype=np.float64)
     x = data.draw(arrays((data.draw(st.integers(1, 3)), 2, *[data.draw(st.integers(3, 5)) for _ in range(2)])))
-    layer = PatchCompressedConv2d(conv, FixedBases(eps, "all"))
+    layer = PatchCompressedConv2d(conv, Lance(eps, "all"))
     layer.compressor.start_calibration()
     with lance_ref.no_grad():
         layer(Tensor(x))

@@ -31,7 +31,22 @@ def factor_ranks(factors) -> list:
     return [None if u is None else int(u.shape[1]) for u in factors]
 
 
-class PerStepHOSVD:
+class Compressor:
+    """What a compressed layer asks of its method (specs/compressed.md#methods): `compressor(x)`
+    is the (core, factors) that the backward keeps, `ranks` those of the last or the fixed
+    factors; a method calibrated on data is `calibrating` while it `observe`s the inputs."""
+
+    calibrating = False
+    ranks = None
+
+    def __call__(self, x: np.ndarray):
+        raise NotImplementedError
+
+    def observe(self, x: np.ndarray) -> None:
+        raise TypeError(f"{type(self).__name__} is not calibrated on data")
+
+
+class PerStepHOSVD(Compressor):
     """`hosvd` method: a fresh HOSVD of every input (specs/hosvd.md#hosvd)."""
 
     def __init__(self, eps: float, mode_set: str):
@@ -44,7 +59,7 @@ class PerStepHOSVD:
         return core, factors
 
 
-class FixedBases:
+class Lance(Compressor):
     """`lance` method: bases fixed once from calibration Grams, then core = x x_n U_n^T (specs/hosvd.md#calibration)."""
 
     def __init__(self, eps: float, mode_set: str):
@@ -93,7 +108,15 @@ def make_compressor(method: str, eps: float, mode_set: str):
     compressed_modes(mode_set, 4)
     if method == "full":
         return None
-    return (PerStepHOSVD if method == "hosvd" else FixedBases)(eps, mode_set)
+    return (PerStepHOSVD if method == "hosvd" else Lance)(eps, mode_set)
+
+
+def save_compressed(node: Function, weight: np.ndarray, compress) -> None:
+    """What a compressed layer's backward reads: W if x needs a gradient and, if W needs one,
+    (core, *factors) = compress() of the layer's input."""
+    need_x, need_w = node.needs_input_grad[:2]
+    core, factors = compress() if need_w else (None, ())
+    node.save(weight if need_x else None, core, *factors)
 
 
 class CompressedConv2dFunction(Function):
@@ -102,9 +125,7 @@ class CompressedConv2dFunction(Function):
     def forward(self, x, weight, bias=None, *, params, compressor):
         self.geometry = conv_geometry(x.shape, weight.shape[2:], **params)
         self.params, self.input_shape, self.weight_shape = params, x.shape, weight.shape
-        need_x, need_w = self.needs_input_grad[:2]
-        core, factors = compressor(x) if need_w else (None, ())
-        self.save(weight if need_x else None, core, *factors)
+        save_compressed(self, weight, lambda: compressor(x))
         y = conv2d_forward(x, weight, self.geometry)
         return y + bias.reshape(1, -1, 1, 1) if bias is not None else y
 
@@ -121,9 +142,7 @@ class CompressedLinearFunction(Function):
     """linear whose backward keeps (core, factors) of x (specs/compressed.md#linear-weight-gradient)."""
 
     def forward(self, x, weight, bias=None, *, compressor):
-        need_x, need_w = self.needs_input_grad[:2]
-        core, factors = compressor(x) if need_w else (None, ())
-        self.save(weight if need_x else None, core, *factors)
+        save_compressed(self, weight, lambda: compressor(x))
         y = x @ weight.T
         return y + bias if bias is not None else y
 
@@ -140,9 +159,7 @@ class PatchCompressedConv2dFunction(Function):
 
     def forward(self, x, weight, *, geometry, factors):
         self.geometry, self.input_shape, self.weight_shape = geometry, x.shape, weight.shape
-        need_x, need_w = self.needs_input_grad[:2]
-        core = project_patch_tokens(x, geometry, factors) if need_w else None
-        self.save(weight if need_x else None, core, *(factors if need_w else ()))
+        save_compressed(self, weight, lambda: (project_patch_tokens(x, geometry, factors), factors))
         return conv2d_forward(x, weight, geometry)
 
     def backward(self, grad):
@@ -172,7 +189,7 @@ def project_patch_tokens(x: np.ndarray, geometry, factors) -> np.ndarray:
 class PatchCompressedConv2d(Module):
     """A bias-free, groups = 1 Conv2d whose backward keeps a Tucker form of its patch tokens
     (B, L, C kh kw) on bases fixed by calibration (LANCE-CL's 3-mode tensors); with no
-    compressor it is the plain conv. `compressor` is a `FixedBases` (or a subclass)."""
+    compressor it is the plain conv. `compressor` is a `Lance` (or a subclass)."""
 
     def __init__(self, conv: Conv2d, compressor=None):
         super().__init__()
@@ -212,7 +229,7 @@ class _Compressed(Module):
     def forward(self, x):
         if is_grad_enabled():  # a training step, not evaluation
             self.input_shape, self.input_dtype = x.shape, x.dtype
-        if isinstance(self.compressor, FixedBases) and self.compressor.calibrating:
+        if self.compressor is not None and self.compressor.calibrating:
             self.compressor.observe(x.data)
         if self.compressor is None:
             return self.plain(x)

@@ -7,7 +7,7 @@ import time
 from ..autograd import no_grad
 from ..nn import Module, eval_mode, fine_tune_last
 from ..tensor import Tensor
-from .layers import CompressedConv2d, CompressedLinear, FixedBases
+from .layers import CompressedConv2d, CompressedLinear, Lance
 
 
 def prepare_finetune(
@@ -26,7 +26,7 @@ def prepare_finetune(
 
 def lance_layers(model: Module) -> list:
     """(name, layer) of the layers whose method is `lance`."""
-    return [(n, m) for n, m in model.named_modules() if isinstance(getattr(m, "compressor", None), FixedBases)]
+    return [(n, m) for n, m in model.named_modules() if isinstance(getattr(m, "compressor", None), Lance)]
 
 
 def calibrate(model: Module, batches, **forward_options) -> float:

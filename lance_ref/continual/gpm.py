@@ -32,12 +32,12 @@ def extend_memory(memory: np.ndarray | None, representation: np.ndarray, thresho
         return u[:, : int((np.cumsum(s**2) / total < threshold).sum())]
     residual = r - memory @ (memory.T @ r)
     u, s, _ = np.linalg.svd(residual, full_matrices=False)
-    rank = energy_rank(s**2 / total, (total - float((s**2).sum())) / total, threshold)
+    rank = gpm_rank(s**2 / total, (total - float((s**2).sum())) / total, threshold)
     extended = np.hstack([memory, u[:, :rank]])
     return extended[:, : len(r)]
 
 
-def energy_rank(shares, explained: float, threshold: float) -> int:
+def gpm_rank(shares, explained: float, threshold: float) -> int:
     """GPM's criterion: how many of `shares` (energy fractions, largest first) are added to the
     share already `explained`, each while the explained share is still below `threshold`."""
     rank = 0

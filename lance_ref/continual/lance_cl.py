@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..compress import CompressedLinear, FixedBases, PatchCompressedConv2d, calibrate, check_eps
+from ..compress import CompressedLinear, Lance, PatchCompressedConv2d, calibrate, check_eps
 from ..compress.hosvd import leading_eigenvectors
 from ..nn import Conv2d
-from .gpm import energy_rank
+from .gpm import gpm_rank
 from .strategies import GPM, forward_task
 from .steps import minibatches
 
@@ -36,11 +36,11 @@ def complement_basis(gram: np.ndarray, protected: np.ndarray | None, threshold: 
     values, vectors = np.linalg.eigh(complement.T @ gram @ complement)  # ascending
     values, vectors = np.clip(values[::-1], 0, None), vectors[:, ::-1]
     total = float(np.trace(gram))
-    rank = energy_rank(values / total, 1 - values.sum() / total, threshold) if total > 0 else 0
+    rank = gpm_rank(values / total, 1 - values.sum() / total, threshold) if total > 0 else 0
     return np.ascontiguousarray(complement @ vectors[:, : max(rank, 1)], dtype=dtype)
 
 
-class ProtectedBases(FixedBases):
+class ProtectedBases(Lance):
     """LANCE's fixed bases whose last (feature) mode lies in the complement of `protected`."""
 
     def __init__(self, eps: float, protected: np.ndarray | None):
@@ -85,7 +85,7 @@ class LanceCL(GPM):
         current = self.head_names[task.index if len(self.head_names) > 1 else 0]
         for name in self.head_names:
             head = self.model.get_submodule(name)
-            head.compressor = FixedBases(self.eps, "all") if name == current else None
+            head.compressor = Lance(self.eps, "all") if name == current else None
             head.requires_grad_(name == current)
         samples = self.training_samples(task)
         rng = np.random.default_rng((self.config.seed, task.index, 3))
