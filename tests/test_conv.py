@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 import lance_ref as L
 from lance_ref import functional as F
 from lance_ref import nn
-from lance_ref.functional.conv import col2im, im2col
+from lance_ref.functional.conv import ConvGeometry, col2im, im2col
 from lance_ref.kernels.reference import output_size
 from lance_ref.kernels import reference, set_workspace_bytes
 from helpers import arrays, gradcheck, grouped_channels
@@ -84,14 +84,15 @@ def test_im2col_layout_and_col2im_is_its_adjoint(geo, n, groups, per_group, data
     kernel, stride, padding, dilation, size = geo
     out_hw = tuple(torch_output_size(*a) for a in zip(size, kernel, stride, padding, dilation))
     x = data.draw(arrays((n, groups * per_group) + size))
-    cols = im2col(x, kernel, padding, stride, dilation, out_hw, groups)
+    windows = ConvGeometry(kernel, stride, padding, dilation, groups, out_hw)
+    cols = im2col(x, windows)
     xp = np.pad(x, ((0, 0), (0, 0), (padding[0],) * 2, (padding[1],) * 2))
     for g, b, i, j, u, v, c in np.ndindex(groups, n, *out_hw, *kernel, per_group):
         row, col = (b * out_hw[0] + i) * out_hw[1] + j, (u * kernel[1] + v) * per_group + c
         pixel = xp[b, g * per_group + c, stride[0] * i + dilation[0] * u, stride[1] * j + dilation[1] * v]
         assert cols[g, row, col] == pixel
     dcols = data.draw(arrays(cols.shape))
-    back = col2im(dcols, x.shape, kernel, padding, stride, dilation, out_hw, groups)
+    back = col2im(dcols, x.shape, windows)
     np.testing.assert_allclose((cols * dcols).sum(), (x * back).sum(), rtol=1e-12, atol=1e-12)
 
 

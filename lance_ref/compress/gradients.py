@@ -16,7 +16,7 @@ from math import prod
 
 import numpy as np
 
-from ..functional.conv import conv2d_params, conv_geometry, weight_grad
+from ..functional.conv import ConvGeometry, conv2d_params, conv_geometry, weight_grad
 from ..kernels import mode_product
 
 
@@ -38,19 +38,19 @@ def conv2d_weight_grad(core, factors, grad_output, weight_shape, stride=1, paddi
     """
     u_b, u_c, u_h, u_w = factors = _checked_factors(core, factors, grad_output, ndims=(4,))
     geometry = _conv_geometry(core, factors, grad_output, weight_shape, stride, padding, dilation, groups)
-    (o, cg, kh, kw), groups = weight_shape, geometry["groups"]
+    (o, cg, kh, kw), groups = weight_shape, geometry.groups
     z1 = _times(grad_output, _transposed(u_b), 0)  # (k_B, O, H', W')
     z3 = _times(_times(core, u_h, 2), u_w, 3)  # (k_B, k_C, H, W); the conv's padding pads it
     if u_c is None:  # q = c: Z4 is dW, each output channel seeing its own group only
         return weight_grad(z1, z3, geometry)
     # dW[o, c, i, j] = sum_q Z4[o, q, i, j] U_C[g(o) C/G + c, q], taken with q innermost
-    z4 = weight_grad(z1, z3, dict(geometry, groups=1)).transpose(0, 2, 3, 1)  # (O, kh, kw, k_C)
+    z4 = weight_grad(z1, z3, geometry.with_groups(1)).transpose(0, 2, 3, 1)  # (O, kh, kw, k_C)
     k_c = core.shape[1]
     dw = z4.reshape(groups, -1, k_c) @ u_c.reshape(groups, cg, k_c).transpose(0, 2, 1)
     return dw.reshape(o, kh, kw, cg).transpose(0, 3, 1, 2)
 
 
-def _conv_geometry(core, factors, grad_output, weight_shape, stride, padding, dilation, groups) -> dict:
+def _conv_geometry(core, factors, grad_output, weight_shape, stride, padding, dilation, groups) -> ConvGeometry:
     """The conv geometry of X_hat, after checking X_hat's batch size and channels and grad_output's shape."""
     x_shape = tucker_shape(core, factors)
     _check_mode(core, factors, 0, grad_output.shape[0], f"grad_output.shape[0] is {grad_output.shape[0]}")
@@ -60,7 +60,7 @@ def _conv_geometry(core, factors, grad_output, weight_shape, stride, padding, di
     params = conv2d_params(implied, weight_shape, None, stride, padding, dilation, groups)
     _check_mode(core, factors, 1, implied[1], f"the input has {implied[1]} channels (weight_shape[1] * groups)")
     geometry = conv_geometry(x_shape, tuple(weight_shape[2:]), **params)
-    expected = (x_shape[0], weight_shape[0], *geometry["out_hw"])
+    expected = (x_shape[0], weight_shape[0], *geometry.out_hw)
     if grad_output.shape != expected:
         raise ValueError(
             f"grad_output has shape {grad_output.shape} but conv2d of an input of shape {x_shape} with "
@@ -153,7 +153,7 @@ def conv2d_flops(input_shape, ranks, weight_shape, stride=1, padding=0, dilation
     core_shape = _core_shape(input_shape, ranks)
     params = conv2d_params(input_shape, weight_shape, None, stride, padding, dilation, groups)
     (b, _, h, w), (k_b, k_c, _, _), (o, cg, kh, kw) = input_shape, core_shape, weight_shape
-    oh, ow = conv_geometry(input_shape, (kh, kw), **params)["out_hw"]
+    oh, ow = conv_geometry(input_shape, (kh, kw), **params).out_hw
     z1 = mode_products_flops((b, o, oh, ow), (ranks[0], None, None, None))
     z3 = mode_products_flops(core_shape, (None, None, _if_compressed(ranks[2], h), _if_compressed(ranks[3], w)))
     if ranks[1] is None:

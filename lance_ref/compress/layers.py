@@ -178,7 +178,7 @@ def project_patch_tokens(x: np.ndarray, geometry, factors) -> np.ndarray:
     then on its rows of U_B, summed over the chunks (or, without U_B, stacked)
     (specs/compressed.md#patch-compressed-conv2d)."""
     u_b, *others = factors
-    (oh, ow), (kh, kw) = geometry["out_hw"], geometry["kernel"]
+    (oh, ow), (kh, kw) = geometry.out_hw, geometry.kernel
     parts = []
     for chunk in kernels.sample_chunks(len(x), oh * ow * kh * kw * x.shape[1] * 2 * x.itemsize):
         part = tucker_project(patch_tokens(x[chunk], geometry), [None, *others])

@@ -10,6 +10,8 @@ itself, as in torch.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+
 import numpy as np
 
 from .. import kernels
@@ -19,15 +21,32 @@ from .shape import pad, takes_unbatched
 from .windows import pair, tap
 
 
-def im2col(x, kernel, padding, stride, dilation, out_hw, groups) -> np.ndarray:
+@dataclass(frozen=True)
+class ConvGeometry:
+    """The windows of a convolution (specs/conv.md#geometry), as `lance-core`'s `ConvGeometry`:
+    kernel, stride, padding and dilation as (h, w) pairs, the groups, and the output's (H', W')."""
+
+    kernel: tuple
+    stride: tuple
+    padding: tuple
+    dilation: tuple
+    groups: int
+    out_hw: tuple
+
+    def with_groups(self, groups: int) -> "ConvGeometry":
+        return replace(self, groups=groups)
+
+
+def im2col(x, geometry: ConvGeometry) -> np.ndarray:
     """cols[g, (n, h', w'), (i, j, c)] = x_pad[n, g*C/G + c, s*h' + d*i, s*w' + d*j] (specs/conv.md#im2col),
-    by the kernel of `lance_ref.kernels` for a `conv_geometry`."""
-    return kernels.im2col(x, kernel, stride, padding, dilation, groups)
+    by the kernel of `lance_ref.kernels`."""
+    return kernels.im2col(x, geometry.kernel, *direct_args(geometry))
 
 
-def col2im(cols, shape, kernel, padding, stride, dilation, out_hw, groups) -> np.ndarray:
+def col2im(cols, shape, geometry: ConvGeometry) -> np.ndarray:
     """The adjoint of im2col: each column entry is added back to its input pixel (specs/conv.md#im2col)."""
-    (n, c, h, w), (kh, kw), (ph, pw) = shape, kernel, padding
+    (n, c, h, w), (kh, kw), (ph, pw) = shape, geometry.kernel, geometry.padding
+    groups, out_hw, stride, dilation = geometry.groups, geometry.out_hw, geometry.stride, geometry.dilation
     cols = cols.reshape(groups, n, *out_hw, kh, kw, c // groups).transpose(1, 2, 3, 4, 5, 0, 6)
     grad = np.zeros((n, h + 2 * ph, w + 2 * pw, groups, c // groups), dtype=cols.dtype)
     nchw = grad.reshape(n, h + 2 * ph, w + 2 * pw, c).transpose(0, 3, 1, 2)
@@ -43,35 +62,35 @@ def flipped_transpose(weight: np.ndarray) -> np.ndarray:
     return weight.transpose(1, 0, 2, 3)[..., ::-1, ::-1]
 
 
-def conv_geometry(x_shape, kernel, stride, padding, dilation, groups) -> dict:
-    """The im2col geometry of a convolution, checking that the output is not empty."""
+def conv_geometry(x_shape, kernel, stride, padding, dilation, groups) -> ConvGeometry:
+    """The geometry of a convolution of an input of `x_shape`, checking that the output is not empty."""
     out_hw = tuple(output_size(*args) for args in zip(x_shape[2:], kernel, stride, padding, dilation))
     if min(out_hw) < 1:
         raise ValueError(
             f"conv2d: input {x_shape[2:]} is smaller than the dilated kernel {kernel} "
             f"with padding {padding} and dilation {dilation}"
         )
-    return dict(kernel=kernel, padding=padding, stride=stride, dilation=dilation, out_hw=out_hw, groups=groups)
+    return ConvGeometry(tuple(kernel), tuple(stride), tuple(padding), tuple(dilation), groups, out_hw)
 
 
-def transposed_geometry(geometry: dict, grad_shape) -> dict | None:
+def transposed_geometry(geometry: ConvGeometry, grad_shape) -> ConvGeometry | None:
     """For stride 1 and p <= d(k-1): the geometry of dY -> dx as a convolution of dY padded
     by d(k-1) - p with the flipped kernel (specs/conv.md#stride-1-backward); None otherwise."""
-    kernel, padding, dilation = geometry["kernel"], geometry["padding"], geometry["dilation"]
+    kernel, padding, dilation = geometry.kernel, geometry.padding, geometry.dilation
     full = tuple(d * (k - 1) - p for k, p, d in zip(kernel, padding, dilation))
-    if geometry["stride"] != (1, 1) or min(full) < 0:
+    if geometry.stride != (1, 1) or min(full) < 0:
         return None
     return conv_geometry(grad_shape, kernel, (1, 1), full, dilation, 1)
 
 
-def direct_args(geometry: dict) -> tuple:
-    return geometry["stride"], geometry["padding"], geometry["dilation"], geometry["groups"]
+def direct_args(geometry: ConvGeometry) -> tuple:
+    """(stride, padding, dilation, groups): the kernels' arguments after the kernel size."""
+    return geometry.stride, geometry.padding, geometry.dilation, geometry.groups
 
 
-def is_pointwise(geometry: dict) -> bool:
+def is_pointwise(geometry: ConvGeometry) -> bool:
     """A 1x1 kernel at stride 1 without padding and one group: a GEMM on NCHW itself (specs/conv.md#pointwise)."""
-    return geometry["kernel"] == (1, 1) and geometry["stride"] == (1, 1) and geometry["padding"] == (0, 0) \
-        and geometry["groups"] == 1
+    return geometry.kernel == (1, 1) and geometry.stride == (1, 1) and geometry.padding == (0, 0) and geometry.groups == 1
 
 
 def planes(a: np.ndarray) -> np.ndarray:
@@ -84,8 +103,8 @@ def conv2d_forward(x, weight, geometry) -> np.ndarray:
     (#pointwise); taps summed directly for groups > 1 (#direct); else Y = cols W^T with
     cols = im2col(x), over chunks of samples."""
     if is_pointwise(geometry):
-        return np.matmul(weight.reshape(weight.shape[:2]), planes(x)).reshape(len(x), -1, *geometry["out_hw"])
-    if geometry["groups"] > 1:
+        return np.matmul(weight.reshape(weight.shape[:2]), planes(x)).reshape(len(x), -1, *geometry.out_hw)
+    if geometry.groups > 1:
         return kernels.direct_conv2d(x, weight, *direct_args(geometry))
     return kernels.conv2d(x, weight, *direct_args(geometry)[:3])
 
@@ -100,7 +119,7 @@ def conv2d_grads(grad, weight, x, input_shape, geometry) -> tuple:
     """
     if is_pointwise(geometry):
         return pointwise_grads(grad, weight, x, input_shape)
-    transposed = transposed_geometry(geometry, grad.shape) if geometry["groups"] == 1 else None
+    transposed = transposed_geometry(geometry, grad.shape) if geometry.groups == 1 else None
     narrower = weight is not None or grad.shape[1] <= input_shape[1]  # unfold dY only if it pays
     if transposed is not None and narrower and not kernels.implicit_unfolding():
         return stride1_grads(grad, weight, x, input_shape, transposed)
@@ -126,12 +145,12 @@ def pointwise_grads(grad, weight, x, input_shape) -> tuple:
 def stride1_grads(grad, weight, x, input_shape, transposed) -> tuple:
     """(dx, dW) of a groups = 1, stride-1 conv from im2col(dY) with the `transposed` geometry:
     dx = conv2d(dY, W~) and dW~ = X^T im2col(dY), over chunks of samples (specs/conv.md#stride-1-backward)."""
-    (_, c, h, w), (kh, kw), o = input_shape, transposed["kernel"], grad.shape[1]
+    (_, c, h, w), (kh, kw), o = input_shape, transposed.kernel, grad.shape[1]
     grad_x = None if weight is None else np.empty(input_shape, dtype=grad.dtype)
     rows = None if weight is None else weight_rows(flipped_transpose(weight))
     flipped = None if x is None else np.zeros((c, kh * kw * o), dtype=grad.dtype)  # columns (i', j', o)
-    for chunk in unfolding_chunks((grad.shape, transposed["padding"]), h * w, kh * kw * o, 2 * c, itemsize=grad.itemsize):
-        cols = im2col(grad[chunk], **transposed)  # (1, N*H*W, kh*kw*O), taps in flipped order
+    for chunk in unfolding_chunks((grad.shape, transposed.padding), h * w, kh * kw * o, 2 * c, itemsize=grad.itemsize):
+        cols = im2col(grad[chunk], transposed)  # (1, N*H*W, kh*kw*O), taps in flipped order
         if weight is not None:
             grad_x[chunk] = times_weight(cols, rows, (h, w))
         if x is not None:
@@ -147,25 +166,25 @@ def input_grad(grad, weight, input_shape, geometry, transposed=None) -> np.ndarr
     for groups > 1 (#direct); with a `transposed` geometry (stride 1), the convolution of dY by
     W~ (#stride-1-backward); without unfoldings (#implicit-gemm), one GEMM per tap. Shape
     `input_shape`."""
-    if geometry["groups"] > 1:
+    if geometry.groups > 1:
         return kernels.direct_conv2d_input_grad(grad, weight, input_shape[2:], *direct_args(geometry))
     if transposed is not None:
         return kernels.conv2d(grad, flipped_transpose(weight), *direct_args(transposed)[:3])
     if kernels.implicit_unfolding():
         return kernels.conv2d_input_grad(grad, weight, input_shape[2:], *direct_args(geometry)[:3])
-    (oh, ow), (o, c, kh, kw) = geometry["out_hw"], weight.shape
+    (oh, ow), (o, c, kh, kw) = geometry.out_hw, weight.shape
     grad_x, rows = np.empty(input_shape, dtype=grad.dtype), weight_rows(weight)
-    for chunk in unfolding_chunks((input_shape, geometry["padding"]), oh * ow, o, kh * kw * c, itemsize=grad.itemsize):
-        grad_x[chunk] = col2im((channel_rows(grad[chunk], 1)[0] @ rows)[None], grad_x[chunk].shape, **geometry)
+    for chunk in unfolding_chunks((input_shape, geometry.padding), oh * ow, o, kh * kw * c, itemsize=grad.itemsize):
+        grad_x[chunk] = col2im((channel_rows(grad[chunk], 1)[0] @ rows)[None], grad_x[chunk].shape, geometry)
     return grad_x
 
 
 def weight_grad(grad, x, geometry) -> np.ndarray:
     """dW = dY^T im2col(x), over chunks of samples (specs/conv.md#conv2d); taps summed directly
     for groups > 1 and for one input channel (#direct). Shape (O, C/G, kh, kw)."""
-    if geometry["groups"] > 1 or x.shape[1] == 1:
-        return kernels.direct_conv2d_weight_grad(grad, x, geometry["kernel"], *direct_args(geometry))
-    return kernels.conv2d_weight_grad(grad, x, geometry["kernel"], *direct_args(geometry)[:3])
+    if geometry.groups > 1 or x.shape[1] == 1:
+        return kernels.direct_conv2d_weight_grad(grad, x, geometry.kernel, *direct_args(geometry))
+    return kernels.conv2d_weight_grad(grad, x, geometry.kernel, *direct_args(geometry)[:3])
 
 
 class Conv2d(Function):
@@ -242,6 +261,6 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups: in
 def patch_tokens(x: np.ndarray, geometry) -> np.ndarray:
     """X[n, (h', w'), (c, i, j)] = x_pad[n, c, s h' + d i, s w' + d j], shape (B, L, C kh kw): the
     rows of conv2d as a product with W reshaped to (O, C kh kw) (specs/compressed.md#patch-compressed-conv2d)."""
-    (kh, kw), channels = geometry["kernel"], x.shape[1]
-    cols = im2col(x, **geometry)[0]  # (B L, (i, j, c))
+    (kh, kw), channels = geometry.kernel, x.shape[1]
+    cols = im2col(x, geometry)[0]  # (B L, (i, j, c))
     return cols.reshape(len(x), -1, kh, kw, channels).transpose(0, 1, 4, 2, 3).reshape(len(x), cols.shape[0] // len(x), -1)

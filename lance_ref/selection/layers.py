@@ -16,13 +16,13 @@ def partial_weight_grad(grad: np.ndarray, x: np.ndarray, rows: np.ndarray, weigh
     """dW with only `rows` (sorted output channels) formed: dW[o] = sum_{n,h',w'} dY[n,o,h',w'] X_g(o)[(n,h',w'), :]
     for o in `rows`, zero elsewhere; X_g the im2col rows of o's group, unfolded in chunks of
     samples that fit the workspace (specs/memory.md#workspace)."""
-    out_channels, (kh, kw), groups = weight_shape[0], geometry["kernel"], geometry["groups"]
+    out_channels, (kh, kw), groups = weight_shape[0], geometry.kernel, geometry.groups
     grad_w = np.zeros((out_channels, kh * kw * weight_shape[1]), dtype=grad.dtype)
     group_of = rows // (out_channels // groups)
     selected = [rows[group_of == g] for g in range(groups)]
-    (oh, ow), c = geometry["out_hw"], x.shape[1]
-    for chunk in unfolding_chunks((x.shape, geometry["padding"]), oh * ow, kh * kw * c, len(rows), itemsize=x.itemsize):
-        cols = im2col(x[chunk], **geometry)  # (G, n*H'*W', (i, j, c))
+    (oh, ow), c = geometry.out_hw, x.shape[1]
+    for chunk in unfolding_chunks((x.shape, geometry.padding), oh * ow, kh * kw * c, len(rows), itemsize=x.itemsize):
+        cols = im2col(x[chunk], geometry)  # (G, n*H'*W', (i, j, c))
         for g, channels in enumerate(selected):
             if len(channels):
                 dy = grad[chunk][:, channels].transpose(0, 2, 3, 1).reshape(-1, len(channels))  # the selected channels only
