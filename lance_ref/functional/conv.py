@@ -23,7 +23,7 @@ from .windows import pair, tap
 
 @dataclass(frozen=True)
 class ConvGeometry:
-    """The windows of a convolution (specs/conv.md#geometry), as `lance-core`'s `ConvGeometry`:
+    """The windows of a convolution (specs/conv.md#geometry), as `lance-ref-core`'s `ConvGeometry`:
     kernel, stride, padding and dilation as (h, w) pairs, the groups, and the output's (H', W')."""
 
     kernel: tuple

@@ -4,7 +4,7 @@
 //! NEON is never chosen. `LANCE_CORE_ISA` must be unset (or name the best ISA) for the aarch64
 //! assertion to hold, since it forces the dispatch.
 
-use lance_core::Isa;
+use lance_ref_core::Isa;
 
 #[cfg(target_arch = "aarch64")]
 #[test]

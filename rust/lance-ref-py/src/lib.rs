@@ -1,10 +1,10 @@
-//! The extension module `lance_ref._core`: a thin PyO3 layer over `lance-core`.
+//! The extension module `lance_ref._core`: a thin PyO3 layer over `lance-ref-core`.
 //!
 //! Each function checks its arguments (a `TypeError` for a wrong dtype, a `ValueError` naming the
 //! argument for a wrong shape), views the NumPy inputs in place (any strides), releases the GIL
-//! while the `lance-core` kernel runs, and returns a new C-contiguous array.
+//! while the `lance-ref-core` kernel runs, and returns a new C-contiguous array.
 
-use lance_core::{
+use lance_ref_core::{
     Context, ConvGeometry, Float, Isa, LanceError, Out, PoolGeometry, TapIndex, View, View2, View4,
 };
 use numpy::prelude::*;
@@ -90,10 +90,10 @@ fn view<'a, T: Element, const N: usize>(
             array.strides()[d] / itemsize
         }
     });
-    if lance_core::numel(shape).map_err(value_error)? == 0 {
+    if lance_ref_core::numel(shape).map_err(value_error)? == 0 {
         return View::new(&[], 0, shape, strides).map_err(value_error);
     }
-    let (low, high) = lance_core::offset_range(shape, strides).map_err(value_error)?;
+    let (low, high) = lance_ref_core::offset_range(shape, strides).map_err(value_error)?;
     // SAFETY: the array is non-empty, so NumPy guarantees all its elements lie in one live
     // allocation; `low..=high` (relative to element [0, ..], where `data()` points) are the
     // lowest and highest of them. The pointer is aligned (checked in `readonly`) and the
@@ -106,7 +106,7 @@ fn view<'a, T: Element, const N: usize>(
 /// Runs `kernel` on a fresh array of `shape` without the GIL and returns the array.
 ///
 /// The array comes from `numpy.empty`, uninitialised: every kernel writes its whole result
-/// (through `lance_core::Out`, raw writes only), so zeroing it first would only cost a pass over
+/// (through `lance_ref_core::Out`, raw writes only), so zeroing it first would only cost a pass over
 /// memory. NumPy's allocator also gives large arrays huge pages and reuses freed ones; a failed
 /// allocation is a `MemoryError`, a shape whose size overflows a `ValueError`.
 fn run<'py, T: Float + Element>(
@@ -280,9 +280,9 @@ fn unfold<'py>(x: &Bound<'py, PyAny>, mode: &Bound<'py, PyAny>) -> PyResult<Boun
         let array = readonly::<T>(x, "x", 4)?;
         let mode = check_mode(mode, 4)?;
         let x = view::<T, 4>(&array)?;
-        let (rows, cols) = lance_core::unfolded_shape(x.shape(), mode).map_err(value_error)?;
+        let (rows, cols) = lance_ref_core::unfolded_shape(x.shape(), mode).map_err(value_error)?;
         run::<T>(py, &[rows, cols], |ctx, out| {
-            lance_core::unfold(ctx, &x, mode, out)
+            lance_ref_core::unfold(ctx, &x, mode, out)
         })
     })
 }
@@ -302,7 +302,7 @@ fn fold<'py>(
         let shape = ints::<4>(shape, "shape", 0)?;
         let m = view::<T, 2>(&array)?;
         run::<T>(py, &shape, |ctx, out| {
-            lance_core::fold(ctx, &m, mode, shape, out)
+            lance_ref_core::fold(ctx, &m, mode, shape, out)
         })
     })
 }
@@ -325,7 +325,7 @@ fn mode_product<'py>(
         let mut shape = x.shape();
         shape[mode] = m.shape()[0];
         run::<T>(py, &shape, |ctx, out| {
-            lance_core::mode_product(ctx, &x, &m, mode, out)
+            lance_ref_core::mode_product(ctx, &x, &m, mode, out)
         })
     })
 }
@@ -378,9 +378,9 @@ fn tucker_project<'py>(
     by_dtype!(x, "x", |T| {
         let (x_array, u_arrays) = (readonly::<T>(x, "x", 4)?, factor_arrays::<T>(factors)?);
         let (x, u) = (view::<T, 4>(&x_array)?, factor_views(&u_arrays)?);
-        let shape = lance_core::projected_shape(x.shape(), &u).map_err(value_error)?;
+        let shape = lance_ref_core::projected_shape(x.shape(), &u).map_err(value_error)?;
         run::<T>(py, &shape, |ctx, out| {
-            lance_core::tucker_project(ctx, &x, &u, out)
+            lance_ref_core::tucker_project(ctx, &x, &u, out)
         })
     })
 }
@@ -398,9 +398,9 @@ fn tucker_reconstruct<'py>(
             factor_arrays::<T>(factors)?,
         );
         let (core, u) = (view::<T, 4>(&c_array)?, factor_views(&u_arrays)?);
-        let shape = lance_core::reconstructed_shape(core.shape(), &u).map_err(value_error)?;
+        let shape = lance_ref_core::reconstructed_shape(core.shape(), &u).map_err(value_error)?;
         run::<T>(py, &shape, |ctx, out| {
-            lance_core::tucker_reconstruct(ctx, &core, &u, out)
+            lance_ref_core::tucker_reconstruct(ctx, &core, &u, out)
         })
     })
 }
@@ -415,7 +415,7 @@ fn gram<'py>(x: &Bound<'py, PyAny>, mode: &Bound<'py, PyAny>) -> PyResult<Bound<
         let x = view::<T, 4>(&array)?;
         let size = x.shape()[mode];
         run::<T>(py, &[size, size], |ctx, out| {
-            lance_core::gram(ctx, &x, mode, out)
+            lance_ref_core::gram(ctx, &x, mode, out)
         })
     })
 }
@@ -444,7 +444,7 @@ fn im2col<'py>(
         };
         let shape = geometry.im2col_shape(x.shape()).map_err(value_error)?;
         run::<T>(py, &shape, |ctx, out| {
-            lance_core::im2col(ctx, &x, &geometry, out)
+            lance_ref_core::im2col(ctx, &x, &geometry, out)
         })
     })
 }
@@ -491,10 +491,10 @@ fn direct_conv2d<'py>(
         let (x, w) = (view::<T, 4>(&x_array)?, view::<T, 4>(&w_array)?);
         let [o, _, kh, kw] = w.shape();
         let geometry = conv_geometry([kh, kw], stride, padding, dilation, groups_of(groups)?)?;
-        let [oh, ow] = lance_core::depthwise_output_hw(x.shape(), w.shape(), &geometry)
+        let [oh, ow] = lance_ref_core::depthwise_output_hw(x.shape(), w.shape(), &geometry)
             .map_err(value_error)?;
         run::<T>(py, &[x.shape()[0], o, oh, ow], |ctx, out| {
-            lance_core::depthwise_conv2d(ctx, &x, &w, &geometry, out)
+            lance_ref_core::depthwise_conv2d(ctx, &x, &w, &geometry, out)
         })
     })
 }
@@ -523,7 +523,7 @@ fn direct_conv2d_input_grad<'py>(
         let [h, wd] = ints::<2>(input_hw, "input_hw", 1)?;
         let x_shape = [g.shape()[0], geometry.groups, h, wd];
         run::<T>(py, &x_shape, |ctx, out| {
-            lance_core::depthwise_conv2d_input_grad(ctx, &g, &w, x_shape, &geometry, out)
+            lance_ref_core::depthwise_conv2d_input_grad(ctx, &g, &w, x_shape, &geometry, out)
         })
     })
 }
@@ -553,7 +553,7 @@ fn direct_conv2d_weight_grad<'py>(
         )?;
         let w_shape = [g.shape()[1], 1, geometry.kernel[0], geometry.kernel[1]];
         run::<T>(py, &w_shape, |ctx, out| {
-            lance_core::depthwise_conv2d_weight_grad(ctx, &g, &x, w_shape, &geometry, out)
+            lance_ref_core::depthwise_conv2d_weight_grad(ctx, &g, &x, w_shape, &geometry, out)
         })
     })
 }
@@ -569,10 +569,10 @@ fn with_padded_workspace<'py, T: Element, R>(
     workspace_bytes: usize,
     f: impl FnOnce(&mut [T]) -> PyResult<R>,
 ) -> PyResult<R> {
-    let sample = lance_core::padded_workspace_len(x_shape, padding, 1).max(1);
+    let sample = lance_ref_core::padded_workspace_len(x_shape, padding, 1).max(1);
     let samples =
         (workspace_bytes / sample.saturating_mul(size_of::<T>())).clamp(1, x_shape[0].max(1));
-    let len = lance_core::padded_workspace_len(x_shape, padding, samples);
+    let len = lance_ref_core::padded_workspace_len(x_shape, padding, samples);
     let workspace = empty::<T>(py, &[len])?;
     let mut writable = workspace.try_readwrite()?;
     f(writable.as_slice_mut()?)
@@ -608,7 +608,7 @@ fn conv2d<'py>(
             workspace_bytes,
             |workspace| {
                 run::<T>(py, &[x.shape()[0], o, oh, ow], |ctx, out| {
-                    lance_core::conv2d(ctx, &x, &w, &geometry, workspace, out)
+                    lance_ref_core::conv2d(ctx, &x, &w, &geometry, workspace, out)
                 })
             },
         )
@@ -638,7 +638,7 @@ fn conv2d_input_grad<'py>(
         let [h, wd] = ints::<2>(input_hw, "input_hw", 1)?;
         let x_shape = [g.shape()[0], c, h, wd];
         run::<T>(py, &x_shape, |ctx, out| {
-            lance_core::conv2d_input_grad(ctx, &g, &w, x_shape, &geometry, out)
+            lance_ref_core::conv2d_input_grad(ctx, &g, &w, x_shape, &geometry, out)
         })
     })
 }
@@ -673,7 +673,9 @@ fn conv2d_weight_grad<'py>(
             workspace_bytes,
             |workspace| {
                 run::<T>(py, &w_shape, |ctx, out| {
-                    lance_core::conv2d_weight_grad(ctx, &g, &x, w_shape, &geometry, workspace, out)
+                    lance_ref_core::conv2d_weight_grad(
+                        ctx, &g, &x, w_shape, &geometry, workspace, out,
+                    )
                 })
             },
         )
@@ -737,7 +739,7 @@ fn pooled<'py, T: Float + Element, I: TapIndex + Element>(
         let mut writable = taps.try_readwrite()?;
         let taps = out_of(&mut writable);
         run::<T>(py, &shape, |ctx, best| {
-            lance_core::max_pool2d(ctx, x, geometry, best, taps)
+            lance_ref_core::max_pool2d(ctx, x, geometry, best, taps)
         })?
     };
     Ok((best, taps.into_any()))
@@ -787,7 +789,7 @@ fn unpooled<'py, T: Float + Element, I: TapIndex + Element>(
     let t_array = readonly::<I>(taps, "taps", 4)?;
     let taps = view::<I, 4>(&t_array)?;
     run::<T>(py, &x_shape, |ctx, out| {
-        lance_core::max_pool2d_backward(ctx, grad, &taps, x_shape, geometry, out)
+        lance_ref_core::max_pool2d_backward(ctx, grad, &taps, x_shape, geometry, out)
     })
 }
 
@@ -799,7 +801,7 @@ fn batch_norm_stats<'py>(x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         let array = readonly::<T>(x, "x", 4)?;
         let x = view::<T, 4>(&array)?;
         run::<T>(py, &[2, x.shape()[1]], |ctx, out| {
-            lance_core::batch_norm_stats(ctx, &x, out)
+            lance_ref_core::batch_norm_stats(ctx, &x, out)
         })
     })
 }
@@ -828,7 +830,7 @@ fn batch_norm_forward<'py>(
             optional_channel_values::<T>(weight, "weight", c)?,
             optional_channel_values::<T>(bias, "bias", c)?,
         );
-        let affine = lance_core::Normalisation {
+        let affine = lance_ref_core::Normalisation {
             mean: &mean,
             inv_std: &inv_std,
             weight: weight.as_deref(),
@@ -837,12 +839,12 @@ fn batch_norm_forward<'py>(
         let shape = x.shape();
         if keep_x_hat {
             let [x_hat, y] = run_outputs::<T, 2>(py, [&shape, &shape], |ctx, [x_hat, y]| {
-                lance_core::batch_norm_forward(ctx, &x, &affine, Some(x_hat), y)
+                lance_ref_core::batch_norm_forward(ctx, &x, &affine, Some(x_hat), y)
             })?;
             Ok((x_hat, y))
         } else {
             let y = run::<T>(py, &shape, |ctx, y| {
-                lance_core::batch_norm_forward(ctx, &x, &affine, None, y)
+                lance_ref_core::batch_norm_forward(ctx, &x, &affine, None, y)
             })?;
             Ok((py.None().into_bound(py), y))
         }
@@ -872,7 +874,15 @@ fn batch_norm_backward<'py>(
         let scale = channel_values::<T>(scale, "scale", c)?;
         let shape = g.shape();
         let [dx, sums] = run_outputs::<T, 2>(py, [&shape, &[2, c]], |ctx, [dx, sums]| {
-            lance_core::batch_norm_backward(ctx, &g, hat.as_ref(), &scale, batch_stats, dx, sums)
+            lance_ref_core::batch_norm_backward(
+                ctx,
+                &g,
+                hat.as_ref(),
+                &scale,
+                batch_stats,
+                dx,
+                sums,
+            )
         })?;
         Ok((dx, sums))
     })
@@ -912,16 +922,16 @@ fn clamp<'py>(
         let (low, high) = (low.map(T::from_f64), high.map(T::from_f64));
         if !keep_mask {
             let y = run::<T>(py, array.shape(), |ctx, y| {
-                lance_core::clamp(ctx, x, low, high, y, None)
+                lance_ref_core::clamp(ctx, x, low, high, y, None)
             })?;
             return Ok((y, py.None().into_bound(py)));
         }
-        let mask = empty::<u8>(py, &[lance_core::mask_len(x.len())])?;
+        let mask = empty::<u8>(py, &[lance_ref_core::mask_len(x.len())])?;
         let y = {
             let mut writable = mask.try_readwrite()?;
             let mask = out_of(&mut writable);
             run::<T>(py, array.shape(), |ctx, y| {
-                lance_core::clamp(ctx, x, low, high, y, Some(mask))
+                lance_ref_core::clamp(ctx, x, low, high, y, Some(mask))
             })?
         };
         Ok((y, mask.into_any()))
@@ -944,7 +954,7 @@ fn masked<'py>(grad: &Bound<'py, PyAny>, mask: &Bound<'py, PyAny>) -> PyResult<B
         let m_array = contiguous::<u8>(mask.as_any(), "mask")?;
         let (g, m) = (g_array.as_slice()?, m_array.as_slice()?);
         run::<T>(py, g_array.shape(), |ctx, dx| {
-            lance_core::masked(ctx, g, m, dx)
+            lance_ref_core::masked(ctx, g, m, dx)
         })
     })
 }
@@ -964,13 +974,13 @@ fn available_isas() -> Vec<&'static str> {
 /// The number of threads the kernels use.
 #[pyfunction]
 fn num_threads() -> usize {
-    lance_core::num_threads()
+    lance_ref_core::num_threads()
 }
 
 /// Sets the number of threads the kernels use (1 pins them to the calling thread).
 #[pyfunction]
 fn set_num_threads(threads: usize) -> PyResult<()> {
-    lance_core::set_num_threads(threads).map_err(value_error)
+    lance_ref_core::set_num_threads(threads).map_err(value_error)
 }
 
 #[pymodule]
