@@ -1,5 +1,5 @@
-"""Shared test tools: finite-difference gradient checks, array strategies with any layout, and
-a fresh interpreter to run code in."""
+"""Shared test tools: finite-difference gradient checks and a fresh interpreter to run code in
+(the hypothesis strategies are in `strategies.py`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from hypothesis import strategies as st
 
 import lance_ref
 from lance_ref import Tensor, no_grad
@@ -74,46 +73,6 @@ def gradcheck(fn, *arrays, wrt=None, eps=1e-6, rtol=1e-6, atol=1e-8, seed=202611
         assert got is not None, f"argument {i} received no gradient"
         assert got.shape == arrays[i].shape
         np.testing.assert_allclose(got, expected, rtol=rtol, atol=atol, err_msg=f"argument {i}")
-
-
-@st.composite
-def arrays(draw, shape, dtype=np.float64, low=-2.0, high=2.0, layouts=True):
-    """A float array of `shape` in a drawn memory layout: contiguous, permuted, strided or flipped."""
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    shape = tuple(shape)
-    values = rng.uniform(low, high, size=shape).astype(dtype)
-    if not layouts or not shape:
-        return values
-    layout = draw(st.sampled_from(["contiguous", "permuted", "strided", "flipped"]))
-    if layout == "permuted":
-        order = draw(st.permutations(range(len(shape))))
-        store = np.ascontiguousarray(values.transpose(order))
-        return store.transpose(np.argsort(order))
-    if layout == "strided":
-        store = np.zeros(shape[:-1] + (2 * shape[-1],), dtype=dtype)
-        store[..., ::2] = values
-        return store[..., ::2]
-    if layout == "flipped":
-        return np.ascontiguousarray(values[..., ::-1])[..., ::-1]
-    return values
-
-
-@st.composite
-def grouped_channels(draw, max_channels, general_groups):
-    """(groups, in_channels, out_channels) of a conv: one group, depthwise (out a multiple of
-    in) or a general grouping with a group count drawn from `general_groups`."""
-    kind = draw(st.sampled_from(["one", "depthwise", "general"]))
-    if kind == "one":
-        return 1, draw(st.integers(1, max_channels)), draw(st.integers(1, max_channels))
-    if kind == "depthwise":
-        c = draw(st.integers(1, max_channels))
-        return c, c, c * draw(st.integers(1, 2))
-    groups = draw(st.sampled_from(general_groups))
-    return groups, groups * draw(st.integers(1, 2)), groups * draw(st.integers(1, 2))
-
-
-def shapes(min_dims=1, max_dims=4, min_side=1, max_side=5):
-    return st.lists(st.integers(min_side, max_side), min_size=min_dims, max_size=max_dims).map(tuple)
 
 
 def assert_float32_matches_float64(fn, x, rtol=1e-5, atol=1e-6):

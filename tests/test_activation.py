@@ -7,7 +7,8 @@ from hypothesis import strategies as st
 
 import lance_ref as L
 from lance_ref import functional as F
-from helpers import arrays, assert_float32_matches_float64, gradcheck, shapes
+from helpers import assert_float32_matches_float64, gradcheck
+from strategies import arrays, shapes
 
 # name -> (op, NumPy reference, input range)
 ACTIVATIONS = {

@@ -10,7 +10,8 @@ import lance_ref as L
 from lance_ref import functional as F
 from lance_ref.autograd import sum_to_shape
 from lance_ref.tensor import Function
-from helpers import arrays, gradcheck
+from helpers import gradcheck
+from strategies import arrays
 
 
 def leaf(values, dtype=np.float64):

@@ -14,7 +14,8 @@ from lance_ref.binary import (
 from lance_ref.nn import build_model
 from lance_ref.optim import SGD
 
-from helpers import arrays, interrupted_and_resumed
+from helpers import interrupted_and_resumed
+from strategies import arrays
 
 
 

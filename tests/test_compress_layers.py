@@ -12,7 +12,8 @@ import lance_ref.functional as F
 from lance_ref import Tensor, memory, nn
 from lance_ref.cli import main
 from lance_ref.compress import CompressedConv2d, CompressedLinear, calibrate, prepare_finetune
-from helpers import arrays, grouped_channels, numerical_vjp
+from helpers import numerical_vjp
+from strategies import arrays, grouped_channels
 
 
 def conv_case(groups=1, seed=0):

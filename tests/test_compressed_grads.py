@@ -12,7 +12,10 @@ from lance_ref import Tensor
 from lance_ref import functional as F
 from lance_ref.compress.gradients import conv2d_flops, conv2d_weight_grad, linear_flops, linear_weight_grad
 from lance_ref.kernels.reference import output_size
-from helpers import arrays, grouped_channels
+from strategies import arrays, conv_case, relative_error
+
+# up to 4 channels, batch 4, sides 3-8: room for ranks below every size
+CONV_CASES = conv_case(max_channels=4, general_groups=(2, 3), max_batch=4, min_side=3, max_side=8)
 
 MODES = "abcd"
 
@@ -29,11 +32,6 @@ def tucker_product(t, factors, expand=True):
 
 def cast(dtype, core, factors, grad_output):
     return core.astype(dtype), [None if u is None else u.astype(dtype) for u in factors], grad_output.astype(dtype)
-
-
-def relative_error(got, expected):
-    assert got.shape == expected.shape and got.dtype == expected.dtype
-    return np.linalg.norm(got - expected) / max(np.linalg.norm(expected), 1e-300)
 
 
 @st.composite
@@ -54,19 +52,6 @@ def tucker(draw, shape, full_rank=False):
         factors.append(None if rank is None else draw(orthonormal(size, rank)))
     core_shape = [size if u is None else u.shape[1] for size, u in zip(shape, factors)]
     return draw(arrays(core_shape)), factors
-
-
-@st.composite
-def conv_case(draw):
-    """(input shape, weight shape, conv2d keywords): one group, depthwise or general grouping."""
-    groups, c, o = draw(grouped_channels(max_channels=4, general_groups=[2, 3]))
-    kernel, stride, padding, dilation, size = [], [], [], [], []
-    for _ in range(2):
-        k, s, p, d = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(0, 2)), draw(st.integers(1, 2))
-        kernel.append(k), stride.append(s), padding.append(p), dilation.append(d)
-        size.append(draw(st.integers(max(3, d * (k - 1) + 1 - 2 * p), 8)))
-    conv = dict(stride=tuple(stride), padding=tuple(padding), dilation=tuple(dilation), groups=groups)
-    return (draw(st.integers(1, 4)), c, *size), (o, c // groups, *kernel), conv
 
 
 def conv_output_shape(x_shape, weight_shape, conv):
@@ -100,7 +85,7 @@ def linear_case(draw):
 @settings(max_examples=150)
 @given(st.data())
 def test_conv_equals_exact_grad_at_reconstruction(data):
-    x_shape, weight_shape, conv = data.draw(conv_case())
+    x_shape, weight_shape, conv = data.draw(CONV_CASES)
     core, factors = data.draw(tucker(x_shape))
     grad_output = data.draw(arrays(conv_output_shape(x_shape, weight_shape, conv)))
     got = conv2d_weight_grad(core, factors, grad_output, weight_shape, **conv)
@@ -111,7 +96,7 @@ def test_conv_equals_exact_grad_at_reconstruction(data):
 @settings(max_examples=150)
 @given(st.data())
 def test_conv_full_rank_orthogonal_factors_give_exact_grad(data):
-    x_shape, weight_shape, conv = data.draw(conv_case())
+    x_shape, weight_shape, conv = data.draw(CONV_CASES)
     x = data.draw(arrays(x_shape))
     _, factors = data.draw(tucker(x_shape, full_rank=True))
     grad_output = data.draw(arrays(conv_output_shape(x_shape, weight_shape, conv)))
@@ -121,7 +106,7 @@ def test_conv_full_rank_orthogonal_factors_give_exact_grad(data):
 
 @given(st.data())
 def test_conv_float32_agrees_with_float64(data):
-    x_shape, weight_shape, conv = data.draw(conv_case())
+    x_shape, weight_shape, conv = data.draw(CONV_CASES)
     core, factors = data.draw(tucker(x_shape))
     grad_output = data.draw(arrays(conv_output_shape(x_shape, weight_shape, conv)))
     grads = [
@@ -328,7 +313,7 @@ def test_linear_flops_by_hand():
 
 @given(st.data())
 def test_uncompressed_flops_equal_dense(data):
-    x_shape, weight_shape, conv = data.draw(conv_case())
+    x_shape, weight_shape, conv = data.draw(CONV_CASES)
     counts = conv2d_flops(x_shape, [None] * 4, weight_shape, **conv)
     assert counts["compressed"] == counts["dense"] and counts["project"] == 0
     x_shape, out_features = data.draw(linear_case())

@@ -18,7 +18,8 @@ from lance_ref.experiments.report import pyplot
 from lance_ref.nn import BatchNorm2d, Conv2d, Linear, Module, ModuleList, ReLU
 from lance_ref.tensor import Tensor
 
-from helpers import arrays, interrupted_and_resumed
+from helpers import interrupted_and_resumed
+from strategies import arrays
 
 
 # --- scenarios -------------------------------------------------------------------------------

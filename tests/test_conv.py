@@ -11,33 +11,12 @@ from lance_ref import nn
 from lance_ref.functional.conv import ConvGeometry, col2im, im2col
 from lance_ref.kernels.reference import output_size
 from lance_ref.kernels import reference, set_workspace_bytes
-from helpers import arrays, gradcheck, grouped_channels
+from helpers import gradcheck
+from strategies import arrays, conv_case, windows
 
 
 def torch_output_size(size, k, s, p, d):
     return (size + 2 * p - d * (k - 1) - 1) // s + 1
-
-
-@st.composite
-def geometry(draw):
-    """Per-dimension kernel, stride, padding, dilation and an input side giving >= 1 output."""
-    kernel, stride, padding, dilation, size = [], [], [], [], []
-    for _ in range(2):
-        k, s = draw(st.integers(1, 3)), draw(st.integers(1, 3))
-        p, d = draw(st.integers(0, 2)), draw(st.integers(1, 2))
-        kernel.append(k), stride.append(s), padding.append(p), dilation.append(d)
-        size.append(draw(st.integers(max(1, d * (k - 1) + 1 - 2 * p), d * (k - 1) + 3)))
-    return tuple(kernel), tuple(stride), tuple(padding), tuple(dilation), tuple(size)
-
-
-@st.composite
-def conv_case(draw):
-    """(input shape, weight shape, conv2d keywords): one group, depthwise or general grouping."""
-    groups, c, o = draw(grouped_channels(max_channels=3, general_groups=[2]))
-    kernel, stride, padding, dilation, size = draw(geometry())
-    x_shape = (draw(st.integers(1, 2)), c) + size
-    w_shape = (o, c // groups) + kernel
-    return x_shape, w_shape, dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
 
 
 def conv2d_reference(x, w, b, stride, padding, dilation, groups):
@@ -79,7 +58,7 @@ def test_output_size_ceil_mode_drops_a_window_starting_in_the_right_padding(args
 
 # --- im2col ---------------------------------------------------------------------------------
 @settings(max_examples=50)
-@given(geometry(), st.integers(1, 2), st.integers(1, 2), st.integers(1, 2), st.data())
+@given(windows(), st.integers(1, 2), st.integers(1, 2), st.integers(1, 2), st.data())
 def test_im2col_layout_and_col2im_is_its_adjoint(geo, n, groups, per_group, data):
     kernel, stride, padding, dilation, size = geo
     out_hw = tuple(torch_output_size(*a) for a in zip(size, kernel, stride, padding, dilation))

@@ -7,7 +7,8 @@ from hypothesis import strategies as st
 
 import lance_ref as L
 from lance_ref import functional as F
-from helpers import arrays, gradcheck, shapes
+from helpers import gradcheck
+from strategies import arrays, shapes
 
 # name -> (op, NumPy reference, low, high): inputs drawn in [low, high]
 UNARY = {

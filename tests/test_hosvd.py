@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from helpers import arrays
+from strategies import arrays
 from lance_ref.compress import MODE_SETS, Calibrator, check_eps, compressed_modes, energy_rank, hosvd
 from lance_ref.kernels import reference
 

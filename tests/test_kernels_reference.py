@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from lance_ref import kernels
 from lance_ref.kernels import reference
-from helpers import arrays
+from strategies import arrays
 
 DTYPES = (np.float32, np.float64)
 TOL = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}

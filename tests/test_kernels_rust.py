@@ -22,6 +22,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from lance_ref.kernels import reference
 from helpers import run_python
+from strategies import kernel_conv_case, normal_arrays, relative_error
 
 core = pytest.importorskip("lance_ref._core")
 
@@ -38,28 +39,6 @@ MAX_ELEMENTS = 12_000  # per drawn tensor, so that the examples stay fast
 
 
 # --- strategies ---
-
-
-@st.composite
-def layouts(draw, shape, dtype):
-    """Random normal values of `shape` stored in a drawn axis order (so possibly transposed) and
-    viewed with drawn steps: 1, sliced (2, 3) or reversed (-1, -2, -3) per axis."""
-    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    kind = draw(st.sampled_from(["contiguous", "transposed", "sliced", "reversed", "mixed"]))
-    ndim = len(shape)
-    order, steps = list(range(ndim)), [1] * ndim
-    if kind in ("transposed", "mixed"):
-        order = draw(st.permutations(range(ndim)))
-    if kind == "sliced":
-        steps = draw(st.lists(st.sampled_from([1, 2, 3]), min_size=ndim, max_size=ndim))
-    elif kind == "reversed":
-        steps = draw(st.lists(st.sampled_from([1, -1]), min_size=ndim, max_size=ndim))
-    elif kind == "mixed":
-        steps = draw(st.lists(st.sampled_from([1, 2, 3, -1, -2, -3]), min_size=ndim, max_size=ndim))
-    store = rng.standard_normal([shape[a] * abs(steps[a]) for a in order]).astype(dtype)
-    x = store.transpose(np.argsort(order))[tuple(slice(None, None, s) for s in steps)]
-    assert x.shape == tuple(shape) and x.dtype == dtype
-    return x
 
 
 @st.composite
@@ -88,7 +67,7 @@ def factor_list(draw, shape, dtype):
             factors.append(None)
         else:
             rank = draw(st.sampled_from(sorted({1, 2, 3, 5, 7, 9, 17, 33, size})).filter(lambda k: k <= size))
-            factors.append(draw(layouts((size, rank), dtype)))
+            factors.append(draw(normal_arrays((size, rank), dtype)))
     return factors
 
 
@@ -104,13 +83,6 @@ def assert_fresh(out, dtype, *inputs):
 def assert_exact(got, want, *inputs):
     assert_fresh(got, want.dtype, *inputs)
     np.testing.assert_array_equal(got, want, strict=True)
-
-
-def relative_error(got, want):
-    got, want = got.astype(np.float64), want.astype(np.float64)
-    scale = np.linalg.norm(want)
-    diff = np.linalg.norm(got - want)
-    return diff / scale if scale > 0 else diff
 
 
 def assert_close(got, want, *inputs):
@@ -132,14 +104,14 @@ def assert_close_to_terms(got, want, terms):
 @settings(max_examples=150)
 @given(data=st.data(), shape=shapes4(), dtype=dtypes, mode=modes)
 def test_unfold(data, shape, dtype, mode):
-    x = data.draw(layouts(shape, dtype))
+    x = data.draw(normal_arrays(shape, dtype))
     assert_exact(core.unfold(x, mode), reference.unfold(x, mode), x)
 
 
 @settings(max_examples=150)
 @given(data=st.data(), shape=shapes4(), dtype=dtypes, mode=modes)
 def test_fold(data, shape, dtype, mode):
-    m = data.draw(layouts((shape[mode], math.prod(shape) // shape[mode]), dtype))
+    m = data.draw(normal_arrays((shape[mode], math.prod(shape) // shape[mode]), dtype))
     got = core.fold(m, mode, shape)
     assert_exact(got, reference.fold(m, mode, shape), m)
     assert_exact(core.unfold(got, mode), np.ascontiguousarray(m))
@@ -148,15 +120,15 @@ def test_fold(data, shape, dtype, mode):
 @settings(max_examples=150)
 @given(data=st.data(), shape=shapes4(), dtype=dtypes, mode=modes, rows=st.sampled_from((1, 2, 3, 7, 9, 17, 33, 65)))
 def test_mode_product(data, shape, dtype, mode, rows):
-    x = data.draw(layouts(shape, dtype))
-    matrix = data.draw(layouts((rows, shape[mode]), dtype))
+    x = data.draw(normal_arrays(shape, dtype))
+    matrix = data.draw(normal_arrays((rows, shape[mode]), dtype))
     assert_close(core.mode_product(x, matrix, mode), reference.mode_product(x, matrix, mode), x, matrix)
 
 
 @settings(max_examples=150)
 @given(data=st.data(), shape=shapes4(), dtype=dtypes)
 def test_tucker_project(data, shape, dtype):
-    x = data.draw(layouts(shape, dtype))
+    x = data.draw(normal_arrays(shape, dtype))
     factors = data.draw(factor_list(shape, dtype))
     got = core.tucker_project(x, factors)
     assert_close(got, reference.tucker_project(x, factors), x, *factors)
@@ -167,7 +139,7 @@ def test_tucker_project(data, shape, dtype):
 def test_tucker_reconstruct(data, shape, dtype):
     factors = data.draw(factor_list(shape, dtype))
     core_shape = tuple(s if u is None else u.shape[1] for s, u in zip(shape, factors))
-    c = data.draw(layouts(core_shape, dtype))
+    c = data.draw(normal_arrays(core_shape, dtype))
     got = core.tucker_reconstruct(c, factors)
     assert got.shape == shape
     assert_close(got, reference.tucker_reconstruct(c, factors), c, *factors)
@@ -176,34 +148,17 @@ def test_tucker_reconstruct(data, shape, dtype):
 @settings(max_examples=150)
 @given(data=st.data(), shape=shapes4(), dtype=dtypes, mode=modes)
 def test_gram(data, shape, dtype, mode):
-    x = data.draw(layouts(shape, dtype))
+    x = data.draw(normal_arrays(shape, dtype))
     got = core.gram(x, mode)
     assert_close(got, reference.gram(x, mode), x)
     np.testing.assert_array_equal(got, got.T, err_msg="gram is not exactly symmetric")
 
 
-@st.composite
-def conv_cases(draw):
-    """(x shape, kernel, stride, padding, dilation, groups) with a non-empty output."""
-    groups = draw(st.sampled_from([1, 1, 1, 2, 3, 4]))
-    c = groups * draw(st.sampled_from([1, 2, 3, 5, 8, 9, 17]))
-    n = draw(st.sampled_from([1, 2, 3]))
-    h, w = draw(st.sampled_from([1, 2, 5, 7, 8, 9, 16, 17])), draw(st.sampled_from([1, 2, 5, 7, 8, 9, 16, 17, 33]))
-    kernel = tuple(draw(st.tuples(st.integers(1, 5), st.integers(1, 5))))
-    stride = tuple(draw(st.tuples(st.integers(1, 3), st.integers(1, 3))))
-    padding = tuple(draw(st.tuples(st.integers(0, 2), st.integers(0, 2))))
-    dilation = tuple(draw(st.tuples(st.integers(1, 2), st.integers(1, 2))))
-    spans = [d * (k - 1) + 1 for k, d in zip(kernel, dilation)]
-    # Make the padded input at least as large as the dilated kernel.
-    h, w = max(h, spans[0] - 2 * padding[0]), max(w, spans[1] - 2 * padding[1])
-    return (n, c, h, w), kernel, stride, padding, dilation, groups
-
-
 @settings(max_examples=150)
-@given(data=st.data(), case=conv_cases(), dtype=dtypes)
+@given(data=st.data(), case=kernel_conv_case(), dtype=dtypes)
 def test_im2col(data, case, dtype):
     shape, kernel, stride, padding, dilation, groups = case
-    x = data.draw(layouts(shape, dtype))
+    x = data.draw(normal_arrays(shape, dtype))
     got = core.im2col(x, kernel, stride, padding, dilation, groups)
     want = reference.im2col(x, kernel, stride, padding, dilation, groups)
     oh, ow = ((s + 2 * p - d * (k - 1) - 1) // st_ + 1 for s, k, st_, p, d in zip(shape[2:], kernel, stride, padding, dilation))
@@ -212,16 +167,16 @@ def test_im2col(data, case, dtype):
 
 
 @settings(max_examples=150)
-@given(data=st.data(), case=conv_cases(), dtype=dtypes, out_channels=st.sampled_from([1, 2, 5, 17]))
+@given(data=st.data(), case=kernel_conv_case(), dtype=dtypes, out_channels=st.sampled_from([1, 2, 5, 17]))
 def test_conv2d_and_its_gradients_as_implicit_gemms(data, case, dtype, out_channels):
     shape, kernel, stride, padding, dilation, _ = case
-    x = data.draw(layouts(shape, dtype))
-    w = data.draw(layouts((out_channels, shape[1], *kernel), dtype))
+    x = data.draw(normal_arrays(shape, dtype))
+    w = data.draw(normal_arrays((out_channels, shape[1], *kernel), dtype))
     # padded one sample at a time, a few, or all at once
     workspace_bytes = data.draw(st.sampled_from([1, 4096, 1 << 30]))
     y = reference.conv2d(x, w, stride, padding, dilation)
     assert_close(core.conv2d(x, w, stride, padding, dilation, workspace_bytes), y, x, w)
-    g = data.draw(layouts(y.shape, dtype))
+    g = data.draw(normal_arrays(y.shape, dtype))
     assert_close(core.conv2d_weight_grad(g, x, kernel, stride, padding, dilation, workspace_bytes),
                  reference.conv2d_weight_grad(g, x, kernel, stride, padding, dilation), g, x)
     assert_close(core.conv2d_input_grad(g, w, shape[2:], stride, padding, dilation),
@@ -235,8 +190,8 @@ def test_conv2d_and_its_gradients_as_implicit_gemms(data, case, dtype, out_chann
 def test_conv2d_weight_grad_by_correlated_planes(data, dtype, n, c, o, h, ow, kh, padding):
     # stride 1, 3-tap kernel rows, rows of whole vectors, few channels: specs/conv.md#correlated-weight-gradient
     h, w = max(h, kh - 2 * padding[0]), ow + 2 - 2 * padding[1]
-    x = data.draw(layouts((n, c, h, w), dtype))
-    g = data.draw(layouts((n, o, h + 2 * padding[0] - kh + 1, ow), dtype))
+    x = data.draw(normal_arrays((n, c, h, w), dtype))
+    g = data.draw(normal_arrays((n, o, h + 2 * padding[0] - kh + 1, ow), dtype))
     workspace_bytes = data.draw(st.sampled_from([1, 1 << 30]))
     got = core.conv2d_weight_grad(g, x, (kh, 3), (1, 1), padding, (1, 1), workspace_bytes)
     assert_close(got, reference.conv2d_weight_grad(g, x, (kh, 3), (1, 1), padding, (1, 1)), g, x)
@@ -258,7 +213,7 @@ def test_conv2d_errors():
 def depthwise_cases(draw):
     """(x shape, weight shape, stride, padding, dilation): `conv_cases` made depthwise, with a
     channel multiplier of 1 to 3."""
-    shape, kernel, stride, padding, dilation, _ = draw(conv_cases())
+    shape, kernel, stride, padding, dilation, _ = draw(kernel_conv_case())
     return shape, (shape[1] * draw(st.integers(1, 3)), 1, *kernel), stride, padding, dilation
 
 
@@ -266,11 +221,11 @@ def depthwise_cases(draw):
 @given(data=st.data(), case=depthwise_cases(), dtype=dtypes)
 def test_direct_depthwise_conv2d_and_its_vjps(data, case, dtype):
     shape, w_shape, stride, padding, dilation = case
-    x, w = data.draw(layouts(shape, dtype)), data.draw(layouts(w_shape, dtype))
+    x, w = data.draw(normal_arrays(shape, dtype)), data.draw(normal_arrays(w_shape, dtype))
     geometry = (stride, padding, dilation, shape[1])
     y = reference.direct_conv2d(x, w, *geometry)
     assert_close(core.direct_conv2d(x, w, *geometry), y, x, w)
-    g = data.draw(layouts(y.shape, dtype))
+    g = data.draw(normal_arrays(y.shape, dtype))
     assert_close(core.direct_conv2d_input_grad(g, w, shape[2:], *geometry),
                  reference.direct_conv2d_input_grad(g, w, shape[2:], *geometry), g, w)
     assert_close(core.direct_conv2d_weight_grad(g, x, w_shape[2:], *geometry),
@@ -282,7 +237,7 @@ def test_direct_depthwise_conv2d_and_its_vjps(data, case, dtype):
 def test_batch_norm_passes(data, shape, dtype, affine, keep, batch_stats):
     if shape[0] * shape[2] * shape[3] < 2:
         shape = (2,) + shape[1:]
-    x = data.draw(layouts(shape, dtype))
+    x = data.draw(normal_arrays(shape, dtype))
     stats = reference.batch_norm_stats(x)
     assert_close(core.batch_norm_stats(x), stats, x)
     c, rng = shape[1], np.random.default_rng(0)
@@ -294,7 +249,7 @@ def test_batch_norm_passes(data, shape, dtype, affine, keep, batch_stats):
     assert (x_hat is None) == (not keep)
     if keep:
         assert_exact(x_hat, want_hat, x)
-    g = data.draw(layouts(shape, dtype))
+    g = data.draw(normal_arrays(shape, dtype))
     hat = np.asfortranarray(want_hat) if batch_stats or keep else None  # a layout other than g's
     scale = inv_std * (weight if affine else 1)
     dx, sums = core.batch_norm_backward(g, hat, scale, batch_stats and hat is not None)
@@ -333,7 +288,7 @@ def test_max_pool2d_and_its_vjp_equal_the_reference_exactly(data, case, dtype, l
     """Ties (values rounded to a few levels) go to the first tap, NaN wins; the backward sums an
     input element's windows in the reference's order, so both results are exact."""
     shape, *pool = case
-    x = data.draw(layouts(shape, dtype))
+    x = data.draw(normal_arrays(shape, dtype))
     if levels:
         x[...] = np.round(x * levels)
     if nan:
@@ -342,8 +297,8 @@ def test_max_pool2d_and_its_vjp_equal_the_reference_exactly(data, case, dtype, l
     want_best, want_taps = reference.max_pool2d(x, *pool)
     assert_exact(best, want_best, x)
     assert_exact(taps, want_taps, x)
-    g = data.draw(layouts(best.shape, dtype))
-    t = data.draw(layouts(taps.shape, np.float64)).argsort(axis=-1).astype(taps.dtype) % (pool[0][0] * pool[0][1])
+    g = data.draw(normal_arrays(best.shape, dtype))
+    t = data.draw(normal_arrays(taps.shape, np.float64)).argsort(axis=-1).astype(taps.dtype) % (pool[0][0] * pool[0][1])
     for winners in (taps, t):  # the forward's taps, and any valid taps in any layout
         assert_exact(core.max_pool2d_backward(g, winners, shape[2:], *pool[:4]),
                      reference.max_pool2d_backward(g, winners, shape[2:], *pool[:4]), g)
@@ -356,7 +311,7 @@ def test_clamp_and_masked_equal_the_reference_exactly(data, shape, ndim, dtype, 
     """Any shape and layout, with zeros of both signs, infinities and NaN at drawn places; the
     mask's last byte is padded with zero bits, as np.packbits."""
     shape = shape[:ndim - 1] + (math.prod(shape[ndim - 1:]),)
-    x = data.draw(layouts(shape, dtype))
+    x = data.draw(normal_arrays(shape, dtype))
     flat = x.reshape(-1)  # a copy unless x is contiguous: write the specials through x itself
     for value in data.draw(st.lists(st.sampled_from([0.0, -0.0, np.inf, -np.inf, np.nan, 6.0, 1.5]), max_size=4)):
         x[np.unravel_index(data.draw(st.integers(0, flat.size - 1)), shape)] = value
@@ -366,7 +321,7 @@ def test_clamp_and_masked_equal_the_reference_exactly(data, shape, ndim, dtype, 
     assert (packed is None) == (not keep)
     if keep:
         assert_exact(packed, want_packed, x)
-        g = data.draw(layouts(shape, dtype))
+        g = data.draw(normal_arrays(shape, dtype))
         assert_exact(core.masked(g, packed), reference.masked(g, packed), g)
 
 

@@ -8,7 +8,8 @@ from hypothesis.extra import numpy as hnp
 
 import lance_ref as L
 from lance_ref import functional as F
-from helpers import arrays, gradcheck, shapes
+from helpers import gradcheck
+from strategies import arrays, shapes
 
 sides = st.integers(1, 3)
 

@@ -7,7 +7,8 @@ from hypothesis import strategies as st
 
 import lance_ref as L
 from lance_ref import functional as F
-from helpers import arrays, assert_float32_matches_float64, gradcheck, shapes
+from helpers import assert_float32_matches_float64, gradcheck
+from strategies import arrays, shapes
 
 REDUCE = {"mean": np.mean, "sum": np.sum, "none": lambda v: v}
 

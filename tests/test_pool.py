@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 import lance_ref as L
 from lance_ref import functional as F
 from lance_ref import nn
-from helpers import arrays, assert_float32_matches_float64, gradcheck
+from helpers import assert_float32_matches_float64, gradcheck
+from strategies import arrays
 
 
 def torch_pooling_output_size(size, k, s, p, d, ceil_mode):

@@ -128,7 +128,8 @@ def test_partial_weight_gradient_is_the_full_ones_rows(data):
     from lance_ref import Tensor
     from lance_ref.kernels import set_workspace_bytes
     from lance_ref.selection.layers import SelectiveConv2d
-    from helpers import arrays, grouped_channels, numerical_vjp
+    from helpers import numerical_vjp
+    from strategies import arrays, grouped_channels
 
     groups, c, o = data.draw(grouped_channels(max_channels=4, general_groups=[2]))
     k, stride, padding, dilation = (data.draw(st.integers(1, 2)) for _ in range(4))
