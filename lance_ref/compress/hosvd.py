@@ -30,6 +30,11 @@ def energy_rank(energies: np.ndarray, eps) -> int:
         raise ValueError(f"energies must be a non-empty 1-D array, got shape {energies.shape}")
     if not (np.all(energies >= 0) and np.all(energies[:-1] >= energies[1:])):
         raise ValueError("energies must be non-negative and sorted in descending order")
+    return _energy_rank(energies, eps)
+
+
+def _energy_rank(energies: np.ndarray, eps: float) -> int:
+    """`energy_rank` of energies and an eps already checked (the callers inside this module)."""
     if eps == 1:
         return energies.size
     cumulative = np.cumsum(energies, dtype=np.float64)
@@ -51,7 +56,7 @@ def leading_eigenvectors(g: np.ndarray, eps, dtype) -> np.ndarray:
     """The k eigenvectors of the symmetric PSD `g` with the largest eigenvalues, k by
     `energy_rank`, signed by the convention of `_signed` (specs/hosvd.md#calibration)."""
     values, vectors = np.linalg.eigh(g)  # ascending
-    k = energy_rank(np.clip(values[::-1], 0, None), eps)
+    k = _energy_rank(np.clip(values[::-1], 0, None), eps)
     return _signed(vectors[:, : -k - 1 : -1], dtype)
 
 
@@ -62,7 +67,7 @@ def leading_singular_vectors(m: np.ndarray, eps) -> np.ndarray:
     u, s, _ = np.linalg.svd(m, full_matrices=tall)
     energies = np.zeros(m.shape[0])
     energies[: s.size] = s * s
-    return _signed(u[:, : energy_rank(energies, eps)], m.dtype)
+    return _signed(u[:, : _energy_rank(energies, eps)], m.dtype)
 
 
 def check_modes(modes, ndim: int) -> tuple:
@@ -86,5 +91,11 @@ def hosvd(x: np.ndarray, eps, modes=None) -> tuple:
     modes = check_modes(range(x.ndim) if modes is None else modes, x.ndim)
     if x.size == 0:
         raise ValueError(f"x must not be empty, got shape {x.shape}")
+    return truncated_hosvd(x, eps, modes)
+
+
+def truncated_hosvd(x: np.ndarray, eps: float, modes: tuple) -> tuple:
+    """`hosvd` of arguments already checked: the per-step path of the `hosvd` method, whose eps
+    and modes were checked once when its layer was made."""
     factors = [leading_singular_vectors(unfold(x, n), eps) if n in modes else None for n in range(x.ndim)]
     return tucker_project(x, factors), factors

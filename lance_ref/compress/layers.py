@@ -21,7 +21,7 @@ from ..nn import Conv2d, Module
 from ..tensor import Function
 from .calibration import Calibrator, compressed_modes
 from .gradients import conv2d_flops, conv2d_weight_grad, linear_flops, linear_weight_grad
-from .hosvd import check_eps, hosvd
+from .hosvd import check_eps, truncated_hosvd
 
 METHODS = ("full", "hosvd", "lance")
 
@@ -54,7 +54,7 @@ class PerStepHOSVD(Compressor):
         self.ranks = None  # of the last input
 
     def __call__(self, x: np.ndarray):
-        core, factors = hosvd(x, self.eps, compressed_modes(self.mode_set, x.ndim))
+        core, factors = truncated_hosvd(x, self.eps, compressed_modes(self.mode_set, x.ndim))
         self.ranks = factor_ranks(factors)
         return core, factors
 
@@ -104,7 +104,7 @@ def make_compressor(method: str, eps: float, mode_set: str):
     """The compressor of `method` (None for full backprop), its settings checked."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    check_eps(eps)
+    eps = check_eps(eps)
     compressed_modes(mode_set, 4)
     if method == "full":
         return None
