@@ -11,7 +11,7 @@ from .scenario import BENCHMARKS, SETTINGS, Scenario, Task, load_benchmark, make
 from .lance_cl import LanceCL, ProtectedBases, complement_basis
 from .latent_replay import BinaryLatentReplay, CWRStar, LatentReplay
 from .lightcl import LightCL
-from .strategies import EWC, GPM, ExperienceReplay, Finetune, Joint
+from .strategies import EWC, GPM, ExperienceReplay, Finetune, Joint, ProtectedMemory, Strategy
 
 STRATEGIES = {s.name: s for s in (Finetune, Joint, ExperienceReplay, EWC, GPM, LanceCL, LightCL, LatentReplay, BinaryLatentReplay, CWRStar)}
 
@@ -24,7 +24,7 @@ def make_strategy(name: str, model, scenario, config):
 
 __all__ = [
     "BENCHMARKS", "BinaryLatentReplay", "CWRStar", "EWC", "GPM", "SETTINGS", "STRATEGIES", "ClassBalancedReservoir", "ExperienceReplay", "Finetune",
-    "Joint", "LanceCL", "LatentReplay", "LightCL", "ProtectedBases", "Scenario", "Task", "average_accuracy", "backward_transfer",
+    "Joint", "LanceCL", "LatentReplay", "LightCL", "ProtectedBases", "ProtectedMemory", "Strategy", "Scenario", "Task", "average_accuracy", "backward_transfer",
     "complement_basis", "extend_memory", "forgetting", "head_names", "load_benchmark", "make_scenario",
     "make_strategy", "patch_rows", "project_out", "protected_layers", "run_tasks", "split_classes",
 ]

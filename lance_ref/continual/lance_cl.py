@@ -14,9 +14,9 @@ import numpy as np
 
 from ..compress import CompressedLinear, Lance, PatchCompressedConv2d, calibrate, check_eps
 from ..compress.hosvd import leading_eigenvectors
-from ..nn import Conv2d
+from ..nn import Conv2d, pin_batchnorm
 from .gpm import gpm_rank
-from .strategies import GPM, forward_task
+from .strategies import ProtectedMemory, Strategy, forward_task, grow_protected_memory
 from .steps import minibatches
 
 WHOLE_COMPLEMENT_BELOW = 80  # feature sizes up to this use all of span(P)-perp, as upstream
@@ -53,15 +53,17 @@ class ProtectedBases(Lance):
         return bases + [complement_basis(features, self.protected, self.eps, calibrator.dtype)]
 
 
-class LanceCL(GPM):
+class LanceCL(Strategy):
     """`lance`: the protected layers and the heads become compressed layers (plain until task
-    1); P is GPM's memory. The head being trained is compressed on bases by the energy rule
-    alone (heads are not shared, so nothing to protect); the other heads are frozen."""
+    1); P is GPM's memory (`ProtectedMemory`), grown after each task. The head being trained is
+    compressed on bases by the energy rule alone (heads are not shared, so nothing to protect);
+    the other heads are frozen, and so is BatchNorm after task 0."""
 
     name = "lance"
 
     def __init__(self, model, scenario, config):
         super().__init__(model, scenario, config)
+        self.memory = ProtectedMemory(model, self.layers, config)
         self.eps = check_eps(config.lance_eps)
         for name in self.weight_layer_names():
             layer = model.get_submodule(name)
@@ -77,9 +79,9 @@ class LanceCL(GPM):
         return samples if task.index == 0 else samples.take(np.arange(len(samples) - len(samples) % self.config.batch_size))
 
     def before_task(self, task, normalize) -> None:
-        super().before_task(task, normalize)
         if task.index == 0:
             return
+        pin_batchnorm(self.model, freeze=True)  # BatchNorm gets no further update
         for name, layer in self.layers.items():
             layer.compressor = ProtectedBases(self.eps, self.memory.get(name))
         current = self.head_names[task.index if len(self.head_names) > 1 else 0]
@@ -95,8 +97,7 @@ class LanceCL(GPM):
             if layer.compressor.factors[-1].shape[1] == 0:  # P spans every direction: nothing to learn
                 layer.freeze()
 
-    def after_backward(self, task) -> None:
-        pass  # the gradients lie in span(U_F), orthogonal to P, by construction
+    after_task = grow_protected_memory  # no projection before it: span(U_F) is orthogonal to P
 
     def current_factors(self) -> dict:
         """name -> the fixed factors of the task being learnt (empty before task 1)."""
@@ -110,7 +111,7 @@ class LanceCL(GPM):
         """P per layer and, for the memory figures, the current factors (recalibrated at each
         task, so not read back)."""
         factors = {name: {str(n): u for n, u in enumerate(us)} for name, us in self.current_factors().items()}
-        return {**super().state(), **({"factors": factors} if factors else {})}
+        return {**self.memory.state(), **({"factors": factors} if factors else {})}
 
     def load_state(self, state: dict) -> None:
-        super().load_state({name: m for name, m in state.items() if name != "factors"})
+        self.memory.load_state({name: m for name, m in state.items() if name != "factors"})

@@ -12,10 +12,10 @@ from ..nn import Sequential
 from ..tensor import Tensor
 from ..train import predict
 from .replay import ClassBalancedReservoir
-from .strategies import Finetune
+from .strategies import Strategy
 
 
-class LatentReplay(Finetune):
+class LatentReplay(Strategy):
     """`float-latent-replay`: task 0 trains the whole network. Then the front (the model's
     children up to `latent_layer`) is frozen in eval mode, and every minibatch's new samples,
     passed through the front, are joined by `batch_size` stored latents injected at the latent

@@ -9,7 +9,7 @@ from ..autograd import no_grad
 from ..nn import eval_mode, layer_activations, pin_batchnorm, recording
 from ..tensor import Tensor
 from .replay import ClassBalancedReservoir
-from .strategies import Finetune, Samples, forward_task
+from .strategies import Samples, Strategy, forward_task
 
 # Per model: the first module that keeps training, and the deep layers whose features are
 # memorised. Upstream freezes ResNet-18's stem and layer1-3; AlexNet's analogue is its conv stack.
@@ -49,7 +49,7 @@ def top_channels(importance: np.ndarray, ratio: float) -> np.ndarray:
     return mask
 
 
-class LightCL(Finetune):
+class LightCL(Strategy):
     """`lightcl`: task 0 trains everything (no pretrained weights here); from task 1 on, every
     parameter before the freeze point is frozen. After each task its channel masks (top
     `lightcl_mask_ratio` by importance on one batch) are OR-ed into the memory, and the buffer

@@ -8,6 +8,7 @@ strategy's kept memory (`kept_bytes`), and the checkpoint stores it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,10 +49,11 @@ def task_samples(task, setting: str) -> Samples:
     return Samples(task.train.images, labels, classes, np.full(len(local), task.index))
 
 
-class Finetune:
-    """`finetune`: each task trained in turn with nothing to protect the earlier ones."""
+class Strategy:
+    """The hooks of the task loop, each doing nothing: a strategy overrides those it needs
+    (specs/continual.md#strategies)."""
 
-    name = "finetune"
+    name = ""
 
     def __init__(self, model, scenario, config):
         self.model, self.scenario, self.config = model, scenario, config
@@ -115,7 +117,13 @@ class Finetune:
         return 0
 
 
-class Joint(Finetune):
+class Finetune(Strategy):
+    """`finetune`: each task trained in turn with nothing to protect the earlier ones."""
+
+    name = "finetune"
+
+
+class Joint(Strategy):
     """`joint`: task t trains on the data of tasks 0..t together (the cumulative upper bound);
     its last task is joint training on everything."""
 
@@ -130,7 +138,7 @@ class Joint(Finetune):
         return sum(t.train.images.nbytes + t.train.labels.nbytes for t in kept)
 
 
-class ExperienceReplay(Finetune):
+class ExperienceReplay(Strategy):
     """`er`: each minibatch joined by as many samples from a class-balanced reservoir of the
     samples seen so far (specs/continual.md#replay-buffer)."""
 
@@ -161,7 +169,7 @@ class ExperienceReplay(Finetune):
         self.buffer.load_state(state)
 
 
-class EWC(Finetune):
+class EWC(Strategy):
     """`ewc` (Kirkpatrick et al., PNAS 2017), online form: after each task the diagonal Fisher
     F += mean over batches of g_b^2 (g_b the gradient of batch b's mean loss) and the anchor
     theta* = theta; while training, lambda F (theta - theta*) is added to each gradient, the
@@ -206,22 +214,63 @@ class EWC(Finetune):
         self.fisher, self.anchor = dict(state["fisher"]), dict(state["anchor"])
 
 
-class GPM(Finetune):
-    """`gpm`: after each task, each protected layer's memory grows from a representation of
-    `representation_samples` training inputs, or the first of them that the model names for the
-    layer (threshold th_0 + step * t); in later tasks the layer's gradient is projected off its
-    memory and BatchNorm is frozen."""
+class ProtectedMemory(Mapping):
+    """GPM's memory of a model's protected layers (specs/continual.md#gpm), a mapping from layer
+    name to an orthonormal basis M of the earlier tasks' input rows, grown after each task from a
+    representation of `representation_samples` training inputs (or the first of them that the
+    model names for the layer) at threshold th_0 + step * t. GPM projects the gradients off it;
+    LANCE-CL calibrates its bases in its complement."""
+
+    def __init__(self, model, layers: dict, config):
+        check_threshold(config.gpm_threshold, "gpm_threshold")
+        check_patch_rows(layers)
+        self.model, self.names, self.config, self.bases = model, list(layers), config, {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self.bases[name]
+
+    def __iter__(self):
+        return iter(self.bases)
+
+    def __len__(self) -> int:
+        return len(self.bases)
+
+    def threshold(self, task) -> float:
+        return min(1.0, self.config.gpm_threshold + self.config.gpm_threshold_step * task.index)
+
+    def grow(self, task, normalize) -> None:
+        """Extend each layer's basis from the inputs of `task` (after the task)."""
+        count = min(self.config.representation_samples, len(task.train))
+        index = np.random.default_rng((self.config.seed, task.index, 2)).choice(len(task.train), count, replace=False)
+        layers = {name: self.model.get_submodule(name) for name in self.names}
+        images = normalize(task.train.images[np.sort(index)])
+        inputs = layer_activations(self.model, layers, images, **forward_task(task, self.config.setting))
+        per_layer = getattr(self.model, "representation_samples", {})
+        for name, layer in layers.items():
+            rows = patch_rows(layer, inputs[name][: per_layer.get(name, count)])
+            self.bases[name] = extend_memory(self.bases.get(name), rows.T, self.threshold(task))
+
+    def state(self) -> dict:
+        return dict(self.bases)
+
+    def load_state(self, state: dict) -> None:
+        self.bases = dict(state)
+
+
+def grow_protected_memory(strategy, task, normalize) -> None:
+    """The `after_task` hook of the strategies that keep a `ProtectedMemory` (GPM, LANCE-CL)."""
+    strategy.memory.grow(task, normalize)
+
+
+class GPM(Strategy):
+    """`gpm`: in later tasks each protected layer's gradient is projected off its memory
+    (`ProtectedMemory`), which grows after each task, and BatchNorm is frozen."""
 
     name = "gpm"
 
     def __init__(self, model, scenario, config):
         super().__init__(model, scenario, config)
-        check_threshold(config.gpm_threshold, "gpm_threshold")
-        check_patch_rows(self.layers)
-        self.memory = {}
-
-    def threshold(self, task) -> float:
-        return min(1.0, self.config.gpm_threshold + self.config.gpm_threshold_step * task.index)
+        self.memory = ProtectedMemory(model, self.layers, config)
 
     def before_task(self, task, normalize) -> None:
         if task.index > 0:
@@ -234,21 +283,13 @@ class GPM(Finetune):
             if weight.grad is not None:
                 weight.grad = project_out(weight.grad, memory)
 
-    def after_task(self, task, normalize) -> None:
-        count = min(self.config.representation_samples, len(task.train))
-        index = np.random.default_rng((self.config.seed, task.index, 2)).choice(len(task.train), count, replace=False)
-        layers = self.layers
-        inputs = layer_activations(self.model, layers, normalize(task.train.images[np.sort(index)]), **forward_task(task, self.config.setting))
-        per_layer = getattr(self.model, "representation_samples", {})
-        for name, layer in layers.items():
-            rows = patch_rows(layer, inputs[name][: per_layer.get(name, count)])
-            self.memory[name] = extend_memory(self.memory.get(name), rows.T, self.threshold(task))
+    after_task = grow_protected_memory
 
     def state(self) -> dict:
-        return dict(self.memory)
+        return self.memory.state()
 
     def load_state(self, state: dict) -> None:
-        self.memory = dict(state)
+        self.memory.load_state(state)
 
 
 def forward_task(task, setting: str) -> dict:
