@@ -532,11 +532,11 @@ def test_lightcl_analysis_reports_every_layer(tmp_path, monkeypatch):
     ("alexnet-gpm", "bn3.bias", "fc1.weight"),
 ])
 def test_lightcl_defaults_fit_the_zoo_models(model_name, frozen_last, trained_first):
-    from lance_ref.continual.lightcl import DEFAULTS, frozen_before
+    from lance_ref.continual.lightcl import frozen_before
     from lance_ref.nn import build_model
 
     model = build_model(model_name, num_classes=4, in_channels=1, image_size=28, heads=[2, 2])
-    freeze, features = DEFAULTS[model_name]
+    freeze, features = model.lightcl_layers
     frozen = frozen_before(model, freeze)
     names = [n for n, _ in model.named_parameters()]
     assert frozen[-1] == frozen_last and names[len(frozen)] == trained_first

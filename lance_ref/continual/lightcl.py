@@ -11,10 +11,6 @@ from ..tensor import Tensor
 from .replay import ClassBalancedReservoir
 from .strategies import Samples, Strategy, forward_task
 
-# Per model: the first module that keeps training, and the deep layers whose features are
-# memorised. Upstream freezes ResNet-18's stem and layer1-3; AlexNet's analogue is its conv stack.
-DEFAULTS = {"resnet18-reduced": ("layer4", "layer4.0,layer4.1"), "alexnet-gpm": ("fc1", "bn4,bn5")}
-
 
 def frozen_before(model, first_trained: str) -> list:
     """Names of the parameters registered before those of module `first_trained`."""
@@ -62,7 +58,7 @@ class LightCL(Strategy):
 
     def __init__(self, model, scenario, config):
         super().__init__(model, scenario, config)
-        freeze, features = DEFAULTS.get(config.model, ("", ""))
+        freeze, features = getattr(model, "lightcl_layers", ("", ""))  # the model's own defaults
         self.freeze_point = freeze if config.lightcl_freeze == "auto" else config.lightcl_freeze
         names = features if config.lightcl_features == "auto" else config.lightcl_features
         if not self.freeze_point or not names:

@@ -89,6 +89,9 @@ class AlexNetGPM(Module):
     # GPM's representation of each layer reads the first this many of its drawn samples
     # (get_representation_matrix's batch_list in GPM's AlexNet code; specs/continual.md#gpm).
     representation_samples = {"conv1": 24, "conv2": 100, "conv3": 100, "fc1": 125, "fc2": 125}
+    # LightCL's first module that keeps training and its memorised feature layers: the
+    # analogue of upstream's frozen ResNet stages is the conv stack (specs/continual.md#lightcl).
+    lightcl_layers = ("fc1", "bn4,bn5")
 
     def __init__(self, num_classes: int = 10, in_channels: int = 3, image_size: int = 32, heads=None, dtype=None):
         super().__init__()
@@ -150,6 +153,10 @@ class ResNet18Reduced(Module):
     nf, 2nf, 4nf, 8nf, a 3x3 stride-1 stem without max-pooling, global average pooling and
     `linear`. With `heads`, `linear` is a ModuleList of bias-free task heads (GPM);
     `track_running_stats=False` gives GPM's BatchNorm."""
+
+    # LightCL's first module that keeps training and its memorised feature layers: upstream
+    # freezes the stem and layer1-3 (specs/continual.md#lightcl).
+    lightcl_layers = ("layer4", "layer4.0,layer4.1")
 
     def __init__(
         self,
