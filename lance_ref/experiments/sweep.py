@@ -9,11 +9,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from ..compress import METHODS
 from ..io import save_json
 from . import finetune
 from .report import pyplot, save_figure, summarise
 
 COLUMNS = ("test_accuracy", "activation_bytes", "full_activation_bytes", "step_seconds")
+COMPRESSED = tuple(m for m in METHODS if m != "full")  # the compression methods, each over every eps
 
 
 @dataclass
@@ -34,7 +36,7 @@ def runs(config: SweepConfig):
     """(seed, method, eps) of every run, `full` first in each seed (it pretrains)."""
     for seed in finetune.parse_list(config.seeds, int):
         yield seed, "full", 1.0
-        for method in ("hosvd", "lance"):
+        for method in COMPRESSED:
             for eps in finetune.parse_list(config.eps_values, float):
                 yield seed, method, eps
 
