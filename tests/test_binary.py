@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 import lance_ref as lr
 from lance_ref import functional as F
 from lance_ref.binary import (
-    QuantConv2d, QuantLinear, binary_weight, pack_signs, quantize, quantize_array, quantize_grad, requantize_,
+    QuantConv2d, QuantLinear, binary_weight, pack_signs, quantize, quantize_array, quantize_grad,
     set_precision, sign, unpack_signs,
 )
 from lance_ref.nn import build_model
@@ -118,8 +118,7 @@ def losses_of(model, x, y, bits, steps=5):
         loss = F.cross_entropy(model(lr.Tensor(x)), y)
         optimizer.zero_grad()
         loss.backward()
-        optimizer.step()
-        requantize_(model)
+        optimizer.step()  # the quantised layers re-quantise their weights
         losses.append(loss.item())
     return np.array(losses)
 
@@ -155,7 +154,7 @@ def test_quantised_layers_train_on_their_levels():
     layer = QuantLinear(3, 2, binary=False)
     set_precision(layer, 2, 4)
     layer.weight.data[...] = np.array([[0.1, -0.2, 0.3], [0.05, 0.0, -0.3]], dtype=np.float32)
-    requantize_(layer)
+    layer.requantize()
     assert len(np.unique(layer.weight.data)) <= 4
     conv = QuantConv2d(2, 3, 3, binary=True)
     y = conv(lr.Tensor(np.ones((1, 2, 4, 4), dtype=np.float32)))

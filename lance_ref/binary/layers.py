@@ -55,6 +55,11 @@ class Quantized:
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, binary={self.binary}, bits=({self.forward_bits}, {self.backward_bits})"
 
+    def requantize(self) -> None:
+        """The latent weights back onto the `forward_bits` levels: the weight's after-update hook
+        while `forward_bits` is set (`set_precision`, specs/binary.md#layers)."""
+        self.weight.data[...] = quantize_array(self.weight.data, self.forward_bits)
+
     def effective_weight(self):
         weight = binary_weight(self.weight) if self.binary else self.weight
         return weight if self.forward_bits is None else quantize(weight, self.forward_bits)
@@ -92,10 +97,4 @@ def set_precision(model, forward_bits: int | None, backward_bits: int | None) ->
             check_bits(bits, name)
     for layer in quantized_layers(model):
         layer.forward_bits, layer.backward_bits = forward_bits, backward_bits
-
-
-def requantize_(model) -> None:
-    """After an update: every quantised layer's latent weights back onto forward_bits levels."""
-    for layer in quantized_layers(model):
-        if layer.forward_bits is not None:
-            layer.weight.data[...] = quantize_array(layer.weight.data, layer.forward_bits)
+        layer.weight.after_update = None if forward_bits is None else layer.requantize

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 
 from .. import memory, random
-from ..binary import requantize_
 from ..data import normalize as normalize_images
 from ..io import flatten, load_npz, save_npz, unflatten
 from ..optim import SGD
@@ -56,8 +55,7 @@ def train_task(model, strategy, task, config, normalize, show: bool) -> TaskResu
                 step_ledger = memory.ledger(loss, model.parameters(), strategy.fixed_arrays()) if ledger is None else None
                 loss.backward()
                 strategy.after_backward(task)
-                optimizer.step()
-                requantize_(model)
+                optimizer.step()  # quantised layers re-quantise their weights after it (specs/binary.md#layers)
                 strategy.after_step(batch, rng)
                 return loss.item(), step_ledger
 

@@ -19,12 +19,15 @@ from ..tensor import FLOAT_DTYPES, Tensor, float_dtype
 
 
 class Parameter(Tensor):
-    """A leaf tensor that a `Module` registers as a parameter; requires grad by default."""
+    """A leaf tensor that a `Module` registers as a parameter; requires grad by default.
+    `after_update`, if set, is called with no argument after an optimiser updates it
+    (specs/optim.md#optimizer)."""
 
-    __slots__ = ()
+    __slots__ = ("after_update",)
 
     def __init__(self, data, requires_grad: bool = True, dtype=None):
         super().__init__(data, requires_grad=requires_grad, dtype=dtype)
+        self.after_update = None
 
     def __repr__(self) -> str:
         return "Parameter containing:\n" + super().__repr__()

@@ -90,6 +90,8 @@ class Optimizer:
             for p in group["params"]:
                 if p.grad is not None:
                     self.update(p, p.grad, group, self.state.setdefault(p, {}))
+                    if getattr(p, "after_update", None) is not None:
+                        p.after_update()
 
     # --- state dicts -----------------------------------------------------------------------
     def _all_params(self) -> list:
