@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from ..autograd import no_grad
-from ..nn import Module, eval_mode, fine_tune_last
+from ..nn import FinetuneMethod, Module, eval_mode, fine_tune_last
 from ..tensor import Tensor
 from .layers import CompressedConv2d, CompressedLinear, Lance
 
@@ -44,3 +44,32 @@ def calibrate(model: Module, batches, **forward_options) -> float:
     for _, layer in layers:
         layer.compressor.finish_calibration()
     return time.perf_counter() - start
+
+
+class CompressedFinetune(FinetuneMethod):
+    """The compression methods (`full`, `hosvd`, `lance`) as fine-tuning methods: `prepare_finetune`,
+    LANCE's calibration on the first `calibration_batches` training batches, and the layers'
+    memory, ranks and FLOPs as figures (specs/compressed.md#fine-tuning-protocol)."""
+
+    def __init__(self, method: str, last_n: int, eps: float, mode_set: str, compress_classifier: bool, calibration_batches: int):
+        self.method, self.last_n, self.eps, self.mode_set = method, last_n, eps, mode_set
+        self.compress_classifier, self.calibration_batches = compress_classifier, calibration_batches
+
+    def prepare(self, model) -> list:
+        return prepare_finetune(model, self.last_n, self.method, self.eps, self.mode_set, self.compress_classifier)
+
+    def before_training(self, model, loader) -> float:
+        if self.method != "lance":
+            return 0.0
+        return calibrate(model, (x for _, (x, _) in zip(range(self.calibration_batches), loader)))
+
+    def figures(self, model, names: list, history: list, conv_parameters: int) -> dict:
+        """Full backprop's activation bytes, ranks and FLOPs per layer; every conv parameter updates."""
+        layers = {name: model.get_submodule(name) for name in names}
+        return dict(
+            full_activation_bytes=sum(layer.full_activation_bytes() for layer in layers.values()),
+            ranks={name: layer.ranks() for name, layer in layers.items()},
+            flops={name: layer.flops() for name, layer in layers.items()},
+            budget=None,
+            updated_parameters=conv_parameters,
+        )

@@ -22,13 +22,13 @@ import numpy as np
 
 from .. import random
 from ..checkpoint import load_checkpoint, save_checkpoint
-from ..compress import METHODS, MODE_SETS, calibrate, prepare_finetune
+from ..compress import METHODS, MODE_SETS, CompressedFinetune
 from ..compress.hosvd import check_eps
 from ..data import normalize, subset_by_classes
 from ..io import save_json
-from ..nn import Linear, fine_tune_last, last_layers
+from ..nn import FinetuneMethod, Linear, last_layers
 from ..optim import SGD, CosineAnnealingLR
-from ..selection import POLICIES, NeuronSelector, SelectiveConv2d, budget_parameters, conv_neurons
+from ..selection import POLICIES, SelectedFinetune, budget_parameters, conv_neurons
 from ..tensor import float_dtype
 from ..train import fit
 from .report import write_history
@@ -145,30 +145,22 @@ def replace_classifier(model, classes: int, dtype) -> None:
     model.set_submodule(name, Linear(old.in_features, classes, bias=old.bias is not None, dtype=dtype))
 
 
-def check_budget(config: FinetuneConfig, model) -> int:
-    """The budget in parameters for `model`'s last `config.last_n` convs (checked before any training)."""
+def finetune_method(config: FinetuneConfig, model, target, dtype) -> FinetuneMethod:
+    """The fine-tuning method of `config.method` for `model`, checked before any training: a
+    selection policy's budget against the last convs, and its velocity set drawn (seeded) from
+    the target training images; or a compression method."""
+    if config.method not in SELECTION_METHODS:
+        return CompressedFinetune(config.method, config.last_n, config.eps, config.modes, config.compress_classifier,
+                                  config.calibration_batches)
     convs = {name: model.get_submodule(name) for name in last_layers(model, config.last_n)[:-1]}
-    return budget_parameters(parse_budget(config.budget), np.concatenate(list(conv_neurons(convs).values())))
-
-
-def make_selector(config: FinetuneConfig, model, target, dtype) -> NeuronSelector:
-    """The selector of `config.method`, its velocity set drawn (seeded) from the target training images."""
+    budget = parse_budget(config.budget)
+    budget_parameters(budget, np.concatenate(list(conv_neurons(convs).values())))
     if config.velocity_samples > len(target):
         raise ValueError(f"velocity_samples ({config.velocity_samples}) exceeds the target training images ({len(target)})")
     rng = np.random.default_rng([config.seed, 2])
     index = np.sort(rng.choice(len(target), config.velocity_samples, replace=False))
     velocity_images = normalize(target.images[index], target.mean, target.std, dtype)
-    return NeuronSelector(model, config.method, parse_budget(config.budget), velocity_images, rng, config.velocity_momentum)
-
-
-def compression_results(model, names: list) -> dict:
-    """The compressed methods' figures: full backprop's activation bytes, ranks and FLOPs per layer."""
-    layers = {name: model.get_submodule(name) for name in names}
-    return dict(
-        full_activation_bytes=sum(layer.full_activation_bytes() for layer in layers.values()),
-        ranks={name: layer.ranks() for name, layer in layers.items()},
-        flops={name: layer.flops() for name, layer in layers.items()},
-    )
+    return SelectedFinetune(config.method, config.last_n, budget, velocity_images, rng, config.velocity_momentum)
 
 
 def run(config: FinetuneConfig, out: str | Path, show: bool = True) -> dict:
@@ -180,32 +172,23 @@ def run(config: FinetuneConfig, out: str | Path, show: bool = True) -> dict:
     train, test = load_data(config)
     source_classes, target_classes = parse_classes(config.source_classes), parse_classes(config.target_classes)
     source = subset_by_classes(train, source_classes)
-    model = model_for(config.model, source, config.seed, dtype)
-    selecting = config.method in SELECTION_METHODS
-    if selecting:
-        check_budget(config, model)
-    train_source(config, model, source, subset_by_classes(test, source_classes), out, show)
     target, target_test = subset_by_classes(train, target_classes), subset_by_classes(test, target_classes)
+    model = model_for(config.model, source, config.seed, dtype)
+    method = finetune_method(config, model, target, dtype)
+    train_source(config, model, source, subset_by_classes(test, source_classes), out, show)
     random.manual_seed(config.seed + 1)
     replace_classifier(model, len(target_classes), dtype)
     # A fixed batch-mode basis needs full batches, so every method drops the last partial one.
     loader = make_loader(target, config.batch_size, config.seed, dtype, drop_last=True)
-    selector, calibration_seconds = None, 0.0
-    if selecting:
-        names = fine_tune_last(model, config.last_n, SelectiveConv2d, wrap_classifier=lambda linear: linear)
-        selector = make_selector(config, model, target, dtype)
-    else:
-        names = prepare_finetune(model, config.last_n, config.method, config.eps, config.modes, config.compress_classifier)
-    if config.method == "lance":
-        batches = (x for _, (x, _) in zip(range(config.calibration_batches), loader))
-        calibration_seconds = calibrate(model, batches)
+    names = method.prepare(model)
+    calibration_seconds = method.before_training(model, loader)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = SGD(trainable, lr=config.lr, momentum=config.momentum)
     start = time.perf_counter()
     fitted = fit(
         model, optimizer, loader, normalize(target_test.images, target.mean, target.std, dtype), target_test.labels,
         config.epochs, CosineAnnealingLR(optimizer, T_max=config.epochs), clip_grad_norm=config.clip, show=show,
-        before_epoch=selector.before_epoch if selecting else None,
+        before_epoch=method.before_epoch,
     )
     history, ledger = fitted.history, fitted.ledger
     conv_parameters = int(sum(p.data.size for name in names[:-1] for p in model.get_submodule(name).parameters()))
@@ -216,10 +199,8 @@ def run(config: FinetuneConfig, out: str | Path, show: bool = True) -> dict:
         activation_bytes=ledger.bytes(names),
         activation_bytes_by_layer={name: ledger.bytes([name]) for name in names},
         activation_bytes_per_step=ledger.bytes(),
-        **(compression_results(model, names) if not selecting else {}),
-        budget=selector.budget if selecting else None,
         conv_parameters=conv_parameters,
-        updated_parameters=max(e["updated_parameters"] for e in history) if selecting else conv_parameters,
+        **method.figures(model, names, history, conv_parameters),
         peak_step_bytes=fitted.peak_step_bytes,
         persistent_bytes=fitted.persistent_bytes,
         calibration_seconds=calibration_seconds,

@@ -24,5 +24,5 @@ from .layers import (
 )
 from .module import IncompatibleKeys, Module, Parameter, eval_mode
 from .recording import layer_activations, recording
-from .surgery import fine_tune_last, last_layers
+from .surgery import FinetuneMethod, fine_tune_last, last_layers
 from .zoo import MODELS, AlexNetGPM, MobileNetV2, ResNet18Reduced, SmallCNN, build_model

@@ -33,3 +33,22 @@ def fine_tune_last(model, last_n: int, wrap_conv, wrap_classifier) -> list:
         model.set_submodule(name, wrap(layer))
         layer.requires_grad_(True)
     return names
+
+
+class FinetuneMethod:
+    """How a method fine-tunes a model's last layers (specs/compressed.md#fine-tuning-protocol):
+    `prepare(model)` wraps them and freezes the rest, returning their names in forward order;
+    `before_training(model, loader)` runs once before the first epoch and returns its seconds;
+    `before_epoch`, if not None, is the training loop's hook before each epoch; `figures(...)`
+    are the method's own entries of the results."""
+
+    before_epoch = None
+
+    def prepare(self, model) -> list:
+        raise NotImplementedError
+
+    def before_training(self, model, loader) -> float:
+        return 0.0
+
+    def figures(self, model, names: list, history: list, conv_parameters: int) -> dict:
+        return {}

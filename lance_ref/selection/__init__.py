@@ -4,10 +4,10 @@ specs/selection.md)."""
 
 from .budget import POLICIES, budget_parameters, conv_neurons, greedy_prefix, select
 from .layers import SelectiveConv2d
-from .selector import NeuronSelector
+from .selector import NeuronSelector, SelectedFinetune
 from .velocity import VelocityTracker, cosine_distance
 
 __all__ = [
-    "POLICIES", "NeuronSelector", "SelectiveConv2d", "VelocityTracker", "budget_parameters", "conv_neurons",
+    "POLICIES", "NeuronSelector", "SelectedFinetune", "SelectiveConv2d", "VelocityTracker", "budget_parameters", "conv_neurons",
     "cosine_distance", "greedy_prefix", "select",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..nn import layer_activations
+from ..nn import FinetuneMethod, fine_tune_last, layer_activations
 from .budget import POLICIES, budget_parameters, conv_neurons, select
 from .layers import SelectiveConv2d
 from .velocity import VelocityTracker
@@ -47,3 +47,23 @@ class NeuronSelector:
         for layer, layer_mask in zip(self.layers.values(), np.split(mask, self.bounds)):
             layer.mask = layer_mask
         return dict(updated_parameters=int(self.costs[mask].sum()))
+
+
+class SelectedFinetune(FinetuneMethod):
+    """The selection policies as fine-tuning methods: the last `last_n` convs become
+    `SelectiveConv2d` (the classifier trains whole), a `NeuronSelector` sets their masks before
+    each epoch, and the budget and the most parameters updated in an epoch are the figures
+    (specs/selection.md)."""
+
+    def __init__(self, policy: str, last_n: int, budget, velocity_images, rng, momentum: float):
+        self.policy, self.last_n, self.budget = policy, last_n, budget
+        self.velocity_images, self.rng, self.momentum = velocity_images, rng, momentum
+
+    def prepare(self, model) -> list:
+        names = fine_tune_last(model, self.last_n, SelectiveConv2d, wrap_classifier=lambda linear: linear)
+        self.selector = NeuronSelector(model, self.policy, self.budget, self.velocity_images, self.rng, self.momentum)
+        self.before_epoch = self.selector.before_epoch
+        return names
+
+    def figures(self, model, names: list, history: list, conv_parameters: int) -> dict:
+        return dict(budget=self.selector.budget, updated_parameters=max(e["updated_parameters"] for e in history))
