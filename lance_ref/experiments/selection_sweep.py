@@ -27,7 +27,7 @@ class SelectionSweepConfig:
     model: str = "small-cnn"
     dataset: str = "mnist5k"
     last_n: int = 3
-    policies: str = "neq,random,su"
+    policies: str = ",".join(finetune.SELECTION_METHODS)  # every registered policy but full
     budgets: str = "0.05,0.1,0.2,0.3"
     seeds: str = "0,1,2"
     pretrain_epochs: int = 6
