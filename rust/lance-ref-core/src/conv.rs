@@ -216,10 +216,8 @@ pub fn conv2d_weight_grad<T: Float>(
     }
     out.check_len(o * c * kh * kw)?;
     if correlates(grad, x, w_shape, geometry) {
-        for k in 0..out.len() {
-            // SAFETY: inside `out`; the samples' sums are added to these zeros.
-            unsafe { out.write(k, T::ZERO) };
-        }
+        // SAFETY: all of `out`, before any thread; the samples' sums are added to these zeros.
+        unsafe { out.fill(0, out.len(), T::ZERO) };
         return over_padded_chunks(x, geometry.padding, workspace, |samples, x_pad| {
             correlated_weight_grad(ctx, &grad.samples(samples), x_pad, out);
             Ok(())
@@ -355,10 +353,8 @@ pub fn conv2d_input_grad<T: Float>(
         )));
     }
     out.check_len(n * c * h * w)?;
-    for k in 0..out.len() {
-        // SAFETY: inside `out`; the taps below add to these zeros.
-        unsafe { out.write(k, T::ZERO) };
-    }
+    // SAFETY: all of `out`, before any thread; the taps below add to these zeros.
+    unsafe { out.fill(0, out.len(), T::ZERO) };
     let [g_n, g_o, g_h, g_w] = grad.strides;
     let (plane, stride) = ((h * w) as isize, geometry.stride.map(|s| s as isize));
     // the same for every tap: W's tap (i, j) transposed (C x O), dY's and dx's rows

@@ -233,10 +233,8 @@ pub fn depthwise_conv2d<T: Float>(
     for_ranges(n * o, plan.threads(ctx, out.len()), 1, |start, end| {
         for plane in start..end {
             let (s, oc, y) = (plane / o, plane % o, plane * oh * ow);
-            for k in 0..oh * ow {
-                // SAFETY: this thread's own plane, inside `out`.
-                unsafe { out.write(y + k, T::ZERO) };
-            }
+            // SAFETY: this thread's own plane, inside `out`.
+            unsafe { out.fill(y, y + oh * ow, T::ZERO) };
             plan.for_each_row(|tap, [xr, xc], [yr, yc]| {
                 let a = weight.data[at(weight, oc, 0, tap.i, tap.j) as usize];
                 let from = at(x, s, oc / plan.multiplier, xr, xc);
@@ -280,10 +278,8 @@ pub fn depthwise_conv2d_input_grad<T: Float>(
     for_ranges(n * c, plan.threads(ctx, grad.numel()), 1, |start, end| {
         for plane in start..end {
             let (s, ch, dx) = (plane / c, plane % c, plane * h * w);
-            for k in 0..h * w {
-                // SAFETY: this thread's own plane, inside `out`.
-                unsafe { out.write(dx + k, T::ZERO) };
-            }
+            // SAFETY: this thread's own plane, inside `out`.
+            unsafe { out.fill(dx, dx + h * w, T::ZERO) };
             for oc in ch * plan.multiplier..(ch + 1) * plan.multiplier {
                 plan.for_each_row(|tap, [xr, xc], [yr, yc]| {
                     let a = weight.data[at(weight, oc, 0, tap.i, tap.j) as usize];

@@ -72,6 +72,11 @@ impl<'a, T: Copy> Out<'a, T> {
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start).cast(), end - start) }
     }
 
+    /// Writes `value` at `start..end`. Safety: as `range`.
+    pub(crate) unsafe fn fill(&self, start: usize, end: usize, value: T) {
+        unsafe { self.range(start, end) }.fill(MaybeUninit::new(value));
+    }
+
     /// Writes `values` at `i..i + values.len()`. Safety: in bounds, and no other thread
     /// touches these elements.
     pub(crate) unsafe fn copy_from(&self, i: usize, values: &[T]) {
