@@ -28,14 +28,15 @@ PASSES = ("forward", "weight grad", "input grad")
 
 
 def distinct_convs(model, x) -> list:
-    """(input shape, weight, stride, padding) of each distinct 3x3 conv that `model` runs on `x`."""
+    """(input shape, weight, stride, padding) of each distinct 3x3 conv that `model` runs on `x`
+    (distinct in input shape, weight shape, stride and padding)."""
     convs = {name: m for name, m in model.named_modules() if isinstance(m, Conv2d) and m.weight.shape[2:] == (3, 3)}
     with lance_ref.no_grad(), recording(convs) as inputs:
         model(Tensor(x))
     found = {}
     for name, seen in inputs.items():
         conv = convs[name]
-        found.setdefault((seen[0].shape, conv.weight.shape, conv.stride), (seen[0].shape, conv.weight.data, conv.stride, conv.padding))
+        found.setdefault((seen[0].shape, conv.weight.shape, conv.stride, conv.padding), (seen[0].shape, conv.weight.data, conv.stride, conv.padding))
     return list(found.values())
 
 
