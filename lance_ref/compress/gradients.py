@@ -12,6 +12,7 @@ last, so the intermediates carry the ranks k_n in place of those sizes.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from math import prod
 
 import numpy as np
@@ -44,7 +45,7 @@ def conv2d_weight_grad(core, factors, grad_output, weight_shape, stride=1, paddi
     if u_c is None:  # q = c: Z4 is dW, each output channel seeing its own group only
         return weight_grad(z1, z3, geometry)
     # dW[o, c, i, j] = sum_q Z4[o, q, i, j] U_C[g(o) C/G + c, q], taken with q innermost
-    z4 = weight_grad(z1, z3, geometry.with_groups(1)).transpose(0, 2, 3, 1)  # (O, kh, kw, k_C)
+    z4 = weight_grad(z1, z3, replace(geometry, groups=1)).transpose(0, 2, 3, 1)  # (O, kh, kw, k_C)
     k_c = core.shape[1]
     dw = z4.reshape(groups, -1, k_c) @ u_c.reshape(groups, cg, k_c).transpose(0, 2, 1)
     return dw.reshape(o, kh, kw, cg).transpose(0, 3, 1, 2)

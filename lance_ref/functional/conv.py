@@ -10,7 +10,7 @@ itself, as in torch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -32,9 +32,6 @@ class ConvGeometry:
     dilation: tuple
     groups: int
     out_hw: tuple
-
-    def with_groups(self, groups: int) -> "ConvGeometry":
-        return replace(self, groups=groups)
 
 
 def im2col(x, geometry: ConvGeometry) -> np.ndarray:
