@@ -289,3 +289,13 @@ def test_chunked_conv_equals_the_whole_batch_at_once(case, samples, data):
     for chunked in results[:-1]:
         for got, want in zip(chunked, results[-1]):
             np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("padding", [0, 1])
+def test_gradient_on_wide_planes_with_few_channels(padding):
+    # stride 1, 3-wide kernel rows, W' a multiple of 16, few channels: on the Rust backend dW
+    # takes the correlated route (specs/conv.md#correlated-weight-gradient)
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 3, 4, 18 - 2 * padding))
+    w = rng.standard_normal((5, 3, 2, 3))
+    gradcheck(lambda *t: F.conv2d(*t, padding=padding), x, w)
