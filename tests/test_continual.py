@@ -292,6 +292,36 @@ def test_bad_configs_are_clear_errors(tmp_path, monkeypatch, change, message):
         run_tiny(tmp_path, change.pop("strategy", "finetune"), monkeypatch, **change)
 
 
+def test_every_strategy_option_is_a_config_field_and_a_flag():
+    from dataclasses import fields
+
+    from lance_ref.cli import build_parser
+    from lance_ref.continual import STRATEGIES
+
+    config = {f.name: f.default for f in fields(ContinualConfig)}
+    continual = build_parser()._subparsers._group_actions[0].choices["continual"]
+    flags = {option for action in continual._actions for option in action.option_strings}
+    for strategy in STRATEGIES.values():
+        for option in fields(strategy.Options):
+            assert config[option.name] == option.default
+            assert "--" + option.name.replace("_", "-") in flags
+
+
+def test_two_strategies_may_not_give_one_option_two_defaults():
+    from dataclasses import dataclass
+
+    from lance_ref.continual import STRATEGIES
+    from lance_ref.experiments.continual import RunSettings
+    from lance_ref.options import Options, flat_config
+
+    @dataclass(frozen=True)
+    class Stricter(Options):
+        buffer_size: int = 10
+
+    with pytest.raises(TypeError, match="Stricter gives option buffer_size another default"):
+        flat_config("Config", RunSettings, [*(s.Options for s in STRATEGIES.values()), Stricter], "")
+
+
 def test_cli_reports_bad_strategies_before_any_work(tmp_path, capsys):
     from lance_ref.cli import main
 

@@ -11,12 +11,16 @@ from .hosvd import check_eps, check_modes, leading_eigenvectors
 MODE_SETS = ("all", "chw")
 
 
+def check_mode_set(mode_set: str) -> str:
+    if mode_set not in MODE_SETS:
+        raise ValueError(f"mode_set must be one of {MODE_SETS}, got {mode_set!r}")
+    return mode_set
+
+
 def compressed_modes(mode_set: str, ndim: int) -> tuple:
     """The modes to compress in an activation of `ndim` axes, axis 0 the batch: "all" (as
     upstream) or "chw", every mode but the batch (specs/hosvd.md#mode-sets)."""
-    if mode_set not in MODE_SETS:
-        raise ValueError(f"mode_set must be one of {MODE_SETS}, got {mode_set!r}")
-    return tuple(range(ndim)) if mode_set == "all" else tuple(range(1, ndim))
+    return tuple(range(0 if check_mode_set(mode_set) == "all" else 1, ndim))
 
 
 class Calibrator:

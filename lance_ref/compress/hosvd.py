@@ -11,10 +11,10 @@ from ..kernels import tucker_project, unfold
 from ..kernels.reference import check_float
 
 
-def check_eps(eps) -> float:
+def check_eps(eps, name: str = "eps") -> float:
     """`eps` as a float, after checking it is a real number in (0, 1] (specs/hosvd.md#energy-rank)."""
     if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 < eps <= 1:
-        raise ValueError(f"eps must be a real number in (0, 1], got {eps!r}")
+        raise ValueError(f"{name} must be a real number in (0, 1], got {eps!r}")
     return float(eps)
 
 

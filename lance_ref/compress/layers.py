@@ -19,7 +19,7 @@ from .. import kernels
 from ..kernels import mode_product, tucker_project
 from ..nn import Conv2d, Module
 from ..tensor import Function
-from .calibration import Calibrator, compressed_modes
+from .calibration import Calibrator, check_mode_set, compressed_modes
 from .gradients import conv2d_flops, conv2d_weight_grad, linear_flops, linear_weight_grad
 from .hosvd import check_eps, truncated_hosvd
 
@@ -39,6 +39,9 @@ class Compressor:
     calibrating = False
     ranks = None
 
+    def __init__(self, eps: float, mode_set: str):
+        self.eps, self.mode_set = check_eps(eps), check_mode_set(mode_set)
+
     def __call__(self, x: np.ndarray):
         raise NotImplementedError
 
@@ -50,7 +53,7 @@ class PerStepHOSVD(Compressor):
     """`hosvd` method: a fresh HOSVD of every input (specs/hosvd.md#hosvd)."""
 
     def __init__(self, eps: float, mode_set: str):
-        self.eps, self.mode_set = eps, mode_set
+        super().__init__(eps, mode_set)
         self.ranks = None  # of the last input
 
     def __call__(self, x: np.ndarray):
@@ -63,7 +66,7 @@ class Lance(Compressor):
     """`lance` method: bases fixed once from calibration Grams, then core = x x_n U_n^T (specs/hosvd.md#calibration)."""
 
     def __init__(self, eps: float, mode_set: str):
-        self.eps, self.mode_set = eps, mode_set
+        super().__init__(eps, mode_set)
         self.calibrating, self.calibrator, self.factors = False, None, None
 
     def start_calibration(self) -> None:
@@ -101,11 +104,9 @@ class Lance(Compressor):
 
 
 def make_compressor(method: str, eps: float, mode_set: str):
-    """The compressor of `method` (None for full backprop), its settings checked."""
+    """The compressor of `method` (None for full backprop)."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    eps = check_eps(eps)
-    compressed_modes(mode_set, 4)
     if method == "full":
         return None
     return (PerStepHOSVD if method == "hosvd" else Lance)(eps, mode_set)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 from ..autograd import no_grad
 from ..nn import FinetuneMethod, Module, eval_mode, fine_tune_last
+from ..options import Options, check_counts
 from ..tensor import Tensor
+from .calibration import MODE_SETS
+from .hosvd import check_eps
 from .layers import CompressedConv2d, CompressedLinear, Lance
 
 
@@ -46,22 +50,40 @@ def calibrate(model: Module, batches, **forward_options) -> float:
     return time.perf_counter() - start
 
 
+@dataclass(frozen=True)
+class CompressionOptions(Options):
+    """The compression methods' options in `lance-ref finetune`."""
+
+    eps: float = 0.9  # the energy share the bases keep, in (0, 1]
+    modes: str = "all"  # the modes compressed: all, or chw (not the batch)
+    compress_classifier: bool = False  # compress the classifier's input too
+    calibration_batches: int = 100  # training batches LANCE calibrates its bases on
+
+    def check(self) -> None:
+        check_eps(self.eps)
+        if self.modes not in MODE_SETS:
+            raise ValueError(f"modes must be one of {MODE_SETS}, got {self.modes!r}")
+        check_counts(self, "calibration_batches")
+
+
 class CompressedFinetune(FinetuneMethod):
     """The compression methods (`full`, `hosvd`, `lance`) as fine-tuning methods: `prepare_finetune`,
     LANCE's calibration on the first `calibration_batches` training batches, and the layers'
     memory, ranks and FLOPs as figures (specs/compressed.md#fine-tuning-protocol)."""
 
-    def __init__(self, method: str, last_n: int, eps: float, mode_set: str, compress_classifier: bool, calibration_batches: int):
-        self.method, self.last_n, self.eps, self.mode_set = method, last_n, eps, mode_set
-        self.compress_classifier, self.calibration_batches = compress_classifier, calibration_batches
+    Options = CompressionOptions
+
+    def __init__(self, method: str, last_n: int, options: CompressionOptions):
+        self.method, self.last_n, self.options = method, last_n, options
 
     def prepare(self, model) -> list:
-        return prepare_finetune(model, self.last_n, self.method, self.eps, self.mode_set, self.compress_classifier)
+        o = self.options
+        return prepare_finetune(model, self.last_n, self.method, o.eps, o.modes, o.compress_classifier)
 
     def before_training(self, model, loader) -> float:
         if self.method != "lance":
             return 0.0
-        return calibrate(model, (x for _, (x, _) in zip(range(self.calibration_batches), loader)))
+        return calibrate(model, (x for _, (x, _) in zip(range(self.options.calibration_batches), loader)))
 
     def figures(self, model, names: list, history: list, conv_parameters: int) -> dict:
         """Full backprop's activation bytes, ranks and FLOPs per layer; every conv parameter updates."""

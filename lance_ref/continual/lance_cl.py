@@ -10,13 +10,15 @@ see no change. After each task, P grows by GPM's memory update.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..compress import CompressedLinear, Lance, PatchCompressedConv2d, calibrate, check_eps
 from ..compress.hosvd import leading_eigenvectors
 from ..nn import Conv2d, pin_batchnorm
 from .gpm import gpm_rank
-from .strategies import ProtectedMemory, Strategy, forward_task, grow_protected_memory
+from .strategies import GPMOptions, ProtectedMemory, Strategy, forward_task, grow_protected_memory, register
 from .steps import minibatches
 
 WHOLE_COMPLEMENT_BELOW = 80  # feature sizes up to this use all of span(P)-perp, as upstream
@@ -53,6 +55,16 @@ class ProtectedBases(Lance):
         return bases + [complement_basis(features, self.protected, self.eps, calibrator.dtype)]
 
 
+@dataclass(frozen=True)
+class LanceOptions(GPMOptions):
+    lance_eps: float = 0.9  # the energy threshold of LANCE's bases, in (0, 1]
+
+    def check(self) -> None:
+        super().check()
+        check_eps(self.lance_eps, "lance_eps")
+
+
+@register
 class LanceCL(Strategy):
     """`lance`: the protected layers and the heads become compressed layers (plain until task
     1); P is GPM's memory (`ProtectedMemory`), grown after each task. The head being trained is
@@ -60,11 +72,12 @@ class LanceCL(Strategy):
     the other heads are frozen, and so is BatchNorm after task 0."""
 
     name = "lance"
+    Options = LanceOptions
 
-    def __init__(self, model, scenario, config):
-        super().__init__(model, scenario, config)
-        self.memory = ProtectedMemory(model, self.layers, config)
-        self.eps = check_eps(config.lance_eps)
+    def __init__(self, model, scenario, settings, options=None):
+        super().__init__(model, scenario, settings, options)
+        self.memory = ProtectedMemory(model, self.layers, self.options, settings)
+        self.eps = self.options.lance_eps
         for name in self.weight_layer_names():
             layer = model.get_submodule(name)
             model.set_submodule(name, PatchCompressedConv2d(layer) if isinstance(layer, Conv2d) else CompressedLinear(layer, "full"))
@@ -76,7 +89,7 @@ class LanceCL(Strategy):
     def training_samples(self, task):
         samples = super().training_samples(task)
         # A fixed batch-mode basis needs full minibatches: the last partial one is left out.
-        return samples if task.index == 0 else samples.take(np.arange(len(samples) - len(samples) % self.config.batch_size))
+        return samples if task.index == 0 else samples.take(np.arange(len(samples) - len(samples) % self.settings.batch_size))
 
     def before_task(self, task, normalize) -> None:
         if task.index == 0:
@@ -90,9 +103,9 @@ class LanceCL(Strategy):
             head.compressor = Lance(self.eps, "all") if name == current else None
             head.requires_grad_(name == current)
         samples = self.training_samples(task)
-        rng = np.random.default_rng((self.config.seed, task.index, 3))
-        batches = (normalize(samples.images[i]) for i in minibatches(len(samples), self.config.batch_size, rng))
-        calibrate(self.model, batches, **forward_task(task, self.config.setting))
+        rng = np.random.default_rng((self.settings.seed, task.index, 3))
+        batches = (normalize(samples.images[i]) for i in minibatches(len(samples), self.settings.batch_size, rng))
+        calibrate(self.model, batches, **forward_task(task, self.settings.setting))
         for layer in self.layers.values():
             if layer.compressor.factors[-1].shape[1] == 0:  # P spans every direction: nothing to learn
                 layer.freeze()

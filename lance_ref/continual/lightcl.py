@@ -3,13 +3,16 @@ memorise the deep layers' feature patterns on a tiny buffer (specs/continual.md#
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..autograd import no_grad
 from ..nn import eval_mode, layer_activations, pin_batchnorm, recording
+from ..options import Options, check_counts
 from ..tensor import Tensor
 from .replay import ClassBalancedReservoir
-from .strategies import Samples, Strategy, forward_task
+from .strategies import Samples, Strategy, forward_task, register
 
 
 def frozen_before(model, first_trained: str) -> list:
@@ -45,6 +48,23 @@ def top_channels(importance: np.ndarray, ratio: float) -> np.ndarray:
     return mask
 
 
+@dataclass(frozen=True)
+class LightCLOptions(Options):
+    lightcl_freeze: str = "auto"  # the first trained module ("auto": the model's `lightcl_layers`)
+    lightcl_features: str = "auto"  # the feature modules, comma-separated ("auto": the model's)
+    lightcl_mask_ratio: float = 0.15  # the share of channels each task's masks keep, in (0, 1]
+    lightcl_buffer: int = 15  # samples in the buffer
+    lightcl_beta: float = 2e-4  # the penalty's weight beta
+
+    def check(self) -> None:
+        if not 0 < self.lightcl_mask_ratio <= 1:
+            raise ValueError(f"lightcl_mask_ratio must lie in (0, 1], got {self.lightcl_mask_ratio}")
+        if not self.lightcl_beta >= 0:
+            raise ValueError(f"lightcl_beta must be >= 0, got {self.lightcl_beta}")
+        check_counts(self, "lightcl_buffer")
+
+
+@register
 class LightCL(Strategy):
     """`lightcl`: task 0 trains everything (no pretrained weights here); from task 1 on, every
     parameter before the freeze point is frozen. After each task its channel masks (top
@@ -55,29 +75,27 @@ class LightCL(Strategy):
     during a task)."""
 
     name = "lightcl"
+    Options = LightCLOptions
 
-    def __init__(self, model, scenario, config):
-        super().__init__(model, scenario, config)
+    def __init__(self, model, scenario, settings, options=None):
+        super().__init__(model, scenario, settings, options)
+        options = self.options
         freeze, features = getattr(model, "lightcl_layers", ("", ""))  # the model's own defaults
-        self.freeze_point = freeze if config.lightcl_freeze == "auto" else config.lightcl_freeze
-        names = features if config.lightcl_features == "auto" else config.lightcl_features
+        self.freeze_point = freeze if options.lightcl_freeze == "auto" else options.lightcl_freeze
+        names = features if options.lightcl_features == "auto" else options.lightcl_features
         if not self.freeze_point or not names:
-            raise ValueError(f"model {config.model!r} has no LightCL defaults: give lightcl_freeze and lightcl_features")
+            raise ValueError(f"model {settings.model!r} has no LightCL defaults: give lightcl_freeze and lightcl_features")
         frozen_before(model, self.freeze_point)  # checked now, applied from task 1
         modules = dict(model.named_modules())
         self.feature_names = [n for n in names.split(",")]
         unknown = [n for n in self.feature_names if n not in modules]
         if unknown:
             raise ValueError(f"lightcl_features names no module of the model: {unknown}")
-        if not 0 < config.lightcl_mask_ratio <= 1:
-            raise ValueError(f"lightcl_mask_ratio must lie in (0, 1], got {config.lightcl_mask_ratio}")
-        if not config.lightcl_beta >= 0:
-            raise ValueError(f"lightcl_beta must be >= 0, got {config.lightcl_beta}")
         smallest = min(len(t.train) for t in scenario.tasks)
-        if config.lightcl_buffer > smallest:
-            raise ValueError(f"lightcl_buffer ({config.lightcl_buffer}) is larger than a task's training data ({smallest} samples)")
+        if options.lightcl_buffer > smallest:
+            raise ValueError(f"lightcl_buffer ({options.lightcl_buffer}) is larger than a task's training data ({smallest} samples)")
         first = scenario.tasks[0].train.images
-        self.buffer = ClassBalancedReservoir(config.lightcl_buffer, first.shape[1:], first.dtype)
+        self.buffer = ClassBalancedReservoir(options.lightcl_buffer, first.shape[1:], first.dtype)
         self.masks, self.targets = {}, None
 
     @property
@@ -105,14 +123,14 @@ class LightCL(Strategy):
         with eval_mode(self.model), recording(self.feature_layers, "output") as recorded:
             outputs = self.model(Tensor(normalize(buffer.images)))
         features = {name: tensors[0] for name, tensors in recorded.items()}
-        if self.config.setting == "class":
+        if self.settings.setting == "class":
             return features, [outputs]
         heads = outputs if isinstance(outputs, list) else [outputs]
         return features, [heads[t][np.flatnonzero(buffer.tasks == t)] for t in np.unique(buffer.tasks)]
 
     def penalty(self, task, normalize):
         """beta (sum_l |M_l (F_l - F_l_old)|^2 + |z - z_old|^2) on the buffer: 0 while the model is unchanged."""
-        if self.targets is None or self.config.lightcl_beta == 0:
+        if self.targets is None or self.options.lightcl_beta == 0:
             return None
         old_features, old_logits = self.targets
         features, logits = self.features_and_logits(normalize)
@@ -122,16 +140,16 @@ class LightCL(Strategy):
             total = term if total is None else total + term
         for z, z_old in zip(logits, old_logits):
             total = total + ((z - z_old) ** 2).sum()
-        return total * self.config.lightcl_beta
+        return total * self.options.lightcl_beta
 
     def after_task(self, task, normalize) -> None:
-        rng = np.random.default_rng((self.config.seed, task.index, 3))
+        rng = np.random.default_rng((self.settings.seed, task.index, 3))
         samples = self.training_samples(task)
-        batch = samples.take(np.sort(rng.choice(len(samples), min(self.config.batch_size, len(samples)), replace=False)))
+        batch = samples.take(np.sort(rng.choice(len(samples), min(self.settings.batch_size, len(samples)), replace=False)))
         features = layer_activations(self.model, self.feature_layers, normalize(batch.images), kind="output",
-                                     **forward_task(task, self.config.setting))
+                                     **forward_task(task, self.settings.setting))
         for name, f in features.items():
-            mask = top_channels(channel_importance(f), self.config.lightcl_mask_ratio)
+            mask = top_channels(channel_importance(f), self.options.lightcl_mask_ratio)
             self.masks[name] = self.masks[name] | mask if name in self.masks else mask
         order = rng.permutation(len(samples))
         self.buffer.add(samples.images[order], samples.labels[order], samples.classes[order], samples.tasks[order], rng)

@@ -4,6 +4,9 @@ The loop (`loop.py`) asks a strategy for the task's training samples, adds the s
 replays to each minibatch, lets it edit the gradients before the optimiser step, and tells it
 when a task ends. `state()` is what the strategy keeps between tasks: its bytes are the
 strategy's kept memory (`kept_bytes`), and the checkpoint stores it.
+
+A strategy is one class: `@register` puts it in STRATEGIES under its `name`, and its `Options`
+(an `options.Options` dataclass) become flags of `lance-ref continual`.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import numpy as np
 
 from ..io import flatten
 from ..nn import layer_activations, pin_batchnorm
+from ..options import Options, check_counts
 from .gpm import check_threshold, extend_memory, project_out
 from .layers import check_patch_rows, head_names, patch_rows, protected_layers
 from .replay import ClassBalancedReservoir
@@ -49,14 +53,26 @@ def task_samples(task, setting: str) -> Samples:
     return Samples(task.train.images, labels, classes, np.full(len(local), task.index))
 
 
+STRATEGIES: dict = {}  # name -> strategy class, filled by @register
+
+
+def register(strategy: type) -> type:
+    """Class decorator: `strategy` becomes `lance-ref continual --strategy <strategy.name>`."""
+    STRATEGIES[strategy.name] = strategy
+    return strategy
+
+
 class Strategy:
     """The hooks of the task loop, each doing nothing: a strategy overrides those it needs
-    (specs/continual.md#strategies)."""
+    (specs/continual.md#strategies). `settings` are the run's benchmark settings (`setting`,
+    `batch_size`, `seed`, `dtype`, `model`), `options` the strategy's own `Options`."""
 
     name = ""
+    Options = Options  # none
 
-    def __init__(self, model, scenario, config):
-        self.model, self.scenario, self.config = model, scenario, config
+    def __init__(self, model, scenario, settings, options: Options | None = None):
+        self.model, self.scenario, self.settings = model, scenario, settings
+        self.options = self.Options() if options is None else options
         self.layer_names, self.head_names = list(protected_layers(model)), head_names(model)
 
     @property
@@ -73,7 +89,7 @@ class Strategy:
         return []
 
     def training_samples(self, task) -> Samples:
-        return task_samples(task, self.config.setting)
+        return task_samples(task, self.settings.setting)
 
     def before_task(self, task, normalize) -> None:
         pass
@@ -85,7 +101,7 @@ class Strategy:
         """The loss of one step: `batch` joined by the samples `replay` draws, plus `penalty`."""
         replayed = self.replay(rng)
         step = batch if replayed is None else Samples.concat([batch, replayed])
-        loss = task_loss(self.model, normalize(step.images), step.labels, step.tasks, self.config.setting)
+        loss = task_loss(self.model, normalize(step.images), step.labels, step.tasks, self.settings.setting)
         penalty = self.penalty(task, normalize)
         return loss if penalty is None else loss + penalty
 
@@ -117,12 +133,14 @@ class Strategy:
         return 0
 
 
+@register
 class Finetune(Strategy):
     """`finetune`: each task trained in turn with nothing to protect the earlier ones."""
 
     name = "finetune"
 
 
+@register
 class Joint(Strategy):
     """`joint`: task t trains on the data of tasks 0..t together (the cumulative upper bound);
     its last task is joint training on everything."""
@@ -130,7 +148,7 @@ class Joint(Strategy):
     name = "joint"
 
     def training_samples(self, task) -> Samples:
-        return Samples.concat([task_samples(t, self.config.setting) for t in self.scenario.tasks[: task.index + 1]])
+        return Samples.concat([task_samples(t, self.settings.setting) for t in self.scenario.tasks[: task.index + 1]])
 
     def kept_bytes(self) -> int:
         """The earlier tasks' raw samples, which joint training keeps (after the last task)."""
@@ -138,22 +156,32 @@ class Joint(Strategy):
         return sum(t.train.images.nbytes + t.train.labels.nbytes for t in kept)
 
 
+@dataclass(frozen=True)
+class ReplayOptions(Options):
+    buffer_size: int = 200  # samples in the replay buffer
+
+    def check(self) -> None:
+        check_counts(self, "buffer_size")
+
+
+@register
 class ExperienceReplay(Strategy):
     """`er`: each minibatch joined by as many samples from a class-balanced reservoir of the
     samples seen so far (specs/continual.md#replay-buffer)."""
 
     name = "er"
+    Options = ReplayOptions
 
-    def __init__(self, model, scenario, config):
-        super().__init__(model, scenario, config)
+    def __init__(self, model, scenario, settings, options=None):
+        super().__init__(model, scenario, settings, options)
         first = scenario.tasks[0].train.images
-        self.buffer = ClassBalancedReservoir(config.buffer_size, first.shape[1:], first.dtype)
+        self.buffer = ClassBalancedReservoir(self.options.buffer_size, first.shape[1:], first.dtype)
 
     def replay(self, rng) -> Samples | None:
         if self.buffer.size == 0:
             return None
         b = self.buffer
-        index = b.sample(self.config.batch_size, rng)
+        index = b.sample(self.settings.batch_size, rng)
         return Samples(b.images[index], b.labels[index], b.classes[index], b.tasks[index])
 
     def after_step(self, batch: Samples, rng) -> None:
@@ -169,6 +197,16 @@ class ExperienceReplay(Strategy):
         self.buffer.load_state(state)
 
 
+@dataclass(frozen=True)
+class EWCOptions(Options):
+    ewc_lambda: float = 100.0  # the penalty's weight lambda
+
+    def check(self) -> None:
+        if not self.ewc_lambda >= 0:
+            raise ValueError(f"ewc_lambda must be >= 0, got {self.ewc_lambda}")
+
+
+@register
 class EWC(Strategy):
     """`ewc` (Kirkpatrick et al., PNAS 2017), online form: after each task the diagonal Fisher
     F += mean over batches of g_b^2 (g_b the gradient of batch b's mean loss) and the anchor
@@ -176,28 +214,27 @@ class EWC(Strategy):
     gradient of (lambda / 2) sum F (theta - theta*)^2."""
 
     name = "ewc"
+    Options = EWCOptions
 
-    def __init__(self, model, scenario, config):
-        super().__init__(model, scenario, config)
-        if not config.ewc_lambda >= 0:
-            raise ValueError(f"ewc_lambda must be >= 0, got {config.ewc_lambda}")
+    def __init__(self, model, scenario, settings, options=None):
+        super().__init__(model, scenario, settings, options)
         self.fisher, self.anchor = {}, {}
 
     def after_backward(self, task) -> None:
         for name, p in self.model.named_parameters():
             if name in self.fisher and p.grad is not None:
-                p.grad += (self.config.ewc_lambda * self.fisher[name] * (p.data - self.anchor[name])).astype(p.grad.dtype)
+                p.grad += (self.options.ewc_lambda * self.fisher[name] * (p.data - self.anchor[name])).astype(p.grad.dtype)
 
     def after_task(self, task, normalize) -> None:
         params = dict(self.model.named_parameters())
         squares = {name: np.zeros_like(p.data, dtype=np.float64) for name, p in params.items()}
-        samples, rng = self.training_samples(task), np.random.default_rng((self.config.seed, task.index, 1))
+        samples, rng = self.training_samples(task), np.random.default_rng((self.settings.seed, task.index, 1))
         batches = 0
         self.model.train()
-        for index in minibatches(len(samples), self.config.batch_size, rng):
+        for index in minibatches(len(samples), self.settings.batch_size, rng):
             batch = samples.take(index)
             self.model.zero_grad()
-            task_loss(self.model, normalize(batch.images), batch.labels, batch.tasks, self.config.setting).backward()
+            task_loss(self.model, normalize(batch.images), batch.labels, batch.tasks, self.settings.setting).backward()
             for name, p in params.items():
                 if p.grad is not None:
                     squares[name] += p.grad.astype(np.float64) ** 2
@@ -214,6 +251,17 @@ class EWC(Strategy):
         self.fisher, self.anchor = dict(state["fisher"]), dict(state["anchor"])
 
 
+@dataclass(frozen=True)
+class GPMOptions(Options):
+    gpm_threshold: float = 0.97  # th_0, the energy share kept after task 0
+    gpm_threshold_step: float = 0.003  # its increase per task
+    representation_samples: int = 125  # training inputs per memory update
+
+    def check(self) -> None:
+        check_threshold(self.gpm_threshold, "gpm_threshold")
+        check_counts(self, "representation_samples")
+
+
 class ProtectedMemory(Mapping):
     """GPM's memory of a model's protected layers (specs/continual.md#gpm), a mapping from layer
     name to an orthonormal basis M of the earlier tasks' input rows, grown after each task from a
@@ -221,10 +269,9 @@ class ProtectedMemory(Mapping):
     model names for the layer) at threshold th_0 + step * t. GPM projects the gradients off it;
     LANCE-CL calibrates its bases in its complement."""
 
-    def __init__(self, model, layers: dict, config):
-        check_threshold(config.gpm_threshold, "gpm_threshold")
+    def __init__(self, model, layers: dict, options: GPMOptions, settings):
         check_patch_rows(layers)
-        self.model, self.names, self.config, self.bases = model, list(layers), config, {}
+        self.model, self.names, self.options, self.settings, self.bases = model, list(layers), options, settings, {}
 
     def __getitem__(self, name: str) -> np.ndarray:
         return self.bases[name]
@@ -236,15 +283,15 @@ class ProtectedMemory(Mapping):
         return len(self.bases)
 
     def threshold(self, task) -> float:
-        return min(1.0, self.config.gpm_threshold + self.config.gpm_threshold_step * task.index)
+        return min(1.0, self.options.gpm_threshold + self.options.gpm_threshold_step * task.index)
 
     def grow(self, task, normalize) -> None:
         """Extend each layer's basis from the inputs of `task` (after the task)."""
-        count = min(self.config.representation_samples, len(task.train))
-        index = np.random.default_rng((self.config.seed, task.index, 2)).choice(len(task.train), count, replace=False)
+        count = min(self.options.representation_samples, len(task.train))
+        index = np.random.default_rng((self.settings.seed, task.index, 2)).choice(len(task.train), count, replace=False)
         layers = {name: self.model.get_submodule(name) for name in self.names}
         images = normalize(task.train.images[np.sort(index)])
-        inputs = layer_activations(self.model, layers, images, **forward_task(task, self.config.setting))
+        inputs = layer_activations(self.model, layers, images, **forward_task(task, self.settings.setting))
         per_layer = getattr(self.model, "representation_samples", {})
         for name, layer in layers.items():
             rows = patch_rows(layer, inputs[name][: per_layer.get(name, count)])
@@ -262,15 +309,17 @@ def grow_protected_memory(strategy, task, normalize) -> None:
     strategy.memory.grow(task, normalize)
 
 
+@register
 class GPM(Strategy):
     """`gpm`: in later tasks each protected layer's gradient is projected off its memory
     (`ProtectedMemory`), which grows after each task, and BatchNorm is frozen."""
 
     name = "gpm"
+    Options = GPMOptions
 
-    def __init__(self, model, scenario, config):
-        super().__init__(model, scenario, config)
-        self.memory = ProtectedMemory(model, self.layers, config)
+    def __init__(self, model, scenario, settings, options=None):
+        super().__init__(model, scenario, settings, options)
+        self.memory = ProtectedMemory(model, self.layers, self.options, settings)
 
     def before_task(self, task, normalize) -> None:
         if task.index > 0:

@@ -21,6 +21,7 @@ from ..binary import check_bits, set_precision
 from ..continual.scenario import check_setting
 from ..continual.layers import head_names
 from ..io import save_json
+from ..options import check_counts, flat_config
 from ..nn import build_model
 from ..tensor import float_dtype
 from .report import pyplot, save_figure
@@ -46,24 +47,11 @@ class BenchmarkSettings:
 
 
 @dataclass
-class ContinualConfig(BenchmarkSettings):
-    """Every choice of a continual-learning run; stored in results.json."""
+class RunSettings(BenchmarkSettings):
+    """A continual run's choices besides its strategy's options."""
 
     strategy: str = "finetune"
     shuffle_classes: bool = True
-    buffer_size: int = 200
-    ewc_lambda: float = 100.0
-    gpm_threshold: float = 0.97
-    gpm_threshold_step: float = 0.003
-    representation_samples: int = 125
-    lance_eps: float = 0.9
-    lightcl_freeze: str = "auto"
-    lightcl_features: str = "auto"
-    lightcl_mask_ratio: float = 0.15
-    lightcl_buffer: int = 15
-    lightcl_beta: float = 2e-4
-    latent_layer: str = "latent"
-    latent_replay_size: int = 200
     forward_bits: int = 8
     backward_bits: int = 16
     weights: str = ""  # a torch state_dict saved as a flat .npz to start from (heads that do not fit stay fresh)
@@ -80,14 +68,20 @@ class ContinualConfig(BenchmarkSettings):
             raise ValueError("binary-cnn has one shared head: it runs class-incremental (setting 'class')")
         check_bits(self.forward_bits, "forward_bits")
         check_bits(self.backward_bits, "backward_bits")
-        for name in ("epochs", "batch_size", "buffer_size", "representation_samples", "lightcl_buffer"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        check_counts(self, "epochs", "batch_size")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.weights and not Path(self.weights).is_file():
             raise FileNotFoundError(f"weights file {self.weights} does not exist")
         float_dtype(self.dtype, "dtype")
+        STRATEGIES[self.strategy].Options.of(self)  # checks the strategy's options
+
+
+ContinualConfig = flat_config(
+    "ContinualConfig", RunSettings, [strategy.Options for strategy in STRATEGIES.values()],
+    "Every choice of a continual-learning run, stored in results.json: `RunSettings` and every "
+    "registered strategy's options (a strategy reads its own).",
+)
 
 
 def build(config: ContinualConfig, scenario):

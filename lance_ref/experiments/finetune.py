@@ -22,13 +22,13 @@ import numpy as np
 
 from .. import random
 from ..checkpoint import load_checkpoint, save_checkpoint
-from ..compress import METHODS, MODE_SETS, CompressedFinetune
-from ..compress.hosvd import check_eps
+from ..compress import METHODS, CompressedFinetune, CompressionOptions
 from ..data import normalize, subset_by_classes
 from ..io import save_json
 from ..nn import FinetuneMethod, Linear, last_layers
 from ..optim import SGD, CosineAnnealingLR
-from ..selection import POLICIES, SelectedFinetune, budget_parameters, conv_neurons
+from ..options import check_counts, flat_config
+from ..selection import POLICIES, SelectedFinetune, SelectionOptions, budget_parameters, conv_neurons, parse_budget
 from ..tensor import float_dtype
 from ..train import fit
 from .report import write_history
@@ -44,17 +44,8 @@ def parse_list(text: str, kind=int) -> list:
 
 
 SELECTION_METHODS = tuple(p for p in POLICIES if p != "full")  # `full` is the compress methods' own
-FINETUNE_METHODS = METHODS + SELECTION_METHODS
-
-
-def parse_budget(text: str):
-    """"0.1" -> a ratio 0.1; "5000" -> a count of 5000 parameters (an integer literal is a count)."""
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    raise ValueError(f"budget must be a ratio like '0.1' or a parameter count like '5000', got {text!r}")
+FAMILIES = {**{m: CompressedFinetune for m in METHODS}, **{p: SelectedFinetune for p in SELECTION_METHODS}}  # method -> its FinetuneMethod
+FINETUNE_METHODS = tuple(FAMILIES)
 
 
 def parse_classes(spec: str) -> list:
@@ -67,19 +58,13 @@ def parse_classes(spec: str) -> list:
 
 
 @dataclass
-class FinetuneConfig(InputSettings):
-    """Every choice of a fine-tuning run; stored in results.json."""
+class FinetuneSettings(InputSettings):
+    """A fine-tuning run's choices besides its method family's options."""
 
     model: str = "small-cnn"
     dataset: str = "mnist5k"
     method: str = "lance"
     last_n: int = 2
-    eps: float = 0.9
-    modes: str = "all"
-    compress_classifier: bool = False
-    budget: str = "0.1"
-    velocity_samples: int = 10
-    velocity_momentum: float = 0.5
     source_classes: str = "0-4"
     target_classes: str = "5-9"
     pretrain_epochs: int = 6
@@ -88,7 +73,6 @@ class FinetuneConfig(InputSettings):
     lr: float = 0.05
     momentum: float = 0.0
     clip: float = 2.0
-    calibration_batches: int = 100
     seed: int = 0
     dtype: str = "float32"
     checkpoint: str = ""
@@ -96,18 +80,10 @@ class FinetuneConfig(InputSettings):
     def check(self) -> None:
         if self.method not in FINETUNE_METHODS:
             raise ValueError(f"method must be one of {FINETUNE_METHODS}, got {self.method!r}")
-        if self.method in SELECTION_METHODS:
-            parse_budget(self.budget)
-            if self.velocity_samples < 1:
-                raise ValueError(f"velocity_samples must be >= 1 (the velocity set cannot be empty), got {self.velocity_samples}")
-            if self.momentum != 0:
-                raise ValueError(f"momentum must be 0 for method {self.method!r}: a momentum buffer would move frozen channels")
-        if self.modes not in MODE_SETS:
-            raise ValueError(f"modes must be one of {MODE_SETS}, got {self.modes!r}")
-        check_eps(self.eps)
-        for name in ("epochs", "batch_size", "calibration_batches"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        FAMILIES[self.method].Options.of(self)  # checks the method family's options
+        if self.method in SELECTION_METHODS and self.momentum != 0:
+            raise ValueError(f"momentum must be 0 for method {self.method!r}: a momentum buffer would move frozen channels")
+        check_counts(self, "epochs", "batch_size")
         if self.checkpoint and self.weights:
             raise ValueError("give the source model as checkpoint or as weights, not both")
         self.check_inputs()
@@ -117,6 +93,13 @@ class FinetuneConfig(InputSettings):
         source, target = parse_classes(self.source_classes), parse_classes(self.target_classes)
         if set(source) & set(target):
             raise ValueError(f"source and target classes overlap: {sorted(set(source) & set(target))}")
+
+
+FinetuneConfig = flat_config(
+    "FinetuneConfig", FinetuneSettings, [CompressionOptions, SelectionOptions],
+    "Every choice of a fine-tuning run, stored in results.json: `FinetuneSettings` and the options of "
+    "both method families (compression, selection); a method reads its family's.",
+)
 
 
 def train_source(config: FinetuneConfig, model, source, source_test, out: Path, show: bool) -> None:
@@ -149,18 +132,19 @@ def finetune_method(config: FinetuneConfig, model, target, dtype) -> FinetuneMet
     """The fine-tuning method of `config.method` for `model`, checked before any training: a
     selection policy's budget against the last convs, and its velocity set drawn (seeded) from
     the target training images; or a compression method."""
-    if config.method not in SELECTION_METHODS:
-        return CompressedFinetune(config.method, config.last_n, config.eps, config.modes, config.compress_classifier,
-                                  config.calibration_batches)
+    family = FAMILIES[config.method]
+    options = family.Options.of(config)
+    if family is CompressedFinetune:
+        return CompressedFinetune(config.method, config.last_n, options)
     convs = {name: model.get_submodule(name) for name in last_layers(model, config.last_n)[:-1]}
-    budget = parse_budget(config.budget)
+    budget = parse_budget(options.budget)
     budget_parameters(budget, np.concatenate(list(conv_neurons(convs).values())))
-    if config.velocity_samples > len(target):
-        raise ValueError(f"velocity_samples ({config.velocity_samples}) exceeds the target training images ({len(target)})")
+    if options.velocity_samples > len(target):
+        raise ValueError(f"velocity_samples ({options.velocity_samples}) exceeds the target training images ({len(target)})")
     rng = np.random.default_rng([config.seed, 2])
-    index = np.sort(rng.choice(len(target), config.velocity_samples, replace=False))
+    index = np.sort(rng.choice(len(target), options.velocity_samples, replace=False))
     velocity_images = normalize(target.images[index], target.mean, target.std, dtype)
-    return SelectedFinetune(config.method, config.last_n, budget, velocity_images, rng, config.velocity_momentum)
+    return SelectedFinetune(config.method, config.last_n, budget, velocity_images, rng, options.velocity_momentum)
 
 
 def run(config: FinetuneConfig, out: str | Path, show: bool = True) -> dict:

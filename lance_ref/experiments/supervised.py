@@ -15,6 +15,7 @@ from ..io import save_json
 from ..nn import Linear, build_model
 from ..nn.zoo import MobileNetV2
 from ..optim import SGD, CosineAnnealingLR
+from ..options import check_counts
 from ..tensor import float_dtype
 from ..train import fit
 from .report import write_history
@@ -78,9 +79,7 @@ class TrainConfig(InputSettings):
         self.check_inputs()
         if self.crop_padding < 0:
             raise ValueError(f"crop_padding must be >= 0, got {self.crop_padding}")
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        check_counts(self, "epochs", "batch_size")
         float_dtype(self.dtype, "dtype")
 
 

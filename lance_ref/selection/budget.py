@@ -26,6 +26,16 @@ def conv_neurons(layers: dict) -> dict:
     return costs
 
 
+def parse_budget(text: str):
+    """"0.1" -> a ratio 0.1; "5000" -> a count of 5000 parameters (an integer literal is a count)."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    raise ValueError(f"budget must be a ratio like '0.1' or a parameter count like '5000', got {text!r}")
+
+
 def budget_parameters(budget, costs: np.ndarray) -> int:
     """The budget in parameters: a ratio in (0, 1] of all conv parameters, or an int count; it
     must afford the cheapest neuron and not exceed the total."""

@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..nn import FinetuneMethod, fine_tune_last, layer_activations
-from .budget import POLICIES, budget_parameters, conv_neurons, select
+from ..options import Options
+from .budget import POLICIES, budget_parameters, conv_neurons, parse_budget, select
 from .layers import SelectiveConv2d
 from .velocity import VelocityTracker
 
@@ -49,11 +52,27 @@ class NeuronSelector:
         return dict(updated_parameters=int(self.costs[mask].sum()))
 
 
+@dataclass(frozen=True)
+class SelectionOptions(Options):
+    """The selection policies' options in `lance-ref finetune`."""
+
+    budget: str = "0.1"  # a ratio of the fine-tuned convs' parameters ("0.1") or a count ("5000")
+    velocity_samples: int = 10  # target training images whose outputs give NEq's velocity
+    velocity_momentum: float = 0.5  # NEq's velocity momentum
+
+    def check(self) -> None:
+        parse_budget(self.budget)
+        if self.velocity_samples < 1:
+            raise ValueError(f"velocity_samples must be >= 1 (the velocity set cannot be empty), got {self.velocity_samples}")
+
+
 class SelectedFinetune(FinetuneMethod):
     """The selection policies as fine-tuning methods: the last `last_n` convs become
     `SelectiveConv2d` (the classifier trains whole), a `NeuronSelector` sets their masks before
-    each epoch, and the budget and the most parameters updated in an epoch are the figures
-    (specs/selection.md)."""
+    each epoch under `budget` (parsed), and the budget and the most parameters updated in an
+    epoch are the figures (specs/selection.md)."""
+
+    Options = SelectionOptions
 
     def __init__(self, policy: str, last_n: int, budget, velocity_images, rng, momentum: float):
         self.policy, self.last_n, self.budget = policy, last_n, budget
