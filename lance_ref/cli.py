@@ -28,11 +28,11 @@ def _summary(results: dict) -> str:
     config, peak = results["config"], _mib(results["peak_step_bytes"])
     if results["command"] == "continual":
         return (
-            f"{config['strategy']} on {config['benchmark']} ({config['setting']}-incremental): ACC {results['acc']:.4f}, "
-            f"BWT {results['bwt']:+.4f}; activation bytes per step {results['activation_bytes']:,}, "
-            f"strategy bytes {results['strategy_bytes']:,}, measured step peak {peak}"
+            f"{config['strategy']} on {config['benchmark']} ({config['setting']}-incremental): ACC {results['acc']:.2f}%, "
+            f"BWT {results['bwt']:+.2f} points; activation bytes per step {results['activation_bytes']:,}, "
+            f"strategy bytes {results['strategy_bytes']:,} (replay bytes {results['replay_bytes']:,}), measured step peak {peak}"
         )
-    line = f"{config['model']} on {config['dataset']}: test accuracy {results['test_accuracy']:.4f}"
+    line = f"{config['model']} on {config['dataset']}: test accuracy {results['test_accuracy']:.2f}%"
     if results["command"] == "finetune" and results["budget"] is not None:
         line += (
             f" ({config['method']}, last {config['last_n']} conv layers); at most {results['updated_parameters']:,} of "

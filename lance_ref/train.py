@@ -12,7 +12,7 @@ from . import memory
 from .autograd import no_grad
 from .nn import eval_mode
 from .optim import clip_grad_norm_
-from .progress import Progress
+from .progress import Progress, duration
 from .tensor import Tensor
 
 
@@ -52,13 +52,19 @@ def train_step(model, optimizer, x, y, clip_grad_norm: float | None = None, keep
 
 
 def train_epoch(model, optimizer, loader, clip_grad_norm: float | None = None, label: str = "", show: bool = True,
-                measure_at: int | None = None) -> EpochResult:
+                measure_at: int | None = None, summary=None) -> EpochResult:
     """One pass over `loader` with cross-entropy loss; the first step's graph goes to the ledger,
-    and step `measure_at` (counted from 0), if given, is measured (specs/memory.md#measured-peak)."""
+    and step `measure_at` (counted from 0), if given, is measured (specs/memory.md#measured-peak).
+    `summary()`, if given, runs after the pass (not timed) and returns figures for the bar's last line."""
     model.train()
     start, ledger, backward_seconds, peak = time.perf_counter(), None, 0.0, None
-    total_loss, correct, seen = 0.0, 0, 0
-    bar = Progress(loader, label=label, enabled=show)
+    total_loss, correct, seen, ended = 0.0, 0, 0, []
+
+    def finish() -> dict:
+        ended.append(time.perf_counter())
+        return summary() if summary is not None else {}
+
+    bar = Progress(loader, label=label, enabled=show, summary=finish)
     for index, (x, y) in enumerate(bar):
         optimizer.zero_grad()
 
@@ -74,8 +80,13 @@ def train_epoch(model, optimizer, loader, clip_grad_norm: float | None = None, l
         total_loss += result.loss * len(y)
         correct += int((result.logits.argmax(axis=1) == y).sum())
         seen += len(y)
-        bar.set(loss=total_loss / seen, acc=correct / seen)
-    return EpochResult(total_loss / seen, correct / seen, time.perf_counter() - start, backward_seconds, ledger, peak)
+        bar.set(loss=total_loss / seen, train=percent(correct / seen))
+    return EpochResult(total_loss / seen, correct / seen, ended[0] - start, backward_seconds, ledger, peak)
+
+
+def percent(share: float) -> str:
+    """0.9876 -> "98.76%" (the console's and the README's unit for accuracies)."""
+    return f"{100 * share:.2f}%"
 
 
 @dataclass
@@ -90,24 +101,31 @@ class FitResult:
 
 
 def fit(model, optimizer, loader, test_images, test_labels, epochs: int, schedule=None,
-        clip_grad_norm: float | None = None, show: bool = True, before_epoch=None) -> FitResult:
+        clip_grad_norm: float | None = None, show: bool = True, before_epoch=None, label: str = "train") -> FitResult:
     """Train for `epochs`, testing after each. The first step's graph goes to the ledger and the
     second step (after the first as warm-up) is measured. `before_epoch(epoch)`, if given, runs
-    before each epoch and may return a dict of figures for that epoch's history row."""
-    history, first_ledger, peak = [], None, None
+    before each epoch and may return a dict of figures for that epoch's history row. Accuracies
+    in the history are in percent; `label` names the phase on the progress bar."""
+    history, first_ledger, peak, started = [], None, None, time.perf_counter()
     for epoch in range(1, epochs + 1):
         figures = before_epoch(epoch) if before_epoch is not None else None
         measure_at = None if peak is not None else (1 if epoch == 1 else 0)
-        result = train_epoch(model, optimizer, loader, clip_grad_norm, label=f"epoch {epoch}/{epochs}", show=show,
-                             measure_at=measure_at)
+        tested = []
+
+        def summary() -> dict:
+            tested.append(accuracy(model, test_images, test_labels))
+            left = (time.perf_counter() - started) / epoch * (epochs - epoch)
+            return dict(test=percent(tested[0]), **({"left": duration(left)} if epoch < epochs else {}))
+
+        result = train_epoch(model, optimizer, loader, clip_grad_norm, label=f"{label} epoch {epoch}/{epochs}", show=show,
+                             measure_at=measure_at, summary=summary)
         if schedule is not None:
             schedule.step()
         first_ledger = first_ledger or result.ledger
         peak = peak or result.peak_step_bytes
         history.append(
-            dict(epoch=epoch, loss=result.loss, train_accuracy=result.accuracy,
-                 test_accuracy=accuracy(model, test_images, test_labels), seconds=result.seconds,
-                 backward_seconds=result.backward_seconds, steps=len(loader), **(figures or {}))
+            dict(epoch=epoch, loss=result.loss, train_accuracy=100 * result.accuracy, test_accuracy=100 * tested[0],
+                 seconds=result.seconds, backward_seconds=result.backward_seconds, steps=len(loader), **(figures or {}))
         )
     return FitResult(history, first_ledger, peak, memory.persistent_bytes(model, optimizer))
 

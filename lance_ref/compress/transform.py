@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from ..autograd import no_grad
 from ..nn import FinetuneMethod, Module, eval_mode, fine_tune_last
 from ..options import Options, check_counts
+from ..progress import Progress
 from ..tensor import Tensor
 from .calibration import MODE_SETS
 from .hosvd import check_eps
@@ -33,9 +34,11 @@ def lance_layers(model: Module) -> list:
     return [(n, m) for n, m in model.named_modules() if isinstance(getattr(m, "compressor", None), Lance)]
 
 
-def calibrate(model: Module, batches, **forward_options) -> float:
+def calibrate(model: Module, batches, *, show: bool = False, total: int | None = None, label: str = "calibrate",
+              **forward_options) -> float:
     """Fix the LANCE bases of every `lance` layer from `batches` (already normalised arrays),
-    forwarded in eval mode without gradients; returns the seconds it took (specs/hosvd.md#calibration)."""
+    forwarded in eval mode without gradients; returns the seconds it took (specs/hosvd.md#calibration).
+    With `show`, a progress bar `label` over the `total` batches."""
     layers = lance_layers(model)
     if not layers:
         raise ValueError("the model has no layer with method 'lance' to calibrate")
@@ -43,7 +46,7 @@ def calibrate(model: Module, batches, **forward_options) -> float:
     for _, layer in layers:
         layer.compressor.start_calibration()
     with eval_mode(model), no_grad():
-        for x in batches:
+        for x in Progress(batches, total, label=label, enabled=show):
             model(Tensor(x), **forward_options)
     for _, layer in layers:
         layer.compressor.finish_calibration()
@@ -80,10 +83,11 @@ class CompressedFinetune(FinetuneMethod):
         o = self.options
         return prepare_finetune(model, self.last_n, self.method, o.eps, o.modes, o.compress_classifier)
 
-    def before_training(self, model, loader) -> float:
+    def before_training(self, model, loader, show: bool = False) -> float:
         if self.method != "lance":
             return 0.0
-        return calibrate(model, (x for _, (x, _) in zip(range(self.options.calibration_batches), loader)))
+        count = min(self.options.calibration_batches, len(loader))
+        return calibrate(model, (x for _, (x, _) in zip(range(count), loader)), show=show, total=count)
 
     def figures(self, model, names: list, history: list, conv_parameters: int) -> dict:
         """Full backprop's activation bytes, ranks and FLOPs per layer; every conv parameter updates."""

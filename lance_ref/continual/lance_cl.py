@@ -104,8 +104,10 @@ class LanceCL(Strategy):
             head.requires_grad_(name == current)
         samples = self.training_samples(task)
         rng = np.random.default_rng((self.settings.seed, task.index, 3))
-        batches = (normalize(samples.images[i]) for i in minibatches(len(samples), self.settings.batch_size, rng))
-        calibrate(self.model, batches, **forward_task(task, self.settings.setting))
+        order = minibatches(len(samples), self.settings.batch_size, rng)
+        batches = (normalize(samples.images[i]) for i in order)
+        calibrate(self.model, batches, show=self.show, total=len(order), label=f"task {task.index + 1} calibrate",
+                  **forward_task(task, self.settings.setting))
         for layer in self.layers.values():
             if layer.compressor.factors[-1].shape[1] == 0:  # P spans every direction: nothing to learn
                 layer.freeze()

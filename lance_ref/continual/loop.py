@@ -17,7 +17,8 @@ from .. import memory, random
 from ..data import normalize as normalize_images
 from ..io import flatten, load_npz, save_npz, unflatten
 from ..optim import SGD
-from ..progress import Progress
+from ..progress import Progress, duration
+from ..train import percent
 from .steps import evaluate, minibatches
 
 CHECKPOINT = "checkpoint.npz"
@@ -42,10 +43,14 @@ def train_task(model, strategy, task, config, normalize, show: bool) -> TaskResu
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = SGD(trainable, lr=config.lr)
     samples, ledger, peak, steps = strategy.training_samples(task), None, None, 0
+
+    def tested() -> dict:  # the task's test accuracy for the bar (its own stream: no other draw moves)
+        return dict(test=percent(evaluate(model, [task], config.setting, normalize, np.random.default_rng((config.seed, task.index, 6)))[0]))
+
     model.train()
     for epoch in range(1, config.epochs + 1):
-        label = f"task {task.index + 1}/{len(strategy.scenario.tasks)} epoch {epoch}/{config.epochs}"
-        bar = Progress(minibatches(len(samples), config.batch_size, rng), label=label, enabled=show)
+        label = f"{task_label(task, strategy.scenario)} epoch {epoch}/{config.epochs}"
+        bar = Progress(minibatches(len(samples), config.batch_size, rng), label=label, enabled=show, summary=tested if show else None)
         for index in bar:
             batch = samples.take(index)
             optimizer.zero_grad()
@@ -69,6 +74,17 @@ def train_task(model, strategy, task, config, normalize, show: bool) -> TaskResu
     strategy.after_task(task, normalize)
     persistent = memory.persistent_bytes(model, optimizer) + strategy.kept_bytes()
     return TaskResult(ledger, sum(p.data.size for p in trainable), peak, persistent)
+
+
+def accuracy_row(matrix: np.ndarray, t: int, count: int) -> str:
+    """Row t of the accuracy matrix as the console shows it, in percent."""
+    row = " ".join(f"{100 * a:.2f}" for a in matrix[t, : t + 1])
+    return f"after task {t + 1}/{count}: test accuracy per task (%) {row}"
+
+
+def task_label(task, scenario) -> str:
+    """"task 2/5": tasks counted from 1, as the console and the plots show them."""
+    return f"task {task.index + 1}/{len(scenario.tasks)}"
 
 
 def normalizer(scenario, dtype):
@@ -109,13 +125,17 @@ def run_tasks(model, scenario, strategy, config, out: Path, show: bool = True, r
         trainable_parameters=np.zeros(count, dtype=np.int64),
         peak_step_bytes=np.zeros(count, dtype=np.int64), persistent_bytes=np.zeros(count, dtype=np.int64),
     )
-    start = 0
+    start, matrix = 0, progress["accuracy_matrix"]
     if resume and (out / CHECKPOINT).exists():
         saved = load_progress(out / CHECKPOINT, model, strategy)
         start = int(saved.pop("next_task"))
         progress.update(saved)  # figures absent from older checkpoints keep their zeros
-    matrix = progress["accuracy_matrix"]
-    names = strategy.weight_layer_names()
+        matrix = progress["accuracy_matrix"]
+        if show:
+            print(f"resumed from {out / CHECKPOINT}: tasks 1-{start} done, continuing with task {start + 1}/{count}")
+            for t in range(start):
+                print(accuracy_row(matrix, t, count))
+    names, strategy.show, began_run = strategy.weight_layer_names(), show, time.perf_counter()
     for task in scenario.tasks[start:]:
         began = time.perf_counter()
         trained = train_task(model, strategy, task, config, normalize, show)
@@ -128,7 +148,7 @@ def run_tasks(model, scenario, strategy, config, out: Path, show: bool = True, r
         rng = np.random.default_rng((config.seed, task.index, 4))
         matrix[task.index, : task.index + 1] = evaluate(model, seen, config.setting, normalize, rng)
         if show:
-            row = " ".join(f"{a:.3f}" for a in matrix[task.index, : task.index + 1])
-            print(f"after task {task.index + 1}/{count}: accuracy per task {row}")
+            left = (time.perf_counter() - began_run) / (task.index + 1 - start) * (count - task.index - 1)
+            print(accuracy_row(matrix, task.index, count) + (f" ({duration(left)} left)" if task.index + 1 < count else ""))
         save_progress(out / CHECKPOINT, model, strategy, dict(next_task=task.index + 1, **progress))
     return progress

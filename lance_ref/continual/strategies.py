@@ -19,6 +19,7 @@ import numpy as np
 from ..io import flatten
 from ..nn import layer_activations, pin_batchnorm
 from ..options import Options, check_counts
+from ..progress import Progress
 from .gpm import check_threshold, extend_memory, project_out
 from .layers import check_patch_rows, head_names, patch_rows, protected_layers
 from .replay import ClassBalancedReservoir
@@ -69,6 +70,7 @@ class Strategy:
 
     name = ""
     Options = Options  # none
+    show = False  # set by the task loop: long hooks draw a progress bar
 
     def __init__(self, model, scenario, settings, options: Options | None = None):
         self.model, self.scenario, self.settings = model, scenario, settings
@@ -285,15 +287,16 @@ class ProtectedMemory(Mapping):
     def threshold(self, task) -> float:
         return min(1.0, self.options.gpm_threshold + self.options.gpm_threshold_step * task.index)
 
-    def grow(self, task, normalize) -> None:
-        """Extend each layer's basis from the inputs of `task` (after the task)."""
+    def grow(self, task, normalize, show: bool = False) -> None:
+        """Extend each layer's basis from the inputs of `task` (after the task); with `show`, a
+        progress bar over the layers."""
         count = min(self.options.representation_samples, len(task.train))
         index = np.random.default_rng((self.settings.seed, task.index, 2)).choice(len(task.train), count, replace=False)
         layers = {name: self.model.get_submodule(name) for name in self.names}
         images = normalize(task.train.images[np.sort(index)])
         inputs = layer_activations(self.model, layers, images, **forward_task(task, self.settings.setting))
         per_layer = getattr(self.model, "representation_samples", {})
-        for name, layer in layers.items():
+        for name, layer in Progress(layers.items(), len(layers), label=f"task {task.index + 1} memory update", enabled=show):
             rows = patch_rows(layer, inputs[name][: per_layer.get(name, count)])
             self.bases[name] = extend_memory(self.bases.get(name), rows.T, self.threshold(task))
 
@@ -306,7 +309,7 @@ class ProtectedMemory(Mapping):
 
 def grow_protected_memory(strategy, task, normalize) -> None:
     """The `after_task` hook of the strategies that keep a `ProtectedMemory` (GPM, LANCE-CL)."""
-    strategy.memory.grow(task, normalize)
+    strategy.memory.grow(task, normalize, strategy.show)
 
 
 @register

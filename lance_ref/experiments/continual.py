@@ -97,18 +97,23 @@ def build(config: ContinualConfig, scenario):
     return model
 
 
-def plot_matrix(matrix: np.ndarray, title: str, path: Path) -> None:
+def plot_matrix(percent: np.ndarray, title: str, path: Path) -> None:
+    """The accuracy matrix (in percent) as a heatmap, tasks numbered from 1 as the console does."""
     plt = pyplot()
     if plt is None:
         return
-    shown = np.where(np.tril(np.ones_like(matrix, dtype=bool)), matrix, np.nan)
-    figure, axes = plt.subplots(figsize=(4.5, 4))
-    image = axes.imshow(shown, vmin=0, vmax=1, cmap="viridis")
+    count = len(percent)
+    shown = np.where(np.tril(np.ones_like(percent, dtype=bool)), percent, np.nan)
+    figure, axes = plt.subplots(figsize=(5, 4.4))
+    image = axes.imshow(shown, vmin=0, vmax=100, cmap="viridis")
     for (i, j), value in np.ndenumerate(shown):
         if np.isfinite(value):
-            axes.text(j, i, f"{100 * value:.0f}", ha="center", va="center", color="w" if value < 0.6 else "k", fontsize=8)
-    axes.set(xlabel="evaluated task", ylabel="after training task", title=title)
-    figure.colorbar(image)
+            axes.text(j, i, f"{value:.0f}", ha="center", va="center", color="w" if value < 60 else "k", fontsize=8)
+    ticks, labels = range(count), [str(t + 1) for t in range(count)]
+    axes.set(xticks=ticks, xticklabels=labels, yticks=ticks, yticklabels=labels, xlabel="task tested",
+             ylabel="after learning task")
+    axes.set_title(title, fontsize=9, wrap=True)
+    figure.colorbar(image, label="test accuracy (%)")
     figure.tight_layout()
     save_figure(figure, path)
 
@@ -131,10 +136,10 @@ def run(config: ContinualConfig, out: str | Path, show: bool = True) -> dict:
         config=asdict(config),
         class_order=list(scenario.class_order),
         tasks=[list(t.classes) for t in scenario.tasks],
-        accuracy_matrix=ragged(matrix),
-        acc=average_accuracy(matrix),
-        bwt=backward_transfer(matrix),
-        forgetting=forgetting(matrix),
+        accuracy_matrix=ragged(matrix, 100),
+        acc=100 * average_accuracy(matrix),
+        bwt=100 * backward_transfer(matrix),
+        forgetting=[100 * f for f in forgetting(matrix)],
         activation_bytes=int(outcome["activation_bytes"][later:, 0].max()),
         activation_bytes_all_ops=int(outcome["activation_bytes"][later:, 1].max()),
         activation_bytes_by_task=outcome["activation_bytes"][:, 0].tolist(),
@@ -150,5 +155,6 @@ def run(config: ContinualConfig, out: str | Path, show: bool = True) -> dict:
         task_seconds=outcome["task_seconds"].tolist(),
     )
     save_json(out / "results.json", results)
-    plot_matrix(matrix, f"{config.strategy} on {config.benchmark} ({config.setting}-incremental)", out / "accuracy_matrix.png")
+    title = f"{config.strategy} on {config.benchmark}, {config.model}\n{config.setting}-incremental, seed {config.seed}"
+    plot_matrix(100 * matrix, title, out / "accuracy_matrix.png")
     return results

@@ -29,11 +29,11 @@ class ContinualSweepConfig:
 
 
 def format_table(summary: list) -> str:
-    lines = [f"{'strategy':<21}{'seeds':>6}{'ACC':>8}{'+-':>7}{'BWT':>8}{'act. KiB/step':>15}{'strategy KiB':>14}{'replay KiB':>12}"
+    lines = [f"{'strategy':<21}{'seeds':>6}{'ACC %':>8}{'+-':>7}{'BWT pts':>8}{'act. KiB/step':>15}{'strategy KiB':>14}{'replay KiB':>12}"
              f"{'peak MiB':>10}{'s/task':>8}"]
     for s in summary:
         lines.append(
-            f"{s['strategy']:<21}{s['seeds']:>6}{s['acc']:>8.4f}{s['acc_std']:>7.4f}{s['bwt']:>+8.4f}"
+            f"{s['strategy']:<21}{s['seeds']:>6}{s['acc']:>8.2f}{s['acc_std']:>7.2f}{s['bwt']:>+8.2f}"
             f"{s['activation_bytes'] / 1024:>15.1f}{s['strategy_bytes'] / 1024:>14.1f}{s['replay_bytes'] / 1024:>12.1f}"
             f"{s['peak_step_bytes'] / 2**20:>10.1f}{s['task_seconds']:>8.1f}"
         )
@@ -55,7 +55,7 @@ def run(config: ContinualSweepConfig, out: str | Path, show: bool = True) -> dic
             rows.append(dict(seed=seed, strategy=strategy, task_seconds=float(np.mean(result["task_seconds"])),
                              **{k: result[k] for k in COLUMNS}))
             if show:
-                print(f"seed {seed} {strategy:<9} ACC {result['acc']:.4f} BWT {result['bwt']:+.4f}", flush=True)
+                print(f"seed {seed} {strategy:<9} ACC {result['acc']:.2f}% BWT {result['bwt']:+.2f} points", flush=True)
     summary = summarise(rows, ("strategy",), (*COLUMNS, "task_seconds"), "acc")
     results = dict(command="continual-sweep", config=asdict(config), runs=rows, summary=summary, table=format_table(summary))
     save_json(out / "results.json", results)

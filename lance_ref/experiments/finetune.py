@@ -117,6 +117,7 @@ def train_source(config: FinetuneConfig, model, source, source_test, out: Path, 
         model, optimizer, make_loader(source, config.batch_size, config.seed, dtype, crop_padding=2),
         normalize(source_test.images, source.mean, source.std, dtype), source_test.labels,
         config.pretrain_epochs, CosineAnnealingLR(optimizer, T_max=config.pretrain_epochs), show=show,
+        label=f"pretrain {config.source_classes}",
     )
     save_checkpoint(out / "source_model.npz", model, meta=dict(classes=config.source_classes, seed=config.seed))
 
@@ -165,14 +166,14 @@ def run(config: FinetuneConfig, out: str | Path, show: bool = True) -> dict:
     # A fixed batch-mode basis needs full batches, so every method drops the last partial one.
     loader = make_loader(target, config.batch_size, config.seed, dtype, drop_last=True)
     names = method.prepare(model)
-    calibration_seconds = method.before_training(model, loader)
+    calibration_seconds = method.before_training(model, loader, show)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = SGD(trainable, lr=config.lr, momentum=config.momentum)
     start = time.perf_counter()
     fitted = fit(
         model, optimizer, loader, normalize(target_test.images, target.mean, target.std, dtype), target_test.labels,
         config.epochs, CosineAnnealingLR(optimizer, T_max=config.epochs), clip_grad_norm=config.clip, show=show,
-        before_epoch=method.before_epoch,
+        before_epoch=method.before_epoch, label=f"fine-tune {config.target_classes}",
     )
     history, ledger = fitted.history, fitted.ledger
     conv_parameters = int(sum(p.data.size for name in names[:-1] for p in model.get_submodule(name).parameters()))
@@ -195,5 +196,6 @@ def run(config: FinetuneConfig, out: str | Path, show: bool = True) -> dict:
         epochs=history,
     )
     save_json(out / "results.json", results)
-    write_history(out, history)
+    write_history(out, history, f"{config.method} fine-tuning of {config.model}'s last {config.last_n} convs on {config.dataset} "
+                                f"classes {config.target_classes}, seed {config.seed}")
     return results

@@ -1,10 +1,11 @@
 """`lance-ref lightcl-analysis`: the layer-wise analysis that motivates LightCL's freezing point
 (specs/continual.md#layer-wise-analysis).
 
-A model learns task 0 of a benchmark. From that state, task 1 is learned once with every layer
-training, and once per weight layer l with every parameter up to l frozen. Per layer:
-- plasticity: task 1's accuracy with the layers up to l frozen, relative to training everything;
-- stability: linear CKA of l's outputs on task 0's test images, before and after learning task 1
+A model learns task 1 of a benchmark (tasks counted from 1, as the console shows them). From
+that state, task 2 is learned once with every layer training, and once per weight layer l with
+every parameter up to l frozen. Per layer:
+- plasticity: task 2's test accuracy (%) with the layers up to l frozen, relative to training everything;
+- stability: linear CKA of l's outputs on task 1's test images, before and after learning task 2
   with every layer training.
 """
 
@@ -32,10 +33,10 @@ class AnalysisConfig(BenchmarkSettings):
 
 
 def format_table(rows: list) -> str:
-    lines = [f"{'frozen up to':<16}{'task-1 accuracy':>16}{'plasticity':>12}{'stability (CKA)':>17}"]
+    lines = [f"{'frozen up to':<16}{'task-2 accuracy %':>18}{'plasticity':>12}{'stability (CKA)':>17}"]
     for r in rows:
         stability = "" if r["stability"] is None else f"{r['stability']:.4f}"
-        lines.append(f"{r['layer']:<16}{r['accuracy']:>16.4f}{r['plasticity']:>12.4f}{stability:>17}")
+        lines.append(f"{r['layer']:<16}{r['accuracy']:>18.2f}{r['plasticity']:>12.4f}{stability:>17}")
     return "\n".join(lines)
 
 
@@ -53,7 +54,7 @@ def run(config: AnalysisConfig, out: str | Path, show: bool = True) -> dict:
 
     def learn_new_task(model) -> float:
         train_task(model, Finetune(model, scenario, settings), new, settings, normalize, show)
-        return evaluate(model, [new], config.setting, normalize, np.random.default_rng((config.seed, 1, 4)))[0]
+        return 100 * evaluate(model, [new], config.setting, normalize, np.random.default_rng((config.seed, 1, 4)))[0]
 
     model = build(settings, scenario)
     train_task(model, Finetune(model, scenario, settings), old, settings, normalize, show)
@@ -72,7 +73,7 @@ def run(config: AnalysisConfig, out: str | Path, show: bool = True) -> dict:
         accuracy = learn_new_task(model)
         rows.append(dict(layer=layer, accuracy=accuracy, plasticity=accuracy / everything, stability=linear_cka(before[layer], after[layer])))
         if show:
-            print(f"frozen up to {layer}: task-1 accuracy {accuracy:.4f}", flush=True)
+            print(f"frozen up to {layer}: task-2 test accuracy {accuracy:.2f}%", flush=True)
     results = dict(command="lightcl-analysis", config=asdict(config), tasks=[list(old.classes), list(new.classes)], rows=rows, table=format_table(rows))
     save_json(out / "results.json", results)
     return results

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
+import sys
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -24,14 +26,17 @@ def summarise(rows: list, keys: tuple, columns: tuple, spread: str) -> list:
     ]
 
 
+@cache
 def pyplot():
-    """matplotlib.pyplot on the file-only Agg backend, or None without the `plot` extra."""
+    """matplotlib.pyplot on the file-only Agg backend, or None without the `plot` extra (said
+    once, on stderr)."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
+        print("note: plots skipped, matplotlib is not installed (pip install 'lance-ref[plot]' to get them)", file=sys.stderr)
         return None
     return plt
 
@@ -44,8 +49,8 @@ def save_figure(figure, path: Path) -> None:
     save_bytes(path, image.getvalue())
 
 
-def write_history(out: Path, history: list[dict]) -> None:
-    """`history.csv` (one row per epoch) and, if matplotlib is installed, `curves.png`."""
+def write_history(out: Path, history: list[dict], title: str) -> None:
+    """`history.csv` (one row per epoch) and, if matplotlib is installed, `curves.png` under `title`."""
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=list(history[0]))
     writer.writeheader()
@@ -60,7 +65,8 @@ def write_history(out: Path, history: list[dict]) -> None:
     left.set(xlabel="epoch", ylabel="training loss")
     for key in ("train_accuracy", "test_accuracy"):
         right.plot(epochs, [row[key] for row in history], marker="o", label=key.replace("_", " "))
-    right.set(xlabel="epoch", ylabel="accuracy")
+    right.set(xlabel="epoch", ylabel="accuracy (%)")
     right.legend()
+    figure.suptitle(title, fontsize=9)
     figure.tight_layout()
     save_figure(figure, out / "curves.png")

@@ -58,14 +58,14 @@ def compare(rows: list, first: str = "neq", second: str = "random") -> list:
 
 def format_table(summary: list, comparisons: list) -> str:
     full = next(s for s in summary if s["method"] == "full")
-    lines = [f"{'method':<8}{'budget':>7}{'seeds':>6}{'accuracy':>10}{'+-':>7}{'updated':>9}{'backward s':>12}{'vs full':>9}"]
+    lines = [f"{'method':<8}{'budget':>7}{'seeds':>6}{'accuracy %':>12}{'+-':>7}{'updated':>9}{'backward s':>12}{'vs full':>9}"]
     for s in summary:
         lines.append(
-            f"{s['method']:<8}{s['budget']:>7}{s['seeds']:>6}{s['test_accuracy']:>10.4f}{s['test_accuracy_std']:>7.4f}"
+            f"{s['method']:<8}{s['budget']:>7}{s['seeds']:>6}{s['test_accuracy']:>12.2f}{s['test_accuracy_std']:>7.2f}"
             f"{s['updated_parameters']:>9.0f}{s['backward_seconds']:>12.2f}{full['backward_seconds'] / s['backward_seconds']:>8.2f}x"
         )
     for c in comparisons:
-        lines.append(f"neq - random at budget {c['budget']}: {100 * c['difference']:+.2f} points (neq better on {c['wins']}/{c['seeds']} seeds)")
+        lines.append(f"neq - random at budget {c['budget']}: {c['difference']:+.2f} points (neq better on {c['wins']}/{c['seeds']} seeds)")
     return "\n".join(lines)
 
 
@@ -90,7 +90,7 @@ def run(config: SelectionSweepConfig, out: str | Path, show: bool = True) -> dic
         result = finetune.run(settings, folder, show=False)
         rows.append(dict(seed=seed, method=method, budget=budget, **{k: result[k] for k in COLUMNS}))
         if show:
-            print(f"seed {seed} {method:<6} budget {budget:<5} accuracy {result['test_accuracy']:.4f} "
+            print(f"seed {seed} {method:<6} budget {budget:<5} accuracy {result['test_accuracy']:.2f}% "
                   f"updated {result['updated_parameters']:,} backward {result['backward_seconds']:.2f} s", flush=True)
     summary, comparisons = summarise(rows, ("method", "budget"), COLUMNS, "test_accuracy"), compare(rows)
     results = dict(command="selection-sweep", config=asdict(config), runs=rows, summary=summary, comparisons=comparisons,

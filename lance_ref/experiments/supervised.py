@@ -134,5 +134,5 @@ def run(config: TrainConfig, out: str | Path, show: bool = True) -> dict:
     )
     save_checkpoint(out / "model.npz", model, optimizer, meta=dict(epoch=config.epochs, seed=config.seed))
     save_json(out / "results.json", results)
-    write_history(out, history)
+    write_history(out, history, f"{config.model} trained on {config.dataset}, seed {config.seed}")
     return results

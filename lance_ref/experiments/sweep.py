@@ -42,11 +42,11 @@ def runs(config: SweepConfig):
 
 
 def format_table(summary: list) -> str:
-    lines = [f"{'method':<7}{'eps':>6}{'seeds':>6}{'accuracy':>10}{'+-':>7}{'act. KiB':>10}{'full KiB':>10}{'ratio':>8}{'ms/step':>9}"]
+    lines = [f"{'method':<7}{'eps':>6}{'seeds':>6}{'accuracy %':>12}{'+-':>7}{'act. KiB':>10}{'full KiB':>10}{'ratio':>8}{'ms/step':>9}"]
     for s in summary:
         lines.append(
-            f"{s['method']:<7}{s['eps'] if s['method'] != 'full' else '-':>6}{s['seeds']:>6}{s['test_accuracy']:>10.4f}"
-            f"{s['test_accuracy_std']:>7.4f}{s['activation_bytes'] / 1024:>10.1f}{s['full_activation_bytes'] / 1024:>10.1f}"
+            f"{s['method']:<7}{s['eps'] if s['method'] != 'full' else '-':>6}{s['seeds']:>6}{s['test_accuracy']:>12.2f}"
+            f"{s['test_accuracy_std']:>7.2f}{s['activation_bytes'] / 1024:>10.1f}{s['full_activation_bytes'] / 1024:>10.1f}"
             f"{s['full_activation_bytes'] / s['activation_bytes']:>8.1f}{s['step_seconds'] * 1e3:>9.1f}"
         )
     return "\n".join(lines)
@@ -63,7 +63,7 @@ def plot(summary: list, out: Path) -> None:
         axes.plot([p[0] for p in points], [p[1] for p in points], marker=marker, label=method)
         for kib, accuracy, eps in points if method != "full" else ():
             axes.annotate(f"{eps:g}", (kib, accuracy), fontsize=7, textcoords="offset points", xytext=(3, 3))
-    axes.set(xscale="log", xlabel="activation memory of the fine-tuned layers (KiB, per step)", ylabel="test accuracy")
+    axes.set(xscale="log", xlabel="activation memory of the fine-tuned layers (KiB, per step)", ylabel="test accuracy (%)")
     axes.legend()
     figure.tight_layout()
     save_figure(figure, out / "accuracy_memory.png")
@@ -83,7 +83,7 @@ def run(config: SweepConfig, out: str | Path, show: bool = True) -> dict:
         result = finetune.run(replace(base, seed=seed, method=method, eps=eps, checkpoint=checkpoint), folder, show=False)
         rows.append(dict(seed=seed, method=method, eps=eps, **{k: result[k] for k in COLUMNS}))
         if show:
-            print(f"seed {seed} {method:<5} eps {eps:<5g} accuracy {result['test_accuracy']:.4f} "
+            print(f"seed {seed} {method:<5} eps {eps:<5g} accuracy {result['test_accuracy']:.2f}% "
                   f"activation bytes {result['activation_bytes']:,}", flush=True)
     summary = summarise(rows, ("method", "eps"), COLUMNS, "test_accuracy")
     results = dict(command="finetune-sweep", config=asdict(config), runs=rows, summary=summary, table=format_table(summary))

@@ -38,7 +38,8 @@ def fine_tune_last(model, last_n: int, wrap_conv, wrap_classifier) -> list:
 class FinetuneMethod:
     """How a method fine-tunes a model's last layers (specs/compressed.md#fine-tuning-protocol):
     `prepare(model)` wraps them and freezes the rest, returning their names in forward order;
-    `before_training(model, loader)` runs once before the first epoch and returns its seconds;
+    `before_training(model, loader, show)` runs once before the first epoch (with a progress bar
+    if `show`) and returns its seconds;
     `before_epoch`, if not None, is the training loop's hook before each epoch; `figures(...)`
     are the method's own entries of the results."""
 
@@ -47,7 +48,7 @@ class FinetuneMethod:
     def prepare(self, model) -> list:
         raise NotImplementedError
 
-    def before_training(self, model, loader) -> float:
+    def before_training(self, model, loader, show: bool = False) -> float:
         return 0.0
 
     def figures(self, model, names: list, history: list, conv_parameters: int) -> dict:
