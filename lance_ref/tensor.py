@@ -25,12 +25,29 @@ def float_dtype(dtype, argument: str = "dtype") -> np.dtype:
     return dt
 
 
+def _inferred_dtype(data) -> np.dtype:
+    """The dtype a Tensor of `data` takes without an explicit one: torch's, where torch would
+    make a float32 or float64 tensor; a TypeError where it would make another (never a silent
+    conversion)."""
+    own = getattr(data, "dtype", None)  # arrays and NumPy scalars have one, Python values not
+    kind = np.asarray(data).dtype if own is None else np.dtype(own)
+    if own is None and kind.kind == "f":  # Python floats
+        return DEFAULT_DTYPE
+    if own is not None and kind in FLOAT_DTYPES:
+        return kind
+    raise TypeError(
+        f"data has dtype {kind}: lance-ref tensors are float32 or float64 (torch would keep it {kind}, "
+        "and an integer tensor cannot require grad); pass dtype=np.float32 or np.float64 to convert it"
+    )
+
+
 class Tensor:
     """An n-dimensional float array with an optional gradient.
 
     `data` and `grad` are ndarrays; `requires_grad` marks tensors whose gradient `backward`
-    computes. Float arrays keep their dtype (float32 or float64); anything else (lists,
-    integers) becomes float32 unless `dtype` says otherwise.
+    computes. float32 and float64 arrays keep their dtype, Python floats (and lists of them)
+    become float32 as in torch; any other data (integers, bools, float16) needs an explicit
+    `dtype`, since lance-ref's tensors are float32 or float64 only (specs/autograd.md#dtypes).
     """
 
     __slots__ = ("data", "grad", "requires_grad", "_node", "__weakref__")
@@ -40,8 +57,7 @@ class Tensor:
         if isinstance(data, Tensor):
             data = data.data
         if dtype is None:
-            kind = getattr(data, "dtype", None)
-            dtype = kind if kind is not None and kind in FLOAT_DTYPES else DEFAULT_DTYPE
+            dtype = _inferred_dtype(data)
         self.data = np.asarray(data, dtype=float_dtype(dtype))
         self.grad = None
         self.requires_grad = bool(requires_grad)

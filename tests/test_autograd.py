@@ -120,10 +120,19 @@ def test_backward_without_requires_grad_raises():
 # --- dtypes ---------------------------------------------------------------------------------
 def test_float32_is_the_default_and_float64_is_kept():
     assert L.tensor([1.0, 2.0]).dtype == np.float32
-    assert L.tensor(3).dtype == np.float32
-    assert L.tensor(np.arange(3)).dtype == np.float32
+    assert L.tensor(3.0).dtype == np.float32
     assert L.tensor(np.ones(2)).dtype == np.float64
+    assert L.tensor(np.float64(2.0)).dtype == np.float64
     assert L.tensor([1.0], dtype=np.float64).dtype == np.float64
+    assert L.tensor(np.arange(3), dtype=np.float32).dtype == np.float32  # an explicit conversion
+
+
+@pytest.mark.parametrize("data", [3, [1, 2], np.arange(3), np.ones(2, np.float16), np.ones(2, bool), np.int32(1)])
+def test_other_data_dtypes_need_an_explicit_dtype(data):
+    """torch keeps integers (and float16) as they are, where lance-ref has float tensors only: an
+    error, never a silent conversion."""
+    with pytest.raises(TypeError, match="lance-ref tensors are float32 or float64.*pass dtype="):
+        L.tensor(data)
 
 
 @pytest.mark.parametrize("dtype", [np.int32, np.float16, np.complex64])

@@ -157,6 +157,21 @@ def test_prepare_finetune_freezes_the_rest_and_keeps_names():
     assert not any(m.training for m in model.modules() if isinstance(m, nn.BatchNorm2d))
 
 
+def test_a_hosvd_layer_refuses_a_non_finite_input_and_lance_propagates_it():
+    """Per-step HOSVD cannot decompose NaN or Inf (LAPACK fails or hangs): a clear error. LANCE's
+    fixed bases only multiply, so NaN reaches the gradient as it does in torch."""
+    x = np.ones((4, 2, 5, 5))
+    x[0, 0, 0, 0] = np.inf
+    hosvd_conv = CompressedConv2d(nn.Conv2d(2, 3, 3, padding=1, dtype=np.float64), "hosvd")
+    with pytest.raises(ValueError, match="the input of a hosvd layer \\(has training diverged\\?\\) holds NaN or Inf"):
+        hosvd_conv(Tensor(x))
+    lance_conv = CompressedConv2d(nn.Conv2d(2, 3, 3, padding=1, dtype=np.float64), "lance")
+    calibrate(lance_conv, [np.ones((4, 2, 5, 5)) + np.arange(5)])
+    x[0, 0, 0, 0] = np.nan
+    lance_conv(Tensor(x)).sum().backward()
+    assert np.isnan(lance_conv.weight.grad).any()
+
+
 def test_prepare_finetune_bad_last_n():
     with pytest.raises(ValueError, match="last_n must be an int in 1..3"):
         prepare_finetune(small_model(), 4, "lance")

@@ -43,7 +43,7 @@ def batch(shape=(5, 2, 4, 4), dtype=np.float64, seed=0):
 def test_parameter_is_a_leaf_requiring_grad():
     p = nn.Parameter(np.zeros(3))
     assert p.requires_grad and p.is_leaf and p.dtype == np.float64
-    assert nn.Parameter([1, 2]).dtype == np.float32
+    assert nn.Parameter([1.0, 2.0]).dtype == np.float32
 
 
 def test_names_follow_torch():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..kernels import gram
-from ..kernels.reference import check_float
+from ..kernels.reference import check_finite, check_float
 from .hosvd import check_eps, check_modes, leading_eigenvectors
 
 MODE_SETS = ("all", "chw")
@@ -51,8 +51,7 @@ class Calibrator:
             raise ValueError(f"calibration batch {batch} must have {self.ndim} dimensions, got {x.shape}")
         if self._first is not None:
             self._check_like_first(x, batch)
-        if not np.isfinite(x).all():
-            raise ValueError(f"calibration batch {batch} holds NaN or Inf")
+        check_finite(x, f"calibration batch {batch}")
         x64 = x.astype(np.float64, copy=False)
         for n in self.modes:
             g = gram(x64, n)

@@ -8,7 +8,7 @@ import operator
 import numpy as np
 
 from ..kernels import tucker_project, unfold
-from ..kernels.reference import check_float
+from ..kernels.reference import check_finite, check_float
 
 
 def check_eps(eps, name: str = "eps") -> float:
@@ -28,6 +28,7 @@ def energy_rank(energies: np.ndarray, eps) -> int:
     energies = np.asarray(energies)
     if energies.ndim != 1 or energies.size == 0:
         raise ValueError(f"energies must be a non-empty 1-D array, got shape {energies.shape}")
+    check_finite(energies, "energies")
     if not (np.all(energies >= 0) and np.all(energies[:-1] >= energies[1:])):
         raise ValueError("energies must be non-negative and sorted in descending order")
     return _energy_rank(energies, eps)
@@ -91,6 +92,7 @@ def hosvd(x: np.ndarray, eps, modes=None) -> tuple:
     modes = check_modes(range(x.ndim) if modes is None else modes, x.ndim)
     if x.size == 0:
         raise ValueError(f"x must not be empty, got shape {x.shape}")
+    check_finite(x, "x")
     return truncated_hosvd(x, eps, modes)
 
 

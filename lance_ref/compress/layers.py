@@ -17,6 +17,7 @@ from ..autograd import is_grad_enabled
 from ..functional.conv import conv2d_forward, conv2d_grads, conv2d_params, conv_geometry, patch_tokens
 from .. import kernels
 from ..kernels import mode_product, tucker_project
+from ..kernels.reference import check_finite
 from ..nn import Conv2d, Module
 from ..tensor import Function
 from .calibration import Calibrator, check_mode_set, compressed_modes
@@ -57,6 +58,7 @@ class PerStepHOSVD(Compressor):
         self.ranks = None  # of the last input
 
     def __call__(self, x: np.ndarray):
+        check_finite(x, "the input of a hosvd layer (has training diverged?)")  # its SVD would fail or hang
         core, factors = truncated_hosvd(x, self.eps, compressed_modes(self.mode_set, x.ndim))
         self.ranks = factor_ranks(factors)
         return core, factors

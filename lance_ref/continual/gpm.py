@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..kernels.reference import check_finite
+
 
 def check_threshold(threshold: float, name: str = "threshold") -> float:
     if not 0 < threshold <= 1:
@@ -22,8 +24,7 @@ def extend_memory(memory: np.ndarray | None, representation: np.ndarray, thresho
     of R - M M^T R, added while the energy M already explains plus theirs stays below it."""
     check_threshold(threshold)
     r = np.asarray(representation, dtype=np.float64)
-    if not np.isfinite(r).all():
-        raise ValueError("representation holds NaN or Inf")
+    check_finite(r, "representation")
     u, s, _ = np.linalg.svd(r, full_matrices=False)
     total = float((s**2).sum())
     if total == 0:

@@ -21,6 +21,13 @@ def check_float(x, name: str) -> None:
         raise TypeError(f"{name} must be a float32 or float64 numpy.ndarray, got {kind}")
 
 
+def check_finite(x: np.ndarray, name: str) -> None:
+    """ValueError unless every element of `x` is finite: a decomposition (SVD, eigh) of NaN or
+    Inf fails inside LAPACK or never returns."""
+    if not np.isfinite(x).all():
+        raise ValueError(f"{name} holds NaN or Inf")
+
+
 def _check_mode(mode, ndim: int) -> int:
     mode = operator.index(mode)
     if not 0 <= mode < ndim:
