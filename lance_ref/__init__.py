@@ -18,6 +18,7 @@ from .random import manual_seed
 from .tensor import Tensor
 
 __version__ = "0.1.0"
+TORCH_SEMANTICS = "2.15.0"  # the torch release whose semantics lance-ref follows (specs/torch.md)
 
 
 def tensor(data, requires_grad: bool = False, dtype=None) -> Tensor:

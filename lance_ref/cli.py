@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from dataclasses import fields
+from pathlib import Path
 
 from . import __version__
 from .allocator import keep_freed_memory
@@ -98,6 +100,28 @@ def _oracle(args) -> int:
     return 0 if all(c.passed for c in comparisons) else 1
 
 
+def flagged(message: str, config_class) -> str:
+    """`message` with the config's field names (and `out`) written as the flags the user typed:
+    a name with an underscore anywhere (`last_n` -> `--last-n`), a one-word name only where it
+    opens the message (`eps must be ...`), as one-word names are also plain words."""
+    for name in sorted([f.name for f in fields(config_class)] + ["out"], key=len, reverse=True):
+        flag = "--" + name.replace("_", "-")
+        if "_" in name:
+            message = re.sub(rf"(?<![\w-]){name}(?!\w)", flag, message)
+        elif re.match(rf"{name}\b(?!-)", message):
+            message = flag + message[len(name):]
+    return message
+
+
+def _remove_if_empty(created: list) -> None:
+    """Remove the directories `created` (deepest first) that a failed run left empty."""
+    for folder in created:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "oracle":
@@ -105,10 +129,14 @@ def main(argv=None) -> int:
     keep_freed_memory()
     config_class, run, _ = COMMANDS[args.command]
     config = config_class(**{f.name: getattr(args, f.name) for f in fields(config_class)})
+    out = Path(args.out)
+    created = [folder for folder in (out, *out.parents) if not folder.exists()]
     try:
-        results = run(config, args.out, show=not args.quiet)
-    except (ValueError, TypeError, FileNotFoundError) as error:
-        print(f"lance-ref {args.command}: error: {error}", file=sys.stderr)
+        results = run(config, out, show=not args.quiet)
+    except (ValueError, TypeError, OSError) as error:
+        _remove_if_empty(created)
+        reason = f"{error.filename}: {error.strerror}" if isinstance(error, OSError) and error.strerror else str(error)
+        print(f"lance-ref {args.command}: error: {flagged(reason, config_class)}", file=sys.stderr)
         return 2
     print(f"{_summary(results)}; results in {args.out}/")
     return 0

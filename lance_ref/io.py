@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 import zipfile
 import zlib
@@ -20,6 +21,29 @@ import numpy as np
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+
+
+TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")  # `_atomic_write`'s temporary files: .<name>.<random>.tmp
+
+
+def prepare_output_dir(path: str | os.PathLike, name: str = "out") -> Path:
+    """Make the directory `path` (and its parents), prove it writable by writing and removing a
+    probe file, and remove the temporary files that a killed write of an earlier run left in it,
+    so that a run fails at its start, not at its first save. Errors name the argument `name`."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{name} {path} is a file, not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-probe.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        raise type(error)(f"{name} {path} cannot be written: {error.strerror or error}") from error
+    for stale in path.iterdir():
+        if TEMPORARY.match(stale.name) and stale.is_file():
+            stale.unlink()
+    return path
 
 
 def _atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
@@ -81,6 +105,8 @@ def load_npz(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file (expected an .npz archive)")
+    if not zipfile.is_zipfile(path):  # NumPy would take it for a pickle and advise loading it unsafely
+        raise ValueError(f"{path} is not an .npz archive (a zip of .npy arrays); truncated, or another kind of file?")
     try:
         archive = np.load(path, allow_pickle=False)
         if not isinstance(archive, np.lib.npyio.NpzFile):

@@ -20,6 +20,7 @@ import numpy as np
 from .autograd import is_node, topological_order
 
 ACTIVATION, PARAMETER, FIXED = "activation", "parameter", "fixed"
+FUNCTIONAL = "(functional)"  # the owner of ops called outside any module, in tables and results.json
 
 
 def root_buffer(array: np.ndarray) -> np.ndarray:
@@ -59,7 +60,7 @@ class Ledger:
         return sum({r.buffer: r.nbytes for r in self._selected(owners, kind)}.values())
 
     def by_layer(self, kind: str | None = ACTIVATION) -> dict:
-        """Bytes kept per owning layer, children apart ("" for ops outside any module).
+        """Bytes kept per owning layer, children apart (FUNCTIONAL for ops outside any module).
 
         A buffer saved by two layers (an activation output that the next layer also saves as
         its input) appears under both; `bytes()` counts it once.
@@ -67,9 +68,9 @@ class Ledger:
         layers = {}
         for r in self.records:
             if kind is None or r.kind == kind:
-                layers.setdefault(r.owner, {})[r.buffer] = r.nbytes
+                layers.setdefault(r.owner or FUNCTIONAL, {})[r.buffer] = r.nbytes
             else:
-                layers.setdefault(r.owner, {})
+                layers.setdefault(r.owner or FUNCTIONAL, {})
         return {name: sum(buffers.values()) for name, buffers in layers.items()}
 
     def table(self) -> str:
@@ -77,7 +78,7 @@ class Ledger:
         lines = [f"{'layer':<32}{'activation B':>14}{'parameter B':>14}"]
         activations, parameters = self.by_layer(ACTIVATION), self.by_layer(PARAMETER)
         for name in activations:
-            lines.append(f"{name or '(functional)':<32}{activations[name]:>14}{parameters[name]:>14}")
+            lines.append(f"{name:<32}{activations[name]:>14}{parameters[name]:>14}")
         lines.append(f"{'total (each buffer once)':<32}{self.bytes():>14}{self.bytes(kind=PARAMETER):>14}")
         return "\n".join(lines)
 

@@ -51,5 +51,46 @@ def test_float64_run(tmp_path, tiny_digits):
     ],
 )
 def test_bad_arguments_exit_with_a_clear_message(tmp_path, capsys, arguments, message):
-    assert main(["train", "--out", str(tmp_path / "x"), "--quiet", *arguments]) == 2
+    assert main(["train", "--out", str(tmp_path / "x" / "y"), "--quiet", *arguments]) == 2
     assert message in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()  # no empty output directory left behind
+
+
+@pytest.mark.parametrize("command, arguments, message", [
+    ("finetune", ["--last-n", "0"], "lance-ref finetune: error: --last-n must be an int in 1..3 (the model's conv layers), got 0\n"),
+    ("finetune", ["--eps", "1.5"], "lance-ref finetune: error: --eps must be a real number in (0, 1], got 1.5\n"),
+    ("continual", ["--strategy", "lance", "--lance-eps", "0"], "error: --lance-eps must be a real number in (0, 1], got 0.0\n"),
+    ("continual", ["--strategy", "lightcl", "--lightcl-mask-ratio", "2"], "error: --lightcl-mask-ratio must lie in (0, 1], got 2.0\n"),
+])
+def test_errors_name_the_flag_and_come_before_any_training(tmp_path, capsys, command, arguments, message):
+    import time
+
+    start = time.perf_counter()
+    assert main([command, "--out", str(tmp_path / "x"), "--quiet", *arguments]) == 2
+    assert time.perf_counter() - start < 20  # before pretraining (about 10 s) or the first task
+    assert capsys.readouterr().err.endswith(message) and not (tmp_path / "x").exists()
+
+
+def test_an_output_path_that_is_a_file_or_unwritable_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
+    (tmp_path / "taken").write_text("")
+    assert main(["train", "--out", str(tmp_path / "taken"), "--quiet"]) == 2
+    assert capsys.readouterr().err == f"lance-ref train: error: --out {tmp_path / 'taken'} is a file, not a directory\n"
+
+    def refuse(*args, **kwargs):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr("lance_ref.io.tempfile.mkstemp", refuse)
+    assert main(["continual", "--out", str(tmp_path / "ro"), "--quiet"]) == 2
+    assert capsys.readouterr().err == f"lance-ref continual: error: --out {tmp_path / 'ro'} cannot be written: Read-only file system\n"
+    assert not (tmp_path / "ro").exists()
+
+
+def test_flags_replace_field_names_only_where_they_are_names():
+    from lance_ref.cli import flagged
+    from lance_ref.experiments.finetune import FinetuneConfig
+
+    assert flagged("velocity_samples (9) exceeds", FinetuneConfig) == "--velocity-samples (9) exceeds"
+    assert flagged("budget 1 is a count", FinetuneConfig) == "--budget 1 is a count"
+    assert flagged("a fractional budget must lie in (0, 1]", FinetuneConfig) == "a fractional budget must lie in (0, 1]"
+    assert flagged("model 'x' has no defaults: give last_n", FinetuneConfig) == "--model 'x' has no defaults: give --last-n"
+    assert flagged("epochs_total must", FinetuneConfig) == "epochs_total must"

@@ -258,7 +258,7 @@ def test_every_strategy_runs_and_reports(tmp_path, monkeypatch, strategy, settin
     assert (results["strategy_bytes"] > 0) == (strategy != "finetune")
     assert results["persistent_bytes"] > results["strategy_bytes"]  # the model's own bytes too
     assert results["peak_step_bytes"] > results["persistent_bytes"] + results["activation_bytes_all_ops"]
-    assert (tmp_path / "results.json").exists() and (tmp_path / "checkpoint.npz").exists()
+    assert (tmp_path / "results.json").exists() and not (tmp_path / "checkpoint.npz").exists()  # removed once done
     assert (tmp_path / "accuracy_matrix.png").exists() == (pyplot() is not None)  # the `plot` extra
 
 
@@ -273,6 +273,49 @@ def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch, st
     whole, resumed = interrupted_and_resumed(lambda out, **o: run_tiny(out, strategy, monkeypatch, **o), tmp_path, monkeypatch)
     assert resumed["accuracy_matrix"] == whole["accuracy_matrix"]
     assert resumed["strategy_bytes"] == whole["strategy_bytes"]
+
+
+def cut_after_task_0(tmp_path, monkeypatch, strategy="er", **overrides):
+    """A run of `strategy` on the tiny tasks, interrupted before task 1: its checkpoint stays."""
+    from lance_ref.continual import loop
+
+    original = loop.train_task
+
+    def stop_at_task_1(model, strategy, task, *args, **kwargs):
+        if task.index == 1:
+            raise KeyboardInterrupt
+        return original(model, strategy, task, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "train_task", stop_at_task_1)
+    with pytest.raises(KeyboardInterrupt):
+        run_tiny(tmp_path, strategy, monkeypatch, **overrides)
+    monkeypatch.setattr(loop, "train_task", original)
+    assert (tmp_path / "checkpoint.npz").exists()
+
+
+def test_a_resume_with_other_settings_is_refused_with_each_difference(tmp_path, monkeypatch):
+    cut_after_task_0(tmp_path, monkeypatch, "er")
+    message = "is of a run with other settings \\(epochs 2 there, 3 here; seed 0 there, 1 here\\)"
+    with pytest.raises(ValueError, match=message):
+        run_tiny(tmp_path, "er", monkeypatch, resume=True, seed=1, epochs=3)
+    with pytest.raises(ValueError, match="strategy 'er' there, 'ewc' here; ewc_lambda none there, 100.0 here; buffer_size 6 there, none here\\)"):
+        run_tiny(tmp_path, "ewc", monkeypatch, resume=True)
+    kept = run_tiny(tmp_path, "er", monkeypatch, resume=True, keep_checkpoint=True)  # may change on resume
+    assert len(kept["accuracy_matrix"]) == 2 and (tmp_path / "checkpoint.npz").exists()
+
+
+def test_a_checkpoint_that_does_not_fit_the_model_is_one_line(tmp_path):
+    from lance_ref.continual import make_strategy
+    from lance_ref.continual.loop import load_progress, save_progress
+
+    scenario, config = tiny_scenario(), ContinualConfig()
+    model = TinyNet([2, 2])
+    save_progress(tmp_path / "c.npz", model, make_strategy("finetune", model, scenario, config), {"next_task": 1}, {})
+    other = TinyNet([2, 2, 2])
+    with pytest.raises(ValueError) as raised:
+        load_progress(tmp_path / "c.npz", other, make_strategy("finetune", other, scenario, config), {})
+    assert str(raised.value).startswith(f"checkpoint {tmp_path / 'c.npz'} does not fit this model and strategy: ")
+    assert "\n" not in str(raised.value)
 
 
 @pytest.mark.parametrize("change, message", [

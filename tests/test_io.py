@@ -88,6 +88,34 @@ def test_load_npz_corrupt_files_raise_value_error_naming_the_file(tmp_path, kind
         io.load_npz(bad)
 
 
+def test_a_file_that_is_no_zip_is_said_to_be_no_npz_archive_without_pickle_advice(tmp_path):
+    bad = tmp_path / "weights.npz"
+    bad.write_bytes(b"PK? no, just text")
+    with pytest.raises(ValueError) as raised:
+        io.load_npz(bad)
+    assert str(raised.value).startswith(f"{bad} is not an .npz archive") and "pickle" not in str(raised.value)
+
+
+def test_prepare_output_dir_makes_it_proves_it_writable_and_removes_stale_temporaries(tmp_path, monkeypatch):
+    out = tmp_path / "a" / "b"
+    assert io.prepare_output_dir(out) == out and out.is_dir() and not list(out.iterdir())
+    (out / ".model.npz.k3x_9a0q.tmp").write_bytes(b"a killed write")
+    kept = [out / ".model.npz.short.tmp", out / "model.npz", out / ".hidden"]
+    for path in kept:
+        path.write_bytes(b"")
+    io.prepare_output_dir(out)
+    assert sorted(out.iterdir()) == sorted(kept)
+    with pytest.raises(NotADirectoryError, match="out .*model.npz is a file, not a directory"):
+        io.prepare_output_dir(out / "model.npz")
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(io.tempfile, "mkstemp", refuse)
+    with pytest.raises(PermissionError, match="out .* cannot be written: Permission denied"):
+        io.prepare_output_dir(out)
+
+
 def test_load_npz_refuses_npy_and_object_arrays(tmp_path):
     np.save(tmp_path / "x.npy", np.zeros(3))
     with pytest.raises(ValueError, match="x.npy"):

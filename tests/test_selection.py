@@ -103,8 +103,10 @@ def test_neq_prefers_fast_cheap_neurons_and_stops_at_the_first_misfit():
 @pytest.mark.parametrize("budget, error, message", [
     (0.0, ValueError, "fractional budget must lie in"),
     (1.5, ValueError, "fractional budget must lie in"),
-    (2, ValueError, "must afford the cheapest neuron"),
-    (1000, ValueError, "not exceed all conv parameters"),
+    (2, ValueError, "budget 2 is a count of parameters \\(a ratio has a decimal point: 1.0 is all of them\\); it must lie between "
+                    "the cheapest neuron's 5 and all 20 conv parameters"),
+    (1000, ValueError, "between the cheapest neuron's 5 and all 20 conv parameters"),
+    (0.1, ValueError, "budget 0.1 is 2 of the 20 conv parameters, fewer than the cheapest neuron's 5"),
     ("10%", TypeError, "budget must be a ratio"),
 ])
 def test_bad_budgets_are_clear_errors(budget, error, message):
@@ -263,7 +265,7 @@ def test_selector_bad_input():
         NeuronSelector(selective_net(), "neq", 0.5, images[:0], rng=np.random.default_rng(0))
     with pytest.raises(ValueError, match="unknown policy 'best'"):
         NeuronSelector(selective_net(), "best", 0.5)
-    with pytest.raises(ValueError, match="not exceed all conv parameters"):
+    with pytest.raises(ValueError, match="and all 262 conv parameters"):
         NeuronSelector(selective_net(), "su", 10**6)
     with pytest.raises(ValueError, match="no conv layer"):
         NeuronSelector(Sequential(ReLU()), "su", 0.5)
@@ -296,10 +298,10 @@ def test_finetune_with_every_policy(tmp_path, tiny_digits):
 
 @pytest.mark.parametrize("arguments, message", [
     (["--budget", "2.0"], "a fractional budget must lie in (0, 1]"),
-    (["--budget", "100000"], "not exceed all conv parameters (23184)"),
+    (["--budget", "100000"], "--budget 100000 is a count of parameters (a ratio has a decimal point: 1.0 is all of them)"),
     (["--budget", "ten"], "budget must be a ratio like '0.1' or a parameter count"),
     (["--velocity-samples", "0"], "the velocity set cannot be empty"),
-    (["--velocity-samples", "100000"], "velocity_samples (100000) exceeds the target training images"),
+    (["--velocity-samples", "100000"], "--velocity-samples (100000) exceeds the target training images"),
     (["--momentum", "0.9"], "a momentum buffer would move frozen channels"),
 ])
 def test_finetune_selection_bad_arguments(tmp_path, capsys, tiny_digits, arguments, message):

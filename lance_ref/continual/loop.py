@@ -97,26 +97,51 @@ def normalizer(scenario, dtype):
     return normalize
 
 
-def save_progress(path: Path, model, strategy, progress: dict) -> None:
-    state = {"model": model.state_dict(), "progress": progress, "strategy": strategy.state()}
+def save_progress(path: Path, model, strategy, progress: dict, identity: dict) -> None:
+    state = {"model": model.state_dict(), "progress": progress, "strategy": strategy.state(), "run": identity}
     save_npz(path, flatten({key: value for key, value in state.items() if value}))  # an empty mapping cannot be stored
 
 
-def load_progress(path: Path, model, strategy) -> dict:
+def check_same_run(path: Path, saved: dict, identity: dict) -> None:
+    """ValueError listing each setting of `identity` (those that define the run's tasks and
+    training) that differs from the one the checkpoint `path` was written with."""
+    saved = {key: value.item() for key, value in saved.items()}
+
+    def shown(settings: dict, key: str) -> str:
+        return repr(settings[key]) if key in settings else "none"
+
+    differences = [f"{key} {shown(saved, key)} there, {shown(identity, key)} here" for key in dict.fromkeys([*identity, *saved])
+                   if key not in saved or key not in identity or saved[key] != identity[key]]
+    if differences:
+        raise ValueError(f"checkpoint {path} is of a run with other settings ({'; '.join(differences)}): "
+                         "resume with its settings, or start afresh without resume")
+
+
+def load_progress(path: Path, model, strategy, identity: dict) -> dict:
     state = unflatten(load_npz(path))
     if "model" not in state or "progress" not in state:
         raise ValueError(f"{path} is not a continual-learning checkpoint")
+    if identity and "run" not in state:
+        raise ValueError(f"checkpoint {path} holds no record of its run's settings (an older lance-ref wrote it): start afresh without resume")
+    if identity:
+        check_same_run(path, state["run"], identity)
     try:
         model.load_state_dict(state["model"])
         strategy.load_state(state.get("strategy", {}))
     except (KeyError, ValueError, TypeError) as error:
-        raise ValueError(f"checkpoint {path} does not fit this run: {error}") from error
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ValueError(f"checkpoint {path} does not fit this model and strategy: {first[:200]}") from error
     return state["progress"]
 
 
-def run_tasks(model, scenario, strategy, config, out: Path, show: bool = True, resume: bool = False) -> dict:
+def run_tasks(model, scenario, strategy, config, out: Path, show: bool = True, resume: bool = False,
+              identity: dict | None = None, keep_checkpoint: bool = True) -> dict:
     """Learn every task of `scenario` in turn; returns the accuracy matrix, per-task seconds
-    and memory figures. With `resume`, continues from `out`/checkpoint.npz if it exists."""
+    and memory figures. After each task `out`/checkpoint.npz holds the state and `identity`, the
+    settings that define the run (numbers, strings, bools); with `resume`, the run continues
+    from it if it exists and its settings are `identity`'s. Unless `keep_checkpoint`, the
+    checkpoint is removed once every task is learnt."""
+    identity = identity or {}
     normalize = normalizer(scenario, config.dtype)
     count = len(scenario.tasks)
     progress = dict(
@@ -127,7 +152,7 @@ def run_tasks(model, scenario, strategy, config, out: Path, show: bool = True, r
     )
     start, matrix = 0, progress["accuracy_matrix"]
     if resume and (out / CHECKPOINT).exists():
-        saved = load_progress(out / CHECKPOINT, model, strategy)
+        saved = load_progress(out / CHECKPOINT, model, strategy, identity)
         start = int(saved.pop("next_task"))
         progress.update(saved)  # figures absent from older checkpoints keep their zeros
         matrix = progress["accuracy_matrix"]
@@ -150,5 +175,7 @@ def run_tasks(model, scenario, strategy, config, out: Path, show: bool = True, r
         if show:
             left = (time.perf_counter() - began_run) / (task.index + 1 - start) * (count - task.index - 1)
             print(accuracy_row(matrix, task.index, count) + (f" ({duration(left)} left)" if task.index + 1 < count else ""))
-        save_progress(out / CHECKPOINT, model, strategy, dict(next_task=task.index + 1, **progress))
+        save_progress(out / CHECKPOINT, model, strategy, dict(next_task=task.index + 1, **progress), identity)
+    if not keep_checkpoint:
+        (out / CHECKPOINT).unlink(missing_ok=True)
     return progress

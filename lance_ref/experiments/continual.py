@@ -9,7 +9,7 @@ from the checkpoint written after its last finished task.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +20,11 @@ from ..continual.metrics import average_accuracy, backward_transfer, forgetting,
 from ..binary import check_bits, set_precision
 from ..continual.scenario import check_setting
 from ..continual.layers import head_names
-from ..io import save_json
+from ..io import prepare_output_dir
 from ..options import check_counts, flat_config
 from ..nn import build_model
 from ..tensor import float_dtype
-from .report import pyplot, save_figure
+from .report import pyplot, save_figure, save_results
 from .supervised import start_from_weights
 
 
@@ -57,6 +57,7 @@ class RunSettings(BenchmarkSettings):
     weights: str = ""  # a torch state_dict saved as a flat .npz to start from (heads that do not fit stay fresh)
     cast_weights: bool = False  # convert float32 weights to a float64 model (or back)
     resume: bool = False
+    keep_checkpoint: bool = False
 
     def check(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -82,6 +83,16 @@ ContinualConfig = flat_config(
     "Every choice of a continual-learning run, stored in results.json: `RunSettings` and every "
     "registered strategy's options (a strategy reads its own).",
 )
+
+
+MAY_CHANGE_ON_RESUME = ("data_path", "resume", "keep_checkpoint")  # where the data lies; what to do with the checkpoint
+
+
+def run_identity(config: ContinualConfig) -> dict:
+    """The settings that define a run's tasks and training, stored in its checkpoint: every
+    setting but MAY_CHANGE_ON_RESUME and the options of the strategies it does not run."""
+    own = {f.name for f in fields(RunSettings)} | {f.name for f in fields(STRATEGIES[config.strategy].Options)}
+    return {name: value for name, value in asdict(config).items() if name in own and name not in MAY_CHANGE_ON_RESUME}
 
 
 def build(config: ContinualConfig, scenario):
@@ -121,14 +132,13 @@ def plot_matrix(percent: np.ndarray, title: str, path: Path) -> None:
 def run(config: ContinualConfig, out: str | Path, show: bool = True) -> dict:
     """Run per `config`; write `out`/results.json (and the heatmap); return the results."""
     config.check()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_output_dir(out)
     scenario = load_benchmark(config.benchmark, config.seed if config.shuffle_classes else None, config.data_path)
     model = build(config, scenario)
     if config.weights:
         start_from_weights(model, config.weights, config.cast_weights, head_names(model), show)
     strategy = make_strategy(config.strategy, model, scenario, config)
-    outcome = run_tasks(model, scenario, strategy, config, out, show, config.resume)
+    outcome = run_tasks(model, scenario, strategy, config, out, show, config.resume, run_identity(config), config.keep_checkpoint)
     matrix = outcome["accuracy_matrix"]
     later = min(1, len(matrix) - 1)  # task 0 trains by full backprop in every strategy; they differ from task 1 on
     results = dict(
@@ -154,7 +164,7 @@ def run(config: ContinualConfig, out: str | Path, show: bool = True) -> dict:
         trainable_parameters_by_task=outcome["trainable_parameters"].tolist(),
         task_seconds=outcome["task_seconds"].tolist(),
     )
-    save_json(out / "results.json", results)
+    save_results(out, results)
     title = f"{config.strategy} on {config.benchmark}, {config.model}\n{config.setting}-incremental, seed {config.seed}"
     plot_matrix(100 * matrix, title, out / "accuracy_matrix.png")
     return results

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import save_json
+from ..io import prepare_output_dir
 from . import continual
 from .finetune import parse_list
-from .report import summarise
+from .report import save_results, summarise
 
 COLUMNS = ("acc", "bwt", "activation_bytes", "strategy_bytes", "replay_bytes", "peak_step_bytes")
 
@@ -42,13 +42,13 @@ def format_table(summary: list) -> str:
 
 def run(config: ContinualSweepConfig, out: str | Path, show: bool = True) -> dict:
     """Run every strategy with every seed; write `out`/results.json with the runs and the table."""
-    out = Path(out)
     base = continual.ContinualConfig(
         benchmark=config.benchmark, data_path=config.data_path, setting=config.setting, model=config.model, epochs=config.epochs,
     )
     strategies, rows = parse_list(config.strategies, str), []
     for strategy in strategies:
         replace(base, strategy=strategy).check()  # every name is checked before hours of work
+    out = prepare_output_dir(out)
     for seed in parse_list(config.seeds, int):
         for strategy in strategies:
             result = continual.run(replace(base, strategy=strategy, seed=seed), out / f"seed{seed}" / strategy, show=False)
@@ -58,5 +58,5 @@ def run(config: ContinualSweepConfig, out: str | Path, show: bool = True) -> dic
                 print(f"seed {seed} {strategy:<9} ACC {result['acc']:.2f}% BWT {result['bwt']:+.2f} points", flush=True)
     summary = summarise(rows, ("strategy",), (*COLUMNS, "task_seconds"), "acc")
     results = dict(command="continual-sweep", config=asdict(config), runs=rows, summary=summary, table=format_table(summary))
-    save_json(out / "results.json", results)
+    save_results(out, results)
     return results

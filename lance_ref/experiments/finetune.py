@@ -24,14 +24,14 @@ from .. import random
 from ..checkpoint import load_checkpoint, save_checkpoint
 from ..compress import METHODS, CompressedFinetune, CompressionOptions
 from ..data import normalize, subset_by_classes
-from ..io import save_json
+from ..io import prepare_output_dir
 from ..nn import FinetuneMethod, Linear, last_layers
 from ..optim import SGD, CosineAnnealingLR
 from ..options import check_counts, flat_config
 from ..selection import POLICIES, SelectedFinetune, SelectionOptions, budget_parameters, conv_neurons, parse_budget
 from ..tensor import float_dtype
 from ..train import fit
-from .report import write_history
+from .report import save_results, write_history
 from .supervised import InputSettings, classifier_name, load_data, make_loader, model_for, start_from_weights
 
 
@@ -130,14 +130,15 @@ def replace_classifier(model, classes: int, dtype) -> None:
 
 
 def finetune_method(config: FinetuneConfig, model, target, dtype) -> FinetuneMethod:
-    """The fine-tuning method of `config.method` for `model`, checked before any training: a
-    selection policy's budget against the last convs, and its velocity set drawn (seeded) from
-    the target training images; or a compression method."""
+    """The fine-tuning method of `config.method` for `model`, checked before any training: the
+    last `last_n` convs against the model, a selection policy's budget against them, and its
+    velocity set drawn (seeded) from the target training images; or a compression method."""
     family = FAMILIES[config.method]
     options = family.Options.of(config)
+    last_convs = last_layers(model, config.last_n)[:-1]
     if family is CompressedFinetune:
         return CompressedFinetune(config.method, config.last_n, options)
-    convs = {name: model.get_submodule(name) for name in last_layers(model, config.last_n)[:-1]}
+    convs = {name: model.get_submodule(name) for name in last_convs}
     budget = parse_budget(options.budget)
     budget_parameters(budget, np.concatenate(list(conv_neurons(convs).values())))
     if options.velocity_samples > len(target):
@@ -151,8 +152,7 @@ def finetune_method(config: FinetuneConfig, model, target, dtype) -> FinetuneMet
 def run(config: FinetuneConfig, out: str | Path, show: bool = True) -> dict:
     """Fine-tune per `config`; write `out`/results.json and history.csv; return the results."""
     config.check()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_output_dir(out)
     dtype = np.dtype(config.dtype)
     train, test = load_data(config)
     source_classes, target_classes = parse_classes(config.source_classes), parse_classes(config.target_classes)
@@ -195,7 +195,7 @@ def run(config: FinetuneConfig, out: str | Path, show: bool = True) -> dict:
         trainable_parameters=int(sum(p.data.size for p in trainable)),
         epochs=history,
     )
-    save_json(out / "results.json", results)
+    save_results(out, results)
     write_history(out, history, f"{config.method} fine-tuning of {config.model}'s last {config.last_n} convs on {config.dataset} "
                                 f"classes {config.target_classes}, seed {config.seed}")
     return results

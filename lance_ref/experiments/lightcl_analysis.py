@@ -22,9 +22,10 @@ from ..continual.loop import normalizer, train_task
 from ..continual.metrics import linear_cka
 from ..continual.steps import evaluate
 from ..continual.strategies import forward_task
-from ..io import save_json
+from ..io import prepare_output_dir
 from ..nn import layer_activations
 from .continual import BenchmarkSettings, ContinualConfig, build
+from .report import save_results
 
 
 @dataclass
@@ -44,8 +45,7 @@ def run(config: AnalysisConfig, out: str | Path, show: bool = True) -> dict:
     """Run the analysis; write `out`/results.json; return the results."""
     settings = ContinualConfig(strategy="finetune", **asdict(config))
     settings.check()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_output_dir(out)
     scenario = load_benchmark(config.benchmark, config.seed, config.data_path)
     if len(scenario.tasks) < 2:
         raise ValueError(f"{config.benchmark} has a single task; the analysis needs two")
@@ -75,5 +75,5 @@ def run(config: AnalysisConfig, out: str | Path, show: bool = True) -> dict:
         if show:
             print(f"frozen up to {layer}: task-2 test accuracy {accuracy:.2f}%", flush=True)
     results = dict(command="lightcl-analysis", config=asdict(config), tasks=[list(old.classes), list(new.classes)], rows=rows, table=format_table(rows))
-    save_json(out / "results.json", results)
+    save_results(out, results)
     return results

@@ -4,13 +4,31 @@ from __future__ import annotations
 
 import csv
 import io
+import platform
 import sys
 from functools import cache
 from pathlib import Path
 
 import numpy as np
 
-from ..io import save_bytes
+from .. import TORCH_SEMANTICS, __version__, kernels
+from ..io import save_bytes, save_json
+
+
+def environment() -> dict:
+    """What produced a result: lance-ref's version, the torch release it follows, the kernels'
+    backend and instruction set, NumPy, Python and the machine."""
+    return dict(
+        lance_ref=__version__, torch_semantics=TORCH_SEMANTICS, backend=kernels.backend(), simd_isa=kernels.simd_isa(),
+        numpy=np.__version__, python=platform.python_version(), machine=platform.machine(),
+    )
+
+
+def save_results(out: Path, results: dict) -> dict:
+    """Write `out`/results.json: `results` with the `environment()` that produced them; returns them."""
+    results["environment"] = environment()
+    save_json(out / "results.json", results)
+    return results
 
 
 def summarise(rows: list, keys: tuple, columns: tuple, spread: str) -> list:

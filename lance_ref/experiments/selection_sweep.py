@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import save_json
+from ..io import prepare_output_dir
 from . import finetune
 from .finetune import parse_list
-from .report import summarise
+from .report import save_results, summarise
 
 COLUMNS = ("test_accuracy", "updated_parameters", "backward_seconds")
 
@@ -71,7 +71,6 @@ def format_table(summary: list, comparisons: list) -> str:
 
 def run(config: SelectionSweepConfig, out: str | Path, show: bool = True) -> dict:
     """Run the grid; write `out`/results.json (every run, the summary and the table)."""
-    out = Path(out)
     base = finetune.FinetuneConfig(
         model=config.model, dataset=config.dataset, last_n=config.last_n, pretrain_epochs=config.pretrain_epochs, epochs=config.epochs,
     )
@@ -81,6 +80,7 @@ def run(config: SelectionSweepConfig, out: str | Path, show: bool = True) -> dic
     grid = list(runs(config))
     for _, method, budget in grid:  # every setting is checked before the first run
         replace(base, method=method, budget=budget).check()
+    out = prepare_output_dir(out)
     rows = []
     for seed, method, budget in grid:
         full = method == "full"
@@ -95,5 +95,5 @@ def run(config: SelectionSweepConfig, out: str | Path, show: bool = True) -> dic
     summary, comparisons = summarise(rows, ("method", "budget"), COLUMNS, "test_accuracy"), compare(rows)
     results = dict(command="selection-sweep", config=asdict(config), runs=rows, summary=summary, comparisons=comparisons,
                    table=format_table(summary, comparisons))
-    save_json(out / "results.json", results)
+    save_results(out, results)
     return results

@@ -11,14 +11,14 @@ import numpy as np
 from .. import random
 from ..checkpoint import load_weights, save_checkpoint
 from ..data import DataLoader, load_dataset, normalize, random_crop, resized
-from ..io import save_json
+from ..io import prepare_output_dir
 from ..nn import Linear, build_model
 from ..nn.zoo import MobileNetV2
 from ..optim import SGD, CosineAnnealingLR
 from ..options import check_counts
 from ..tensor import float_dtype
 from ..train import fit
-from .report import write_history
+from .report import save_results, write_history
 
 
 @dataclass
@@ -103,8 +103,7 @@ def model_for(name: str, dataset, seed: int, dtype):
 def run(config: TrainConfig, out: str | Path, show: bool = True) -> dict:
     """Train per `config`; write `out`/results.json, history.csv and model.npz; return the results."""
     config.check()
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_output_dir(out)
     dtype = np.dtype(config.dtype)
     train, test = load_data(config)
     model = model_for(config.model, train, config.seed, dtype)
@@ -133,6 +132,6 @@ def run(config: TrainConfig, out: str | Path, show: bool = True) -> dict:
         test_size=len(test),
     )
     save_checkpoint(out / "model.npz", model, optimizer, meta=dict(epoch=config.epochs, seed=config.seed))
-    save_json(out / "results.json", results)
+    save_results(out, results)
     write_history(out, history, f"{config.model} trained on {config.dataset}, seed {config.seed}")
     return results

@@ -10,9 +10,9 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from ..compress import METHODS
-from ..io import save_json
+from ..io import prepare_output_dir
 from . import finetune
-from .report import pyplot, save_figure, summarise
+from .report import pyplot, save_figure, save_results, summarise
 
 COLUMNS = ("test_accuracy", "activation_bytes", "full_activation_bytes", "step_seconds")
 COMPRESSED = tuple(m for m in METHODS if m != "full")  # the compression methods, each over every eps
@@ -71,13 +71,16 @@ def plot(summary: list, out: Path) -> None:
 
 def run(config: SweepConfig, out: str | Path, show: bool = True) -> dict:
     """Run the grid; write `out`/results.json (every run and the summary) and the plot."""
-    out = Path(out)
     rows = []
     base = finetune.FinetuneConfig(
         model=config.model, dataset=config.dataset, last_n=config.last_n, modes=config.modes,
         pretrain_epochs=config.pretrain_epochs, epochs=config.epochs,
     )
-    for seed, method, eps in runs(config):
+    grid = list(runs(config))
+    for seed, method, eps in grid:  # every setting is checked before the first run
+        replace(base, seed=seed, method=method, eps=eps).check()
+    out = prepare_output_dir(out)
+    for seed, method, eps in grid:
         folder = out / f"seed{seed}" / (method if method == "full" else f"{method}-eps{eps:g}")
         checkpoint = "" if method == "full" else str(out / f"seed{seed}" / "full" / "source_model.npz")
         result = finetune.run(replace(base, seed=seed, method=method, eps=eps, checkpoint=checkpoint), folder, show=False)
@@ -87,6 +90,6 @@ def run(config: SweepConfig, out: str | Path, show: bool = True) -> dict:
                   f"activation bytes {result['activation_bytes']:,}", flush=True)
     summary = summarise(rows, ("method", "eps"), COLUMNS, "test_accuracy")
     results = dict(command="finetune-sweep", config=asdict(config), runs=rows, summary=summary, table=format_table(summary))
-    save_json(out / "results.json", results)
+    save_results(out, results)
     plot(summary, out)
     return results

@@ -65,6 +65,12 @@ def backend() -> str:
     return "numpy" if _core is None else "rust"
 
 
+def simd_isa() -> str:
+    """The instruction set the Rust kernels run on ('avx512', 'avx2', 'neon', 'scalar'), or
+    'none' on the NumPy backend."""
+    return "none" if _core is None else _core.simd_isa()
+
+
 def _rust(name: str, rust_ok: bool) -> bool:
     """Whether the extension is loaded, has a kernel `name` and `rust_ok` says the arguments
     suit it."""

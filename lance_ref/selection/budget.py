@@ -48,11 +48,14 @@ def budget_parameters(budget, costs: np.ndarray) -> int:
         count = int(np.floor(float(budget) * total))
     else:
         raise ValueError(f"a fractional budget must lie in (0, 1], got {budget}")
-    if count < costs.min() or count > total:
+    cheapest = int(costs.min())
+    if isinstance(budget, numbers.Integral) and not cheapest <= count <= total:
         raise ValueError(
-            f"budget {budget!r} is {count} parameters; it must afford the cheapest neuron ({costs.min()}) "
-            f"and not exceed all conv parameters ({total})"
+            f"budget {budget} is a count of parameters (a ratio has a decimal point: 1.0 is all of them); "
+            f"it must lie between the cheapest neuron's {cheapest} and all {total} conv parameters"
         )
+    if count < cheapest:
+        raise ValueError(f"budget {budget} is {count} of the {total} conv parameters, fewer than the cheapest neuron's {cheapest}")
     return count
 
 
