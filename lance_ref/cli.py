@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import re
 import sys
 from dataclasses import fields
@@ -14,13 +15,15 @@ from .experiments import continual, continual_sweep, finetune, lightcl_analysis,
 
 
 def _add_config_arguments(parser: argparse.ArgumentParser, config_class) -> None:
-    """One `--option` per field of a config dataclass, typed and defaulted from it."""
+    """One `--option` per field of a config dataclass, typed and defaulted from it, with its help."""
     for field in fields(config_class):
-        flag, help_text = "--" + field.name.replace("_", "-"), f"(default: {field.default})"
-        if isinstance(field.default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default, help=help_text)
+        flag, default = "--" + field.name.replace("_", "-"), field.default
+        shown = "none" if default == "" else ("yes" if default else "no") if isinstance(default, bool) else default
+        help_text = f"{field.metadata.get('help', '')} (default: {shown})".lstrip()
+        if isinstance(default, bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
         else:
-            parser.add_argument(flag, type=type(field.default), default=field.default, help=help_text)
+            parser.add_argument(flag, type=type(default), default=default, help=help_text, metavar=type(default).__name__.upper())
 
 
 def _summary(results: dict) -> str:
@@ -57,26 +60,34 @@ def _mib(count) -> str:
     return "n/a" if not count else f"{count / 2**20:.1f} MiB"
 
 
-COMMANDS = {
-    "train": (supervised.TrainConfig, supervised.run, "train a zoo model on a dataset"),
-    "finetune": (finetune.FinetuneConfig, finetune.run, "fine-tune the last layers on new classes (full, hosvd, lance, neq, random, su)"),
-    "finetune-sweep": (sweep.SweepConfig, sweep.run, "fine-tune with every method and eps over several seeds"),
-    "selection-sweep": (selection_sweep.SelectionSweepConfig, selection_sweep.run, "fine-tune under parameter budgets with every selection policy over several seeds"),
-    "continual": (continual.ContinualConfig, continual.run, "learn the tasks of a continual benchmark in turn with one strategy"),
-    "continual-sweep": (continual_sweep.ContinualSweepConfig, continual_sweep.run, "every continual strategy over several seeds"),
-    "lightcl-analysis": (lightcl_analysis.AnalysisConfig, lightcl_analysis.run, "per layer: plasticity when frozen, stability of features (LightCL)"),
+COMMANDS = {  # name -> (config, run, one line for the command list, the module whose docstring describes it)
+    "train": (supervised.TrainConfig, supervised.run, "train a zoo model on a dataset", supervised),
+    "finetune": (finetune.FinetuneConfig, finetune.run, "fine-tune the last layers on new classes (full, hosvd, lance, neq, random, su)",
+                 finetune),
+    "finetune-sweep": (sweep.SweepConfig, sweep.run, "fine-tune with every method and eps over several seeds", sweep),
+    "selection-sweep": (selection_sweep.SelectionSweepConfig, selection_sweep.run,
+                        "fine-tune under parameter budgets with every selection policy over several seeds", selection_sweep),
+    "continual": (continual.ContinualConfig, continual.run, "learn the tasks of a continual benchmark in turn with one strategy",
+                  continual),
+    "continual-sweep": (continual_sweep.ContinualSweepConfig, continual_sweep.run, "every continual strategy over several seeds",
+                        continual_sweep),
+    "lightcl-analysis": (lightcl_analysis.AnalysisConfig, lightcl_analysis.run,
+                         "per layer: plasticity when frozen, stability of features (LightCL)", lightcl_analysis),
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="lance-ref", description="lance-ref experiments without torch.")
+    parser = argparse.ArgumentParser(prog="lance-ref", description="lance-ref experiments without torch: one command each; "
+                                     "`lance-ref COMMAND --help` describes a command and its flags.")
     parser.add_argument("--version", action="version", version=f"lance-ref {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
-    for name, (config_class, _, help_text) in COMMANDS.items():
-        command = commands.add_parser(name, help=help_text)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (config_class, _, help_text, module) in COMMANDS.items():
+        command = commands.add_parser(name, help=help_text, description=inspect.getdoc(module),
+                                      formatter_class=argparse.RawDescriptionHelpFormatter)
         _add_config_arguments(command, config_class)
-        command.add_argument("--out", required=True, help="folder for results.json and the other outputs")
-        command.add_argument("--quiet", action="store_true", help="no progress bar")
+        command.add_argument("--out", required=True, metavar="DIR", help="the folder for results.json and the other outputs "
+                             "(made if missing)")
+        command.add_argument("--quiet", action="store_true", help="no progress output")
     check = commands.add_parser(
         "oracle", help="reference outputs and gradients of a case file, and the errors of your own arrays in it",
         description="Compute lance-ref's outputs and gradients for the op or zoo model named in CASE (an .npz: "
@@ -127,7 +138,7 @@ def main(argv=None) -> int:
     if args.command == "oracle":
         return _oracle(args)
     keep_freed_memory()
-    config_class, run, _ = COMMANDS[args.command]
+    config_class, run, *_ = COMMANDS[args.command]
     config = config_class(**{f.name: getattr(args, f.name) for f in fields(config_class)})
     out = Path(args.out)
     created = [folder for folder in (out, *out.parents) if not folder.exists()]

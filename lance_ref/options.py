@@ -6,6 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, make_dataclass
 
 
+def flag(default, help: str):
+    """A config field that becomes a command-line flag, with its `--help` text (what it does and its valid values)."""
+    return field(default=default, metadata={"help": help})
+
+
 def check_counts(settings, *names: str) -> None:
     """Raise unless each field `names` of `settings` is >= 1."""
     for name in names:
@@ -41,7 +46,7 @@ def flat_config(name: str, settings: type, option_classes, doc: str) -> type:
             if option.name in seen and seen[option.name].default != option.default:
                 raise TypeError(f"{options.__name__} gives option {option.name} another default")
             seen.setdefault(option.name, option)
-    config = make_dataclass(name, [(o.name, o.type, field(default=o.default)) for o in seen.values()], bases=(settings,),
-                            namespace={"__doc__": doc})
+    config = make_dataclass(name, [(o.name, o.type, field(default=o.default, metadata=o.metadata)) for o in seen.values()],
+                            bases=(settings,), namespace={"__doc__": doc})
     config.__module__ = settings.__module__
     return config

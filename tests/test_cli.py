@@ -94,3 +94,13 @@ def test_flags_replace_field_names_only_where_they_are_names():
     assert flagged("a fractional budget must lie in (0, 1]", FinetuneConfig) == "a fractional budget must lie in (0, 1]"
     assert flagged("model 'x' has no defaults: give last_n", FinetuneConfig) == "--model 'x' has no defaults: give --last-n"
     assert flagged("epochs_total must", FinetuneConfig) == "epochs_total must"
+
+
+def test_every_command_has_a_description_and_every_flag_says_what_it_does():
+    from lance_ref.cli import COMMANDS, build_parser
+
+    commands = build_parser()._subparsers._group_actions[0].choices
+    for name in COMMANDS:
+        assert commands[name].description.startswith(f"`lance-ref {name}`")
+        for action in commands[name]._actions:
+            assert action.help and not action.help.startswith("(default"), (name, action.option_strings)

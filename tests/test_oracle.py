@@ -146,7 +146,7 @@ def test_hosvd_calibration_and_compressed_weight_gradient(tmp_path):
     (lambda p: write_case(p, "conv2d", input=np.ones((1, 2, 3, 3)), weight=np.ones((1, 3, 3, 3))), "case 'conv2d'.*groups=1"),
     (lambda p: write_case(p, "linear", input=np.ones((1, 2)), weight=np.ones((1, 2)), grad_output=np.ones(3)), "grad_output must have"),
     (lambda p: write_case(p, "model", dict(name="tiny"), input=np.ones((1, 1, 4, 4)), target=np.zeros(1, int)), "num_classes"),
-    (lambda p: p.write_bytes(b"not a zip"), "not a readable .npz"),
+    (lambda p: p.write_bytes(b"not a zip"), "is not an .npz archive"),
 ])
 def test_bad_case_files_exit_2_with_one_line(tmp_path, capsys, make, message):
     path = tmp_path / "case.npz"

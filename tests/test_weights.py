@@ -95,11 +95,11 @@ def test_continual_starts_from_weights_with_fresh_heads(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("command, extra, message", [
-    ("train", ["--weights", "/no/such.npz"], "weights file /no/such.npz does not exist"),
-    ("finetune", ["--weights", "/no/such.npz"], "weights file /no/such.npz does not exist"),
-    ("continual", ["--weights", "/no/such.npz"], "weights file /no/such.npz does not exist"),
-    ("finetune", ["--weights", "x", "--checkpoint", "y"], "checkpoint or as weights, not both"),
-    ("train", ["--image-size", "-1"], "image_size must be >= 0"),
+    ("train", ["--weights", "/no/such.npz"], "--weights file /no/such.npz does not exist"),
+    ("finetune", ["--weights", "/no/such.npz"], "--weights file /no/such.npz does not exist"),
+    ("continual", ["--weights", "/no/such.npz"], "--weights file /no/such.npz does not exist"),
+    ("finetune", ["--weights", "x", "--checkpoint", "y"], "give the source model as checkpoint or as weights, not both"),
+    ("train", ["--image-size", "-1"], "--image-size must be >= 0"),
 ])
 def test_weight_options_fail_before_any_work(tmp_path, capsys, command, extra, message):
     assert main([command, "--out", str(tmp_path / "x"), "--quiet", *extra]) == 2

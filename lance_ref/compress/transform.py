@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ..autograd import no_grad
 from ..nn import FinetuneMethod, Module, eval_mode, fine_tune_last
-from ..options import Options, check_counts
+from ..options import Options, check_counts, flag
 from ..progress import Progress
 from ..tensor import Tensor
 from .calibration import MODE_SETS
@@ -57,10 +57,10 @@ def calibrate(model: Module, batches, *, show: bool = False, total: int | None =
 class CompressionOptions(Options):
     """The compression methods' options in `lance-ref finetune`."""
 
-    eps: float = 0.9  # the energy share the bases keep, in (0, 1]
-    modes: str = "all"  # the modes compressed: all, or chw (not the batch)
-    compress_classifier: bool = False  # compress the classifier's input too
-    calibration_batches: int = 100  # training batches LANCE calibrates its bases on
+    eps: float = flag(0.9, "hosvd, lance: the share of each mode's energy the bases keep, in (0, 1]")
+    modes: str = flag("all", "hosvd, lance: the modes compressed, all (as upstream) or chw (all but the batch)")
+    compress_classifier: bool = flag(False, "hosvd, lance: compress the classifier's input too")
+    calibration_batches: int = flag(100, "lance: the training batches its bases are calibrated on")
 
     def check(self) -> None:
         check_eps(self.eps)

@@ -17,6 +17,7 @@ import numpy as np
 from ..compress import CompressedLinear, Lance, PatchCompressedConv2d, calibrate, check_eps
 from ..compress.hosvd import leading_eigenvectors
 from ..nn import Conv2d, pin_batchnorm
+from ..options import flag
 from .gpm import gpm_rank
 from .strategies import GPMOptions, ProtectedMemory, Strategy, forward_task, grow_protected_memory, register
 from .steps import minibatches
@@ -57,7 +58,7 @@ class ProtectedBases(Lance):
 
 @dataclass(frozen=True)
 class LanceOptions(GPMOptions):
-    lance_eps: float = 0.9  # the energy threshold of LANCE's bases, in (0, 1]
+    lance_eps: float = flag(0.9, "lance: the share of each mode's energy its bases keep, in (0, 1]")
 
     def check(self) -> None:
         super().check()

@@ -11,7 +11,7 @@ from .. import functional as F
 from ..autograd import no_grad
 from ..binary import pack_signs, unpack_signs
 from ..nn import Sequential
-from ..options import Options
+from ..options import Options, flag
 from ..tensor import Tensor
 from ..train import predict
 from .replay import ClassBalancedReservoir
@@ -20,8 +20,8 @@ from .strategies import Strategy, register
 
 @dataclass(frozen=True)
 class LatentReplayOptions(Options):
-    latent_layer: str = "latent"  # the model's child whose outputs are the latents
-    latent_replay_size: int = 200  # latents in the replay memory
+    latent_layer: str = flag("latent", "latent replay, cwr: the model's child whose outputs are the latents")
+    latent_replay_size: int = flag(200, "latent replay: the latents its memory keeps")
 
 
 @register

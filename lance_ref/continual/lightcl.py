@@ -9,7 +9,7 @@ import numpy as np
 
 from ..autograd import no_grad
 from ..nn import eval_mode, layer_activations, pin_batchnorm, recording
-from ..options import Options, check_counts
+from ..options import Options, check_counts, flag
 from ..tensor import Tensor
 from .replay import ClassBalancedReservoir
 from .strategies import Samples, Strategy, forward_task, register
@@ -50,11 +50,11 @@ def top_channels(importance: np.ndarray, ratio: float) -> np.ndarray:
 
 @dataclass(frozen=True)
 class LightCLOptions(Options):
-    lightcl_freeze: str = "auto"  # the first trained module ("auto": the model's `lightcl_layers`)
-    lightcl_features: str = "auto"  # the feature modules, comma-separated ("auto": the model's)
-    lightcl_mask_ratio: float = 0.15  # the share of channels each task's masks keep, in (0, 1]
-    lightcl_buffer: int = 15  # samples in the buffer
-    lightcl_beta: float = 2e-4  # the penalty's weight beta
+    lightcl_freeze: str = flag("auto", "lightcl: the first module that keeps training (auto: the model's own)")
+    lightcl_features: str = flag("auto", "lightcl: the modules whose features it keeps, comma-separated (auto: the model's own)")
+    lightcl_mask_ratio: float = flag(0.15, "lightcl: the share of channels each task's masks keep, in (0, 1]")
+    lightcl_buffer: int = flag(15, "lightcl: the samples its buffer keeps")
+    lightcl_beta: float = flag(2e-4, "lightcl: the penalty's weight beta, >= 0")
 
     def check(self) -> None:
         if not 0 < self.lightcl_mask_ratio <= 1:

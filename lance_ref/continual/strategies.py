@@ -18,7 +18,7 @@ import numpy as np
 
 from ..io import flatten
 from ..nn import layer_activations, pin_batchnorm
-from ..options import Options, check_counts
+from ..options import Options, check_counts, flag
 from ..progress import Progress
 from .gpm import check_threshold, extend_memory, project_out
 from .layers import check_patch_rows, head_names, patch_rows, protected_layers
@@ -160,7 +160,7 @@ class Joint(Strategy):
 
 @dataclass(frozen=True)
 class ReplayOptions(Options):
-    buffer_size: int = 200  # samples in the replay buffer
+    buffer_size: int = flag(200, "er: the samples its replay buffer keeps")
 
     def check(self) -> None:
         check_counts(self, "buffer_size")
@@ -201,7 +201,7 @@ class ExperienceReplay(Strategy):
 
 @dataclass(frozen=True)
 class EWCOptions(Options):
-    ewc_lambda: float = 100.0  # the penalty's weight lambda
+    ewc_lambda: float = flag(100.0, "ewc: the penalty's weight lambda, >= 0")
 
     def check(self) -> None:
         if not self.ewc_lambda >= 0:
@@ -255,9 +255,9 @@ class EWC(Strategy):
 
 @dataclass(frozen=True)
 class GPMOptions(Options):
-    gpm_threshold: float = 0.97  # th_0, the energy share kept after task 0
-    gpm_threshold_step: float = 0.003  # its increase per task
-    representation_samples: int = 125  # training inputs per memory update
+    gpm_threshold: float = flag(0.97, "gpm, lance: the energy share the memory keeps after the first task, in (0, 1]")
+    gpm_threshold_step: float = flag(0.003, "gpm, lance: its increase per task")
+    representation_samples: int = flag(125, "gpm, lance: the training inputs of each memory update")
 
     def check(self) -> None:
         check_threshold(self.gpm_threshold, "gpm_threshold")

@@ -15,17 +15,17 @@ from pathlib import Path
 import numpy as np
 
 from .. import random
-from ..continual import STRATEGIES, load_benchmark, make_strategy, run_tasks
+from ..continual import BENCHMARKS, STRATEGIES, load_benchmark, make_strategy, run_tasks
 from ..continual.metrics import average_accuracy, backward_transfer, forgetting, ragged
 from ..binary import check_bits, set_precision
 from ..continual.scenario import check_setting
 from ..continual.layers import head_names
 from ..io import prepare_output_dir
-from ..options import check_counts, flat_config
+from ..options import check_counts, flag, flat_config
 from ..nn import build_model
 from ..tensor import float_dtype
 from .report import pyplot, save_figure, save_results
-from .supervised import start_from_weights
+from .supervised import DTYPE_HELP, start_from_weights
 
 
 MODELS = ("alexnet-gpm", "resnet18-reduced", "binary-cnn")  # the zoo's models with task heads (binary-cnn: one shared head)
@@ -35,29 +35,30 @@ MODELS = ("alexnet-gpm", "resnet18-reduced", "binary-cnn")  # the zoo's models w
 class BenchmarkSettings:
     """The benchmark, model and training of a continual run (and of `lightcl-analysis`)."""
 
-    benchmark: str = "split-mnist"
-    data_path: str = ""
-    setting: str = "task"
-    model: str = "alexnet-gpm"
-    epochs: int = 5
-    batch_size: int = 64
-    lr: float = 0.01
-    seed: int = 0
-    dtype: str = "float32"
+    benchmark: str = flag("split-mnist", f"the tasks: {', '.join(BENCHMARKS)} (split-mnist: the bundled digits, "
+                             "5 tasks of 2 classes; the CIFAR ones read --data-path)")
+    data_path: str = flag("", "the CIFAR-10/100 binary or python release (a directory or its archive)")
+    setting: str = flag("task", "task (a head per task, GPM's protocol) or class (one shared head)")
+    model: str = flag("alexnet-gpm", f"the zoo model: {', '.join(MODELS)}")
+    epochs: int = flag(5, "passes over each task's training data")
+    batch_size: int = flag(64, "samples per SGD step (besides replayed ones)")
+    lr: float = flag(0.01, "SGD's learning rate (constant, no momentum)")
+    seed: int = flag(0, "seed of the class order and of every random draw")
+    dtype: str = flag("float32", DTYPE_HELP)
 
 
 @dataclass
 class RunSettings(BenchmarkSettings):
     """A continual run's choices besides its strategy's options."""
 
-    strategy: str = "finetune"
-    shuffle_classes: bool = True
-    forward_bits: int = 8
-    backward_bits: int = 16
-    weights: str = ""  # a torch state_dict saved as a flat .npz to start from (heads that do not fit stay fresh)
-    cast_weights: bool = False  # convert float32 weights to a float64 model (or back)
-    resume: bool = False
-    keep_checkpoint: bool = False
+    strategy: str = flag("finetune", f"how the tasks are learnt: {', '.join(STRATEGIES)} (specs/continual.md#strategies)")
+    shuffle_classes: bool = flag(True, "split the classes in the seed's random order (no: in their natural order)")
+    forward_bits: int = flag(8, "binary-cnn: the bits of its quantised weights and activations, 1..32")
+    backward_bits: int = flag(16, "binary-cnn: the bits of its quantised gradients, 1..32")
+    weights: str = flag("", "start from a torch state_dict saved as a flat .npz (heads that do not fit stay fresh)")
+    cast_weights: bool = flag(False, "convert float32 weights to a float64 model, or float64 to float32")
+    resume: bool = flag(False, "continue from the checkpoint of --out's last finished task (same settings only)")
+    keep_checkpoint: bool = flag(False, "keep checkpoint.npz once every task is learnt (it is removed otherwise)")
 
     def check(self) -> None:
         if self.strategy not in STRATEGIES:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
 
+from ..continual import STRATEGIES
 from ..io import prepare_output_dir
+from ..options import flag
 from . import continual
 from .finetune import parse_list
 from .report import save_results, summarise
 
+FIELDS = {f.name: field(default=f.default, metadata=f.metadata) for f in fields(continual.BenchmarkSettings)}  # shared with `continual`
 COLUMNS = ("acc", "bwt", "activation_bytes", "strategy_bytes", "replay_bytes", "peak_step_bytes")
 
 
@@ -19,13 +22,13 @@ COLUMNS = ("acc", "bwt", "activation_bytes", "strategy_bytes", "replay_bytes", "
 class ContinualSweepConfig:
     """The strategies and seeds of a sweep; the other settings are those of `continual`."""
 
-    benchmark: str = "split-mnist"
-    data_path: str = ""
-    setting: str = "task"
-    model: str = "alexnet-gpm"
-    strategies: str = "finetune,joint,er,ewc,gpm,lance,lightcl"
-    seeds: str = "0,1,2"
-    epochs: int = 5
+    benchmark: str = FIELDS["benchmark"]
+    data_path: str = FIELDS["data_path"]
+    setting: str = FIELDS["setting"]
+    model: str = FIELDS["model"]
+    strategies: str = flag("finetune,joint,er,ewc,gpm,lance,lightcl", f"the strategies, comma-separated, among {', '.join(STRATEGIES)}")
+    seeds: str = flag("0,1,2", "the seeds, comma-separated")
+    epochs: int = FIELDS["epochs"]
 
 
 def format_table(summary: list) -> str:

@@ -27,12 +27,14 @@ from ..data import normalize, subset_by_classes
 from ..io import prepare_output_dir
 from ..nn import FinetuneMethod, Linear, last_layers
 from ..optim import SGD, CosineAnnealingLR
-from ..options import check_counts, flat_config
+from ..options import check_counts, flag, flat_config
 from ..selection import POLICIES, SelectedFinetune, SelectionOptions, budget_parameters, conv_neurons, parse_budget
 from ..tensor import float_dtype
 from ..train import fit
 from .report import save_results, write_history
-from .supervised import InputSettings, classifier_name, load_data, make_loader, model_for, start_from_weights
+from .supervised import (
+    DATASET_HELP, DTYPE_HELP, MODEL_HELP, SEED_HELP, InputSettings, classifier_name, load_data, make_loader, model_for, start_from_weights,
+)
 
 
 def parse_list(text: str, kind=int) -> list:
@@ -61,21 +63,22 @@ def parse_classes(spec: str) -> list:
 class FinetuneSettings(InputSettings):
     """A fine-tuning run's choices besides its method family's options."""
 
-    model: str = "small-cnn"
-    dataset: str = "mnist5k"
-    method: str = "lance"
-    last_n: int = 2
-    source_classes: str = "0-4"
-    target_classes: str = "5-9"
-    pretrain_epochs: int = 6
-    epochs: int = 6
-    batch_size: int = 64
-    lr: float = 0.05
-    momentum: float = 0.0
-    clip: float = 2.0
-    seed: int = 0
-    dtype: str = "float32"
-    checkpoint: str = ""
+    model: str = flag("small-cnn", MODEL_HELP)
+    dataset: str = flag("mnist5k", DATASET_HELP)
+    method: str = flag("lance", f"how the last layers learn: {', '.join(FINETUNE_METHODS)} (full backprop; compressed "
+                          "activations, specs/compressed.md; or channels selected under --budget, specs/selection.md)")
+    last_n: int = flag(2, "fine-tune the model's last N conv layers (and its classifier)")
+    source_classes: str = flag("0-4", "the classes the source model learns: a range '0-4' or a list '1,3,5'")
+    target_classes: str = flag("5-9", "the new classes fine-tuned on, as --source-classes")
+    pretrain_epochs: int = flag(6, "epochs of training on the source classes (unless --checkpoint or --weights)")
+    epochs: int = flag(6, "epochs of fine-tuning")
+    batch_size: int = flag(64, "images per SGD step")
+    lr: float = flag(0.05, "the fine-tuning SGD's learning rate (cosine-annealed)")
+    momentum: float = flag(0.0, "the fine-tuning SGD's momentum (0 for the selection methods)")
+    clip: float = flag(2.0, "clip the gradients' global norm to this")
+    seed: int = flag(0, SEED_HELP)
+    dtype: str = flag("float32", DTYPE_HELP)
+    checkpoint: str = flag("", "the source model's source_model.npz from an earlier run, so it is not pretrained again")
 
     def check(self) -> None:
         if self.method not in FINETUNE_METHODS:

@@ -85,6 +85,8 @@ def write_history(out: Path, history: list[dict], title: str) -> None:
         right.plot(epochs, [row[key] for row in history], marker="o", label=key.replace("_", " "))
     right.set(xlabel="epoch", ylabel="accuracy (%)")
     right.legend()
+    for axes in (left, right):
+        axes.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
     figure.suptitle(title, fontsize=9)
     figure.tight_layout()
     save_figure(figure, out / "curves.png")

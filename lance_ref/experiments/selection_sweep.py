@@ -13,9 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from ..io import prepare_output_dir
+from ..options import flag
 from . import finetune
 from .finetune import parse_list
 from .report import save_results, summarise
+from .supervised import DATASET_HELP, MODEL_HELP
 
 COLUMNS = ("test_accuracy", "updated_parameters", "backward_seconds")
 
@@ -24,14 +26,14 @@ COLUMNS = ("test_accuracy", "updated_parameters", "backward_seconds")
 class SelectionSweepConfig:
     """The grid of a sweep; the fine-tuning settings are those of `finetune`."""
 
-    model: str = "small-cnn"
-    dataset: str = "mnist5k"
-    last_n: int = 3
-    policies: str = ",".join(finetune.SELECTION_METHODS)  # every registered policy but full
-    budgets: str = "0.05,0.1,0.2,0.3"
-    seeds: str = "0,1,2"
-    pretrain_epochs: int = 6
-    epochs: int = 6
+    model: str = flag("small-cnn", MODEL_HELP)
+    dataset: str = flag("mnist5k", DATASET_HELP)
+    last_n: int = flag(3, "fine-tune the model's last N conv layers (and its classifier)")
+    policies: str = flag(",".join(finetune.SELECTION_METHODS), "the selection policies, comma-separated")
+    budgets: str = flag("0.05,0.1,0.2,0.3", "the budgets, comma-separated, each a ratio (0.1) or a parameter count (5000)")
+    seeds: str = flag("0,1,2", "the seeds, comma-separated; each pretrains its source model once")
+    pretrain_epochs: int = flag(6, "epochs of training on the source classes")
+    epochs: int = flag(6, "epochs of fine-tuning")
 
 
 def runs(config: SelectionSweepConfig):

@@ -11,24 +11,32 @@ import numpy as np
 from .. import random
 from ..checkpoint import load_weights, save_checkpoint
 from ..data import DataLoader, load_dataset, normalize, random_crop, resized
+from ..data.catalog import DATASET_SPECS
 from ..io import prepare_output_dir
 from ..nn import Linear, build_model
-from ..nn.zoo import MobileNetV2
+from ..nn.zoo import MODELS, MobileNetV2
 from ..optim import SGD, CosineAnnealingLR
-from ..options import check_counts
+from ..options import check_counts, flag
 from ..tensor import float_dtype
 from ..train import fit
 from .report import save_results, write_history
+
+
+MODEL_HELP = f"the zoo model: {', '.join(MODELS)}"
+DATASET_HELP = (f"the dataset: {', '.join(DATASET_SPECS)} (mnist5k is the bundled 5,000 digits; mnist:DIR the IDX "
+                "files in DIR; cifar10/cifar100:PATH a binary or python release; npz:PATH arrays 'images' and 'labels')")
+DTYPE_HELP = "float32 or float64"
+SEED_HELP = "seed of every random draw (initialisation, shuffling, crops)"
 
 
 @dataclass
 class InputSettings:
     """The images a run sees and the weights it starts from (train and finetune)."""
 
-    image_size: int = 0  # resize images to this side (0: keep the dataset's)
-    channels: int = 0  # repeat grey images into this many channels (0: keep)
-    weights: str = ""  # a torch state_dict saved as a flat .npz to start from
-    cast_weights: bool = False  # convert float32 weights to a float64 model (or back)
+    image_size: int = flag(0, "resize the images to this side in pixels (0 keeps the dataset's)")
+    channels: int = flag(0, "repeat grey images into this many channels (0 keeps the dataset's)")
+    weights: str = flag("", "start from a torch state_dict saved as a flat .npz (layers whose shapes differ stay fresh)")
+    cast_weights: bool = flag(False, "convert float32 weights to a float64 model, or float64 to float32")
 
     def check_inputs(self) -> None:
         for name in ("image_size", "channels"):
@@ -64,16 +72,16 @@ def classifier_name(model) -> list:
 class TrainConfig(InputSettings):
     """Every choice of a training run; stored in results.json so the run can be repeated."""
 
-    model: str = "small-cnn"
-    dataset: str = "mnist5k"
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    crop_padding: int = 2
-    seed: int = 0
-    dtype: str = "float32"
+    model: str = flag("small-cnn", MODEL_HELP)
+    dataset: str = flag("mnist5k", DATASET_HELP)
+    epochs: int = flag(10, "passes over the training images")
+    batch_size: int = flag(64, "images per SGD step")
+    lr: float = flag(0.05, "SGD's learning rate (cosine-annealed over the epochs)")
+    momentum: float = flag(0.9, "SGD's momentum")
+    weight_decay: float = flag(5e-4, "SGD's weight decay")
+    crop_padding: int = flag(2, "random crops after padding by this many pixels (0: none)")
+    seed: int = flag(0, SEED_HELP)
+    dtype: str = flag("float32", DTYPE_HELP)
 
     def check(self) -> None:
         self.check_inputs()

@@ -11,8 +11,10 @@ from pathlib import Path
 
 from ..compress import METHODS
 from ..io import prepare_output_dir
+from ..options import flag
 from . import finetune
 from .report import pyplot, save_figure, save_results, summarise
+from .supervised import DATASET_HELP, MODEL_HELP
 
 COLUMNS = ("test_accuracy", "activation_bytes", "full_activation_bytes", "step_seconds")
 COMPRESSED = tuple(m for m in METHODS if m != "full")  # the compression methods, each over every eps
@@ -22,14 +24,14 @@ COMPRESSED = tuple(m for m in METHODS if m != "full")  # the compression methods
 class SweepConfig:
     """The grid of a sweep; the fine-tuning settings are those of `finetune`."""
 
-    model: str = "small-cnn"
-    dataset: str = "mnist5k"
-    last_n: int = 2
-    modes: str = "all"
-    eps_values: str = "0.5,0.7,0.8,0.9,0.95"
-    seeds: str = "0,1,2"
-    pretrain_epochs: int = 6
-    epochs: int = 6
+    model: str = flag("small-cnn", MODEL_HELP)
+    dataset: str = flag("mnist5k", DATASET_HELP)
+    last_n: int = flag(2, "fine-tune the model's last N conv layers (and its classifier)")
+    modes: str = flag("all", "the modes compressed, all (as upstream) or chw (all but the batch)")
+    eps_values: str = flag("0.5,0.7,0.8,0.9,0.95", "the eps of each hosvd and lance run, comma-separated, each in (0, 1]")
+    seeds: str = flag("0,1,2", "the seeds, comma-separated; each pretrains its source model once")
+    pretrain_epochs: int = flag(6, "epochs of training on the source classes")
+    epochs: int = flag(6, "epochs of fine-tuning")
 
 
 def runs(config: SweepConfig):
@@ -52,8 +54,9 @@ def format_table(summary: list) -> str:
     return "\n".join(lines)
 
 
-def plot(summary: list, out: Path) -> None:
-    """accuracy.png: accuracy against activation memory, one curve per method (needs matplotlib)."""
+def plot(summary: list, out: Path, title: str) -> None:
+    """accuracy_memory.png: accuracy against activation memory, one curve per method, labelled
+    by eps (needs matplotlib)."""
     plt = pyplot()
     if plt is None:
         return
@@ -65,6 +68,7 @@ def plot(summary: list, out: Path) -> None:
             axes.annotate(f"{eps:g}", (kib, accuracy), fontsize=7, textcoords="offset points", xytext=(3, 3))
     axes.set(xscale="log", xlabel="activation memory of the fine-tuned layers (KiB, per step)", ylabel="test accuracy (%)")
     axes.legend()
+    axes.set_title(title, fontsize=9)
     figure.tight_layout()
     save_figure(figure, out / "accuracy_memory.png")
 
@@ -91,5 +95,5 @@ def run(config: SweepConfig, out: str | Path, show: bool = True) -> dict:
     summary = summarise(rows, ("method", "eps"), COLUMNS, "test_accuracy")
     results = dict(command="finetune-sweep", config=asdict(config), runs=rows, summary=summary, table=format_table(summary))
     save_results(out, results)
-    plot(summary, out)
+    plot(summary, out, f"{config.model} on {config.dataset}, last {config.last_n} convs; mean over seeds {config.seeds}; points labelled by eps")
     return results

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..nn import FinetuneMethod, fine_tune_last, layer_activations
-from ..options import Options
+from ..options import Options, flag
 from .budget import POLICIES, budget_parameters, conv_neurons, parse_budget, select
 from .layers import SelectiveConv2d
 from .velocity import VelocityTracker
@@ -56,9 +56,10 @@ class NeuronSelector:
 class SelectionOptions(Options):
     """The selection policies' options in `lance-ref finetune`."""
 
-    budget: str = "0.1"  # a ratio of the fine-tuned convs' parameters ("0.1") or a count ("5000")
-    velocity_samples: int = 10  # target training images whose outputs give NEq's velocity
-    velocity_momentum: float = 0.5  # NEq's velocity momentum
+    budget: str = flag("0.1", "neq, random, su: the conv parameters updated per epoch, a ratio with a decimal point "
+                          "(0.1, 1.0: all) or an integer count (5000)")
+    velocity_samples: int = flag(10, "neq: the target training images whose outputs give the velocity")
+    velocity_momentum: float = flag(0.5, "neq: the velocity's momentum")
 
     def check(self) -> None:
         parse_budget(self.budget)
