@@ -123,6 +123,8 @@ def train_source(config: FinetuneConfig, model, source, source_test, out: Path, 
         label=f"pretrain {config.source_classes}",
     )
     save_checkpoint(out / "source_model.npz", model, meta=dict(classes=config.source_classes, seed=config.seed))
+    if show:
+        print(f"source model saved: --checkpoint {out / 'source_model.npz'} fine-tunes from it without pretraining again")
 
 
 def replace_classifier(model, classes: int, dtype) -> None:
