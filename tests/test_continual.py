@@ -218,7 +218,7 @@ def test_gpm_gradients_are_orthogonal_to_the_memory():
 TINY_LIGHTCL = dict(lightcl_freeze="fc", lightcl_features="fc", lightcl_buffer=4)  # TinyNet has no defaults
 
 
-def run_tiny(tmp_path, strategy, monkeypatch, running_stats=False, **overrides):
+def run_tiny(tmp_path, strategy, monkeypatch, running_stats=False, show=False, **overrides):
     scenario = tiny_scenario()
     monkeypatch.setattr("lance_ref.experiments.continual.load_benchmark", lambda *a, **k: scenario)
     built = []
@@ -230,7 +230,7 @@ def run_tiny(tmp_path, strategy, monkeypatch, running_stats=False, **overrides):
     monkeypatch.setattr("lance_ref.experiments.continual.build_model", build_tiny)
     settings = dict(epochs=2, batch_size=8, lr=0.05, dtype="float64", buffer_size=6, representation_samples=10, **TINY_LIGHTCL)
     config = ContinualConfig(strategy=strategy, **{**settings, **overrides})
-    results = run(config, tmp_path, show=False)
+    results = run(config, tmp_path, show=show)
     run_tiny.model = built[-1]
     return results
 
@@ -302,6 +302,18 @@ def test_a_resume_with_other_settings_is_refused_with_each_difference(tmp_path, 
         run_tiny(tmp_path, "ewc", monkeypatch, resume=True)
     kept = run_tiny(tmp_path, "er", monkeypatch, resume=True, keep_checkpoint=True)  # may change on resume
     assert len(kept["accuracy_matrix"]) == 2 and (tmp_path / "checkpoint.npz").exists()
+
+
+def test_a_resumed_run_says_so_and_reprints_the_earlier_rows(tmp_path, monkeypatch, capsys):
+    cut_after_task_0(tmp_path, monkeypatch, "gpm")
+    capsys.readouterr()
+    run_tiny(tmp_path, "gpm", monkeypatch, show=True, resume=True)
+    out, err = capsys.readouterr()
+    lines = out.splitlines()
+    assert lines[0] == f"resumed from {tmp_path / 'checkpoint.npz'}: task 1 done, continuing with task 2/2"
+    assert lines[1].startswith("after task 1/2: test accuracy per task (%) ")
+    assert lines[-1].startswith("after task 2/2: test accuracy per task (%) ") and "left" not in lines[-1]
+    assert "task 2/2 epoch 2/2 [" in err and "task 2 memory update [" in err and " test=" in err
 
 
 def test_a_checkpoint_that_does_not_fit_the_model_is_one_line(tmp_path):

@@ -157,7 +157,8 @@ def run_tasks(model, scenario, strategy, config, out: Path, show: bool = True, r
         progress.update(saved)  # figures absent from older checkpoints keep their zeros
         matrix = progress["accuracy_matrix"]
         if show:
-            print(f"resumed from {out / CHECKPOINT}: tasks 1-{start} done, continuing with task {start + 1}/{count}")
+            done = "task 1" if start == 1 else f"tasks 1-{start}"
+            print(f"resumed from {out / CHECKPOINT}: {done} done, continuing with task {start + 1}/{count}")
             for t in range(start):
                 print(accuracy_row(matrix, t, count))
     names, strategy.show, began_run = strategy.weight_layer_names(), show, time.perf_counter()

@@ -233,7 +233,8 @@ class EWC(Strategy):
         samples, rng = self.training_samples(task), np.random.default_rng((self.settings.seed, task.index, 1))
         batches = 0
         self.model.train()
-        for index in minibatches(len(samples), self.settings.batch_size, rng):
+        order = minibatches(len(samples), self.settings.batch_size, rng)
+        for index in Progress(order, label=f"task {task.index + 1} fisher", enabled=self.show):
             batch = samples.take(index)
             self.model.zero_grad()
             task_loss(self.model, normalize(batch.images), batch.labels, batch.tasks, self.settings.setting).backward()
