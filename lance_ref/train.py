@@ -89,6 +89,12 @@ def percent(share: float) -> str:
     return f"{100 * share:.2f}%"
 
 
+def in_percent(share):
+    """A share (0.954) or an array of them in percent (95.4), the unit of results.json; rounded
+    to 10 decimals, so that float noise (95.39999999999999) does not reach the file."""
+    return np.round(100 * np.asarray(share, dtype=np.float64), 10).tolist()
+
+
 @dataclass
 class FitResult:
     """What `fit` measured: the per-epoch history, the ledger of the first step, the measured
@@ -124,7 +130,7 @@ def fit(model, optimizer, loader, test_images, test_labels, epochs: int, schedul
         first_ledger = first_ledger or result.ledger
         peak = peak or result.peak_step_bytes
         history.append(
-            dict(epoch=epoch, loss=result.loss, train_accuracy=100 * result.accuracy, test_accuracy=100 * tested[0],
+            dict(epoch=epoch, loss=result.loss, train_accuracy=in_percent(result.accuracy), test_accuracy=in_percent(tested[0]),
                  seconds=result.seconds, backward_seconds=result.backward_seconds, steps=len(loader), **(figures or {}))
         )
     return FitResult(history, first_ledger, peak, memory.persistent_bytes(model, optimizer))

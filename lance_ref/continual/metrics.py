@@ -39,11 +39,10 @@ def forgetting(matrix) -> list:
     return [float(r[j:-1, j].max() - r[-1, j]) for j in range(len(r) - 1)]
 
 
-def ragged(matrix, scale: float = 1.0) -> list:
-    """The lower triangle times `scale` (100: in percent) as rows of growing length (row i: the
-    i + 1 tasks seen), for JSON."""
+def ragged(matrix) -> list:
+    """The lower triangle as rows of growing length (row i: the i + 1 tasks seen), for JSON."""
     r = check_accuracy_matrix(matrix)
-    return [(scale * r[i, : i + 1]).tolist() for i in range(len(r))]
+    return [r[i, : i + 1].tolist() for i in range(len(r))]
 
 
 def centred_gram(features: np.ndarray) -> np.ndarray:

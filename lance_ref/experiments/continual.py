@@ -24,6 +24,7 @@ from ..io import prepare_output_dir
 from ..options import check_counts, flag, flat_config
 from ..nn import build_model
 from ..tensor import float_dtype
+from ..train import in_percent
 from .report import pyplot, save_figure, save_results
 from .supervised import DTYPE_HELP, start_from_weights
 
@@ -147,10 +148,10 @@ def run(config: ContinualConfig, out: str | Path, show: bool = True) -> dict:
         config=asdict(config),
         class_order=list(scenario.class_order),
         tasks=[list(t.classes) for t in scenario.tasks],
-        accuracy_matrix=ragged(matrix, 100),
-        acc=100 * average_accuracy(matrix),
-        bwt=100 * backward_transfer(matrix),
-        forgetting=[100 * f for f in forgetting(matrix)],
+        accuracy_matrix=[in_percent(row) for row in ragged(matrix)],
+        acc=in_percent(average_accuracy(matrix)),
+        bwt=in_percent(backward_transfer(matrix)),
+        forgetting=in_percent(forgetting(matrix)),
         activation_bytes=int(outcome["activation_bytes"][later:, 0].max()),
         activation_bytes_all_ops=int(outcome["activation_bytes"][later:, 1].max()),
         activation_bytes_by_task=outcome["activation_bytes"][:, 0].tolist(),

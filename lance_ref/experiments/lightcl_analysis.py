@@ -24,6 +24,7 @@ from ..continual.steps import evaluate
 from ..continual.strategies import forward_task
 from ..io import prepare_output_dir
 from ..nn import layer_activations
+from ..train import in_percent
 from .continual import BenchmarkSettings, ContinualConfig, build
 from .report import save_results
 
@@ -54,7 +55,7 @@ def run(config: AnalysisConfig, out: str | Path, show: bool = True) -> dict:
 
     def learn_new_task(model) -> float:
         train_task(model, Finetune(model, scenario, settings), new, settings, normalize, show)
-        return 100 * evaluate(model, [new], config.setting, normalize, np.random.default_rng((config.seed, 1, 4)))[0]
+        return in_percent(evaluate(model, [new], config.setting, normalize, np.random.default_rng((config.seed, 1, 4)))[0])
 
     model = build(settings, scenario)
     train_task(model, Finetune(model, scenario, settings), old, settings, normalize, show)
