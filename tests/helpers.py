@@ -88,14 +88,13 @@ def assert_float32_matches_float64(fn, x, rtol=1e-5, atol=1e-6):
         np.testing.assert_allclose(a32, a64, rtol=rtol, atol=atol)
 
 
-def interrupted_and_resumed(run, tmp_path, monkeypatch) -> tuple:
-    """(results of `run(folder)` uninterrupted, results of a run cut by an interrupt before its
-    task 1 and resumed with `resume=True`): `run(folder, **overrides)` runs a continual benchmark."""
+def cut_before_task_1(run, monkeypatch) -> None:
+    """Call `run()`, a continual benchmark, and interrupt it before its task 1 (index 1): the
+    checkpoint of task 0 stays."""
     import pytest
 
     from lance_ref.continual import loop
 
-    whole = run(tmp_path / "whole")
     original = loop.train_task
 
     def stop_at_task_1(model, strategy, task, *args, **kwargs):
@@ -105,6 +104,13 @@ def interrupted_and_resumed(run, tmp_path, monkeypatch) -> tuple:
 
     monkeypatch.setattr(loop, "train_task", stop_at_task_1)
     with pytest.raises(KeyboardInterrupt):
-        run(tmp_path / "cut")
+        run()
     monkeypatch.setattr(loop, "train_task", original)
+
+
+def interrupted_and_resumed(run, tmp_path, monkeypatch) -> tuple:
+    """(results of `run(folder)` uninterrupted, results of a run cut by an interrupt before its
+    task 1 and resumed with `resume=True`): `run(folder, **overrides)` runs a continual benchmark."""
+    whole = run(tmp_path / "whole")
+    cut_before_task_1(lambda: run(tmp_path / "cut"), monkeypatch)
     return whole, run(tmp_path / "cut", resume=True)

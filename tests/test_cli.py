@@ -24,6 +24,13 @@ def test_train_writes_results(tmp_path, tiny_digits):
     # the measured step holds the model, its gradients and what backward keeps, at least
     assert results["peak_step_bytes"] > results["persistent_bytes"] + results["activation_bytes_per_step"]
     assert (out / "model.npz").is_file() and (out / "history.csv").is_file()
+    from lance_ref import TORCH_SEMANTICS, __version__, kernels
+
+    environment = results["environment"]
+    assert environment["lance_ref"] == __version__ and environment["torch_semantics"] == TORCH_SEMANTICS == "2.15.0"
+    assert (environment["backend"], environment["simd_isa"]) == (kernels.backend(), kernels.simd_isa())
+    assert "" not in results["activation_bytes_by_layer"] and "(functional)" in results["activation_bytes_by_layer"]
+    assert 0 <= results["test_accuracy"] <= 100 and results["test_accuracy"] == round(results["test_accuracy"], 10)
 
 
 def test_same_seed_same_losses_bit_for_bit(tmp_path, tiny_digits):

@@ -18,7 +18,7 @@ from lance_ref.experiments.report import pyplot
 from lance_ref.nn import BatchNorm2d, Conv2d, Linear, Module, ModuleList, ReLU
 from lance_ref.tensor import Tensor
 
-from helpers import interrupted_and_resumed
+from helpers import cut_before_task_1, interrupted_and_resumed
 from strategies import arrays
 
 
@@ -277,19 +277,7 @@ def test_an_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch, st
 
 def cut_after_task_0(tmp_path, monkeypatch, strategy="er", **overrides):
     """A run of `strategy` on the tiny tasks, interrupted before task 1: its checkpoint stays."""
-    from lance_ref.continual import loop
-
-    original = loop.train_task
-
-    def stop_at_task_1(model, strategy, task, *args, **kwargs):
-        if task.index == 1:
-            raise KeyboardInterrupt
-        return original(model, strategy, task, *args, **kwargs)
-
-    monkeypatch.setattr(loop, "train_task", stop_at_task_1)
-    with pytest.raises(KeyboardInterrupt):
-        run_tiny(tmp_path, strategy, monkeypatch, **overrides)
-    monkeypatch.setattr(loop, "train_task", original)
+    cut_before_task_1(lambda: run_tiny(tmp_path, strategy, monkeypatch, **overrides), monkeypatch)
     assert (tmp_path / "checkpoint.npz").exists()
 
 

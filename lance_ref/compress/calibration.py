@@ -11,9 +11,9 @@ from .hosvd import check_eps, check_modes, leading_eigenvectors
 MODE_SETS = ("all", "chw")
 
 
-def check_mode_set(mode_set: str) -> str:
+def check_mode_set(mode_set: str, name: str = "mode_set") -> str:
     if mode_set not in MODE_SETS:
-        raise ValueError(f"mode_set must be one of {MODE_SETS}, got {mode_set!r}")
+        raise ValueError(f"{name} must be one of {MODE_SETS}, got {mode_set!r}")
     return mode_set
 
 

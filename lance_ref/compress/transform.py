@@ -10,7 +10,7 @@ from ..nn import FinetuneMethod, Module, eval_mode, fine_tune_last
 from ..options import Options, check_counts, flag
 from ..progress import Progress
 from ..tensor import Tensor
-from .calibration import MODE_SETS
+from .calibration import check_mode_set
 from .hosvd import check_eps
 from .layers import CompressedConv2d, CompressedLinear, Lance
 
@@ -64,8 +64,7 @@ class CompressionOptions(Options):
 
     def check(self) -> None:
         check_eps(self.eps)
-        if self.modes not in MODE_SETS:
-            raise ValueError(f"modes must be one of {MODE_SETS}, got {self.modes!r}")
+        check_mode_set(self.modes, "modes")
         check_counts(self, "calibration_batches")
 
 

@@ -37,7 +37,7 @@ class BenchmarkSettings:
     """The benchmark, model and training of a continual run (and of `lightcl-analysis`)."""
 
     benchmark: str = flag("split-mnist", f"the tasks: {', '.join(BENCHMARKS)} (split-mnist: the bundled digits, "
-                             "5 tasks of 2 classes; the CIFAR ones read --data-path)")
+                          "5 tasks of 2 classes; the CIFAR ones read --data-path)")
     data_path: str = flag("", "the CIFAR-10/100 binary or python release (a directory or its archive)")
     setting: str = flag("task", "task (a head per task, GPM's protocol) or class (one shared head)")
     model: str = flag("alexnet-gpm", f"the zoo model: {', '.join(MODELS)}")

@@ -66,7 +66,7 @@ class FinetuneSettings(InputSettings):
     model: str = flag("small-cnn", MODEL_HELP)
     dataset: str = flag("mnist5k", DATASET_HELP)
     method: str = flag("lance", f"how the last layers learn: {', '.join(FINETUNE_METHODS)} (full backprop; compressed "
-                          "activations, specs/compressed.md; or channels selected under --budget, specs/selection.md)")
+                       "activations, specs/compressed.md; or channels selected under --budget, specs/selection.md)")
     last_n: int = flag(2, "fine-tune the model's last N conv layers (and its classifier)")
     source_classes: str = flag("0-4", "the classes the source model learns: a range '0-4' or a list '1,3,5'")
     target_classes: str = flag("5-9", "the new classes fine-tuned on, as --source-classes")

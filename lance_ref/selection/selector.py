@@ -57,7 +57,7 @@ class SelectionOptions(Options):
     """The selection policies' options in `lance-ref finetune`."""
 
     budget: str = flag("0.1", "neq, random, su: the conv parameters updated per epoch, a ratio with a decimal point "
-                          "(0.1, 1.0: all) or an integer count (5000)")
+                       "(0.1, 1.0: all) or an integer count (5000)")
     velocity_samples: int = flag(10, "neq: the target training images whose outputs give the velocity")
     velocity_momentum: float = flag(0.5, "neq: the velocity's momentum")
 
