@@ -8,6 +8,19 @@
 //! for AVX2+FMA, AVX-512F, NEON and a scalar reference ([`Isa`]); depthwise convolutions and
 //! batch normalisation run on SIMD row kernels (axpy, dot) with the same four paths; the
 //! elementwise clamp and masked VJP work on contiguous slices of any shape.
+//!
+//! # Fine-tuning a layer on a board, without Python
+//!
+//! [`lance_conv2d_step`] is one LANCE step of a conv layer: its forward, the Tucker core of its
+//! input on fixed bases, the weight gradient from that core ([`lance_conv2d_weight_grad`]) and
+//! an SGD update. The example `examples/lance_step.rs` runs it on `.npy` files ([`npy`]) that
+//! lance-ref's Python side writes (the weight, an input batch, the output gradient and the bases
+//! calibrated by `lance_ref.compress.calibrate`), and writes the trained weight back:
+//!
+//! ```text
+//! cargo build --release --example lance_step --target aarch64-unknown-linux-gnu
+//! lance_step DIR --steps 10 --lr 0.05 --padding 1      # on the board
+//! ```
 
 mod activation;
 mod context;
@@ -17,8 +30,10 @@ mod error;
 mod gemm;
 mod im2col;
 mod isa;
+mod lance;
 mod layout;
 mod norm;
+pub mod npy;
 mod out;
 mod parallel;
 mod pool;
@@ -37,6 +52,7 @@ pub use depthwise::{
 pub use error::LanceError;
 pub use im2col::{ConvGeometry, im2col};
 pub use isa::{ISA_ENV, Isa};
+pub use lance::{lance_conv2d_step, lance_conv2d_weight_grad};
 pub use layout::{fold, unfold, unfolded_shape};
 pub use norm::{Normalisation, batch_norm_backward, batch_norm_forward, batch_norm_stats};
 pub use out::Out;

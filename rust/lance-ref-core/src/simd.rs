@@ -83,9 +83,9 @@ pub struct RowKernels<T> {
     /// `sum_k x[k * x_step] * y[k * y_step]` over `k < len`.
     pub dot: unsafe fn(len: usize, x: *const T, x_step: isize, y: *const T, y_step: isize) -> T,
     /// `sums[o * TAPS + j] = sum_{p, r, k} g[o g_step + p g_plane + r g_row + k] x[p x_plane +
-    /// r x_row + k + j]` over the [`Correlation`]'s planes `p`, rows `r` and elements `k < len`,
+    /// r x_row + k + j]` over the `Correlation`'s planes `p`, rows `r` and elements `k < len`,
     /// for `o < OUTPUTS`, `j < TAPS`: the weight gradient of one kernel row of a stride-1 conv
-    /// for [`OUTPUTS`] output channels, rows of unit step (`len + TAPS - 1` elements of x each).
+    /// for `OUTPUTS` output channels, rows of unit step (`len + TAPS - 1` elements of x each).
     pub correlate: Correlate<T>,
 }
 
