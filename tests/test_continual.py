@@ -180,6 +180,19 @@ def tiny_scenario():
     return make_scenario(data, data, 2, seed=1)
 
 
+def test_a_shortened_scenario_keeps_the_first_tasks_and_samples_of_each_class():
+    scenario = tiny_scenario()
+    short = scenario.shortened(1, 3)
+    assert len(short.tasks) == 1 and short.class_order == scenario.class_order
+    task, whole = short.tasks[0], scenario.tasks[0]
+    assert np.bincount(task.train.labels).tolist() == [3, 3] and task.test is whole.test
+    first = [np.flatnonzero(whole.train.labels == label)[:3] for label in (0, 1)]
+    np.testing.assert_array_equal(task.train.images, whole.train.images[np.sort(np.concatenate(first))])
+    assert scenario.shortened() is not scenario and len(scenario.shortened(0, 0).tasks) == 2
+    with pytest.raises(ValueError, match="tasks must be in 0..2"):
+        scenario.shortened(3)
+
+
 def test_heads_and_protected_layers():
     model = TinyNet([2, 2])
     assert head_names(model) == ["heads.0", "heads.1"]

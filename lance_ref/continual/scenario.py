@@ -7,11 +7,11 @@ one head per task; `Task.global_labels` gives the labels of a shared head (class
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..data import Dataset, load_dataset, subset_by_classes
+from ..data import Dataset, first_per_class, load_dataset, subset_by_classes
 
 # benchmark -> (dataset kind, number of tasks); CIFAR needs the user's path.
 BENCHMARKS = {"split-mnist": ("mnist5k", 5), "split-cifar10": ("cifar10", 5), "split-cifar100": ("cifar100", 10)}
@@ -43,6 +43,17 @@ class Scenario:
     @property
     def num_classes(self) -> int:
         return len(self.class_order)
+
+    def shortened(self, tasks: int = 0, train_per_class: int = 0) -> "Scenario":
+        """The first `tasks` tasks (0: all), each training on the first `train_per_class` samples
+        of each of its classes (0: all): a quick run of the same benchmark (the test sets and the
+        shared head's classes stay whole)."""
+        if isinstance(tasks, bool) or not isinstance(tasks, (int, np.integer)) or not 0 <= tasks <= len(self.tasks):
+            raise ValueError(f"tasks must be in 0..{len(self.tasks)} ({self.name} has {len(self.tasks)}; 0: all), got {tasks!r}")
+        kept = self.tasks[: tasks or len(self.tasks)]
+        if train_per_class:
+            kept = tuple(replace(t, train=first_per_class(t.train, train_per_class)) for t in kept)
+        return replace(self, tasks=tuple(kept))
 
     def head_sizes(self, setting: str) -> list:
         """Classes per head: one head per task (task-incremental) or one shared head."""

@@ -107,6 +107,17 @@ def subset_by_classes(dataset: Dataset, classes: Sequence[int], relabel: bool = 
     )
 
 
+def first_per_class(dataset: Dataset, count: int) -> Dataset:
+    """The first `count` samples of each class (all of a class with fewer), in file order."""
+    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
+        raise ValueError(f"count must be a positive int, got {count!r}")
+    rank = np.zeros(len(dataset), dtype=np.int64)  # each sample's position within its class
+    for label in np.unique(dataset.labels):
+        members = dataset.labels == label
+        rank[members] = np.arange(members.sum())
+    return _take(dataset, np.flatnonzero(rank < count))
+
+
 def split_per_class(dataset: Dataset, test_fraction: float) -> tuple[Dataset, Dataset]:
     """Deterministic stratified split: the last `round(n_c * test_fraction)` samples of each
     class (in file order) form the test set, the rest the training set; both keep file order.

@@ -46,6 +46,8 @@ class BenchmarkSettings:
     lr: float = flag(0.01, "SGD's learning rate (constant, no momentum)")
     seed: int = flag(0, "seed of the class order and of every random draw")
     dtype: str = flag("float32", DTYPE_HELP)
+    tasks: int = flag(0, "learn only the benchmark's first N tasks (0: all); for quick runs")
+    train_per_class: int = flag(0, "train on the first N samples of each class only (0: all); for quick runs")
 
 
 @dataclass
@@ -72,6 +74,8 @@ class RunSettings(BenchmarkSettings):
         check_bits(self.forward_bits, "forward_bits")
         check_bits(self.backward_bits, "backward_bits")
         check_counts(self, "epochs", "batch_size")
+        if self.tasks < 0 or self.train_per_class < 0:
+            raise ValueError(f"tasks and train_per_class must be >= 0 (0: all), got {self.tasks} and {self.train_per_class}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.weights and not Path(self.weights).is_file():
@@ -136,6 +140,7 @@ def run(config: ContinualConfig, out: str | Path, show: bool = True) -> dict:
     config.check()
     out = prepare_output_dir(out)
     scenario = load_benchmark(config.benchmark, config.seed if config.shuffle_classes else None, config.data_path)
+    scenario = scenario.shortened(config.tasks, config.train_per_class)
     model = build(config, scenario)
     if config.weights:
         start_from_weights(model, config.weights, config.cast_weights, head_names(model), show)

@@ -47,7 +47,7 @@ def run(config: AnalysisConfig, out: str | Path, show: bool = True) -> dict:
     settings = ContinualConfig(strategy="finetune", **asdict(config))
     settings.check()
     out = prepare_output_dir(out)
-    scenario = load_benchmark(config.benchmark, config.seed, config.data_path)
+    scenario = load_benchmark(config.benchmark, config.seed, config.data_path).shortened(config.tasks, config.train_per_class)
     if len(scenario.tasks) < 2:
         raise ValueError(f"{config.benchmark} has a single task; the analysis needs two")
     old, new = scenario.tasks[:2]
