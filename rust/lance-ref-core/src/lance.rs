@@ -231,17 +231,10 @@ mod tests {
         let grad = View4::c_contiguous(&grad, [n, o, h, w]).unwrap();
         let mut weight: Vec<f64> = values(o * c * 9, 4);
         let before = weight.clone();
-        let y = lance_conv2d_step(
-            &ctx,
-            &x,
-            &mut weight,
-            [o, c, 3, 3],
-            &bases,
-            &grad,
-            &geometry,
-            0.5,
-        )
-        .unwrap();
+        let step = |x: &View4<'_, f64>, weight: &mut [f64]| {
+            lance_conv2d_step(&ctx, x, weight, [o, c, 3, 3], &bases, &grad, &geometry, 0.5)
+        };
+        let y = step(&x, &mut weight).unwrap();
         assert_eq!(y.len(), n * o * h * w);
         let mut dense = vec![0.0; o * c * 9];
         let mut workspace = vec![0.0; padded_workspace_len([n, c, h, w], [1, 1], n)];
@@ -259,17 +252,7 @@ mod tests {
             assert_eq!(*after, was - 0.5 * g); // identity bases: the exact gradient
         }
         let three_samples = View4::c_contiguous(&before, [o, c, 3, 3]).unwrap();
-        let error = lance_conv2d_step(
-            &ctx,
-            &three_samples,
-            &mut weight,
-            [o, c, 3, 3],
-            &bases,
-            &grad,
-            &geometry,
-            0.5,
-        )
-        .unwrap_err();
+        let error = step(&three_samples, &mut weight).unwrap_err();
         assert!(
             error
                 .to_string()
