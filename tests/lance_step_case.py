@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from strategies import relative_error  # tests/ is on the path in pytest and when run as a script
+
 TOLERANCE = {np.dtype(np.float32): 1e-5, np.dtype(np.float64): 1e-12}
 STEPS, LR, PADDING = 3, 0.05, 1
 
@@ -60,12 +62,6 @@ def reference(case: dict, steps: int = STEPS, lr: float = LR) -> tuple:
 def run_example(binary, folder: Path, runner=(), *extra) -> subprocess.CompletedProcess:
     command = [*runner, str(binary), str(folder), "--steps", str(STEPS), "--lr", str(LR), "--padding", str(PADDING), *extra]
     return subprocess.run(command, capture_output=True, text=True, timeout=600)
-
-
-def relative_error(got: np.ndarray, want: np.ndarray) -> float:
-    """||got - want||_F / ||want||_F in float64."""
-    assert got.shape == want.shape and got.dtype == want.dtype, (got.shape, got.dtype, want.shape, want.dtype)
-    return float(np.linalg.norm(got.astype(np.float64) - want) / np.linalg.norm(want.astype(np.float64)))
 
 
 def check(binary, folder: Path, dtype, runner=()) -> dict:

@@ -121,9 +121,9 @@ def load_progress(path: Path, model, strategy, identity: dict) -> dict:
     state = unflatten(load_npz(path))
     if "model" not in state or "progress" not in state:
         raise ValueError(f"{path} is not a continual-learning checkpoint")
-    if identity and "run" not in state:
-        raise ValueError(f"checkpoint {path} holds no record of its run's settings (an older lance-ref wrote it): start afresh without resume")
     if identity:
+        if "run" not in state:
+            raise ValueError(f"checkpoint {path} holds no record of its run's settings (an older lance-ref wrote it): start afresh without resume")
         check_same_run(path, state["run"], identity)
     try:
         model.load_state_dict(state["model"])

@@ -53,7 +53,7 @@ class Scenario:
         kept = self.tasks[: tasks or len(self.tasks)]
         if train_per_class:
             kept = tuple(replace(t, train=first_per_class(t.train, train_per_class)) for t in kept)
-        return replace(self, tasks=tuple(kept))
+        return replace(self, tasks=kept)
 
     def head_sizes(self, setting: str) -> list:
         """Classes per head: one head per task (task-incremental) or one shared head."""

@@ -114,13 +114,20 @@ impl Element for f64 {
     }
 }
 
-/// The array `name` of `dir` in `T`, with `ndim` dimensions.
+/// The array `name` of `dir` in `T`, with `N` dimensions.
 fn load<T: Element, const N: usize>(
     dir: &Path,
     name: &str,
 ) -> Result<([usize; N], Vec<T>), String> {
     let path = dir.join(name);
-    let array = npy::read(&path).map_err(|e| e.to_string())?;
+    typed(&path, npy::read(&path).map_err(|e| e.to_string())?)
+}
+
+/// `array`, read from `path`, in `T` with `N` dimensions.
+fn typed<T: Element, const N: usize>(
+    path: &Path,
+    array: Array,
+) -> Result<([usize; N], Vec<T>), String> {
     let descr = array.descr();
     let (shape, data) = T::unwrap(array).ok_or(format!(
         "{}: dtype {descr}, but weight.npy's differs; every file must share it",
@@ -132,9 +139,10 @@ fn load<T: Element, const N: usize>(
     Ok((shape, data))
 }
 
-fn run<T: Element>(arguments: &Arguments) -> Result<(), String> {
+/// The steps in `T`, the dtype of `weight`, the array read from `DIR/weight.npy`.
+fn run<T: Element>(arguments: &Arguments, weight: Array) -> Result<(), String> {
     let dir = &arguments.dir;
-    let (w_shape, mut weight) = load::<T, 4>(dir, "weight.npy")?;
+    let (w_shape, mut weight) = typed::<T, 4>(&dir.join("weight.npy"), weight)?;
     let (x_shape, x) = load::<T, 4>(dir, "x.npy")?;
     let (grad_shape, grad) = load::<T, 4>(dir, "grad_output.npy")?;
     let bases: Vec<([usize; 2], Vec<T>)> = (0..4)
@@ -192,9 +200,11 @@ fn run<T: Element>(arguments: &Arguments) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let outcome = parse(std::env::args().skip(1)).and_then(|arguments| {
-        match npy::read(&arguments.dir.join("weight.npy")).map_err(|e| e.to_string())? {
-            Array::F32 { .. } => run::<f32>(&arguments),
-            Array::F64 { .. } => run::<f64>(&arguments),
+        let weight = npy::read(&arguments.dir.join("weight.npy")).map_err(|e| e.to_string())?;
+        if matches!(weight, Array::F32 { .. }) {
+            run::<f32>(&arguments, weight)
+        } else {
+            run::<f64>(&arguments, weight)
         }
     });
     match outcome {
